@@ -1,0 +1,504 @@
+"""Everything that depends on ``covariance_type``, in one place.
+
+One :class:`CovarianceModel` subclass per type (``full``, ``tied``, ``diag``,
+``spherical``) and one registry, :data:`COVARIANCE_MODELS`. Nothing here knows
+about Dask: every method takes and returns NumPy arrays.
+
+Conventions
+-----------
+``Xc`` is a block of samples minus a *shift* vector ``c`` (one per iteration,
+chosen near the data), and ``deltas`` are the component means minus the same
+shift, ``deltas[k] = means[k] - c``. Working with shifted coordinates keeps
+the arithmetic well conditioned when the data sit far from the origin
+(mean 1e6, std 1), in float32 as well as float64.
+
+Sufficient statistics are accumulated around the current means:
+``s1[k] = sum_n r_nk (x_n - means[k])`` and the second moment ``s2`` (its shape
+depends on the type, see :meth:`CovarianceModel.s2_shape`). They are float64
+whatever the dtype of the data.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+__all__ = ["COVARIANCE_MODELS", "CovarianceModel", "get_covariance_model"]
+
+Float = NDArray[np.floating]
+
+#: scikit-learn's wording, kept verbatim so that users' ``match=`` patterns carry over.
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have "
+    "ill-defined empirical covariance (for instance caused by singleton "
+    "or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data."
+)
+
+
+def _ill_defined(component: int | None, covariance_type: str, dtype: np.dtype) -> ValueError:
+    msg = ILL_DEFINED_COVARIANCE
+    if dtype == np.float32:
+        msg += (
+            " The numerical accuracy can also be improved by passing float64"
+            " data instead of float32."
+        )
+    where = "the tied covariance" if component is None else f"component {component}"
+    msg += (
+        f" ({where} is not positive-definite for covariance_type={covariance_type!r}; "
+        "a larger reg_covar, e.g. 1e-3, adds that much variance to every feature.)"
+    )
+    return ValueError(msg)
+
+
+def _check_shape(param: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if param.shape != shape:
+        raise ValueError(
+            f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}"
+        )
+
+
+def _cholesky_of_precision(covariance: Float) -> Float:
+    """Upper-triangular ``U`` with ``U @ U.T == inv(covariance)`` (raises LinAlgError)."""
+    cov_chol = scipy.linalg.cholesky(covariance, lower=True, check_finite=False)
+    if not np.all(np.isfinite(cov_chol)):
+        raise np.linalg.LinAlgError("non-finite Cholesky factor")
+    eye = np.eye(covariance.shape[0], dtype=covariance.dtype)
+    return scipy.linalg.solve_triangular(cov_chol, eye, lower=True, check_finite=False).T
+
+
+def _flip(a: Float) -> Float:
+    return a[::-1, ::-1]
+
+
+def _precision_cholesky_from_precision(precision: Float) -> Float:
+    # The precision's U U^T factor through a Cholesky of the row/column-reversed
+    # matrix (scikit-learn #26415): J P J = L L^T  =>  P = (J L J)(J L J)^T.
+    return np.ascontiguousarray(_flip(np.linalg.cholesky(_flip(precision))))
+
+
+def _check_symmetric_pd(precision: Float, covariance_type: str) -> None:
+    if not (
+        np.allclose(precision, precision.T) and np.all(np.linalg.eigvalsh(precision) > 0.0)
+    ):
+        raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+
+
+class CovarianceModel(ABC):
+    """Covariance-type specific math of a Gaussian mixture.
+
+    Subclasses are stateless; use the instances in :data:`COVARIANCE_MODELS`.
+    """
+
+    name: ClassVar[str]
+
+    # ----------------------------------------------------------------- shapes
+    @abstractmethod
+    def covariances_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of ``covariances_``, ``precisions_`` and ``precisions_cholesky_``."""
+
+    def s2_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of the accumulated second-moment statistic."""
+        return self.covariances_shape(n_components, n_features)
+
+    @abstractmethod
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free parameters in the covariances."""
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free parameters of the whole mixture (weights, means, covariances)."""
+        return int(
+            self.n_covariance_parameters(n_components, n_features)
+            + n_features * n_components
+            + n_components
+            - 1
+        )
+
+    # --------------------------------------------------- precision factors
+    @abstractmethod
+    def precisions_cholesky(self, covariances: Float) -> Float:
+        """Cholesky factors of the precisions, from the covariances.
+
+        Raises
+        ------
+        ValueError
+            If a covariance is not positive-definite; the message names the
+            component and suggests ``reg_covar``.
+        """
+
+    @abstractmethod
+    def precisions_cholesky_from_precisions(self, precisions: Float) -> Float:
+        """Cholesky factors of the precisions, from the precisions themselves."""
+
+    @abstractmethod
+    def precisions(self, precisions_cholesky: Float) -> Float:
+        """Precisions from their Cholesky factors."""
+
+    @abstractmethod
+    def covariances_from_precisions(self, precisions: Float) -> Float:
+        """Covariances from precisions (used when only ``precisions_init`` is given)."""
+
+    @abstractmethod
+    def log_det_cholesky(
+        self, precisions_cholesky: Float, n_components: int, n_features: int
+    ) -> Float:
+        """Log-determinant of each precision Cholesky factor, shape ``(n_components,)``.
+
+        Equal to ``-0.5 * log det(covariance_k)``.
+        """
+
+    @abstractmethod
+    def check_precisions(
+        self, precisions: Float, n_components: int, n_features: int
+    ) -> Float:
+        """Validate user-given ``precisions_init`` (scikit-learn's messages)."""
+
+    # --------------------------------------------------------- per block
+    @abstractmethod
+    def squared_mahalanobis(self, Xc: Float, deltas: Float, precisions_cholesky: Float) -> Float:
+        """Squared Mahalanobis distance of every shifted sample to every component.
+
+        Parameters
+        ----------
+        Xc : ndarray of shape (n_samples, n_features)
+            Samples minus the shift.
+        deltas : ndarray of shape (n_components, n_features)
+            Means minus the shift, in the dtype of ``Xc``.
+        precisions_cholesky : ndarray
+            In the dtype of ``Xc``; shape as :meth:`covariances_shape`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components), dtype of ``Xc``
+        """
+
+    @abstractmethod
+    def accumulate(self, Xc: Float, resp: Float, deltas: Float) -> tuple[Float, Float]:
+        """First and second moments of one block around the current means.
+
+        Parameters
+        ----------
+        Xc : ndarray of shape (n_samples, n_features)
+            Samples minus the shift.
+        resp : ndarray of shape (n_samples, n_components)
+            Responsibilities, already multiplied by sample weights.
+        deltas : ndarray of shape (n_components, n_features)
+            Current means minus the shift, in the dtype of ``Xc``.
+
+        Returns
+        -------
+        s1 : ndarray of shape (n_components, n_features), float64
+            ``sum_n r_nk (x_n - means_k)``.
+        s2 : ndarray of shape :meth:`s2_shape`, float64
+            Second moment; ``full``/``diag``/``spherical`` around each mean,
+            ``tied`` around the shift, summed over components.
+        """
+
+    @abstractmethod
+    def covariances_from_stats(
+        self, nk: Float, s1: Float, s2: Float, deltas: Float, reg_covar: float
+    ) -> Float:
+        """M-step for the covariances.
+
+        Parameters
+        ----------
+        nk : ndarray of shape (n_components,)
+            Summed responsibilities plus ``10 * eps`` (as scikit-learn).
+        s1, s2 : ndarray
+            Accumulated statistics, see :meth:`accumulate`.
+        deltas : ndarray of shape (n_components, n_features), float64
+            The means around which the statistics were accumulated, minus the shift.
+        reg_covar : float
+            Added to the diagonal.
+        """
+
+    @abstractmethod
+    def sample(
+        self,
+        rng: np.random.RandomState,
+        means: Float,
+        covariances: Float,
+        counts: NDArray[np.integer],
+    ) -> Float:
+        """Draw ``counts[k]`` samples from each component, stacked in component order."""
+
+
+class Full(CovarianceModel):
+    """Each component has its own general covariance matrix."""
+
+    name = "full"
+
+    def covariances_shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def precisions_cholesky(self, covariances):
+        out = np.empty_like(covariances)
+        for k, covariance in enumerate(covariances):
+            try:
+                out[k] = _cholesky_of_precision(covariance)
+            except (np.linalg.LinAlgError, ValueError):
+                raise _ill_defined(k, self.name, covariances.dtype) from None
+        return out
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return np.stack([_precision_cholesky_from_precision(p) for p in precisions])
+
+    def precisions(self, precisions_cholesky):
+        return np.matmul(precisions_cholesky, precisions_cholesky.transpose(0, 2, 1))
+
+    def covariances_from_precisions(self, precisions):
+        return np.linalg.inv(precisions)
+
+    def log_det_cholesky(self, precisions_cholesky, n_components, n_features):
+        diag = np.diagonal(precisions_cholesky, axis1=1, axis2=2)
+        return np.sum(np.log(diag), axis=1)
+
+    def check_precisions(self, precisions, n_components, n_features):
+        _check_shape(precisions, (n_components, n_features, n_features), "full precision")
+        for precision in precisions:
+            _check_symmetric_pd(precision, self.name)
+        return precisions
+
+    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
+        n_components, n_features, _ = precisions_cholesky.shape
+        # One GEMM of the block against the stacked factors (D x K*D).
+        stacked = precisions_cholesky.transpose(1, 0, 2).reshape(n_features, -1)
+        y = Xc @ stacked
+        y -= np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
+        y = y.reshape(len(Xc), n_components, n_features)
+        return np.einsum("nkd,nkd->nk", y, y)
+
+    def accumulate(self, Xc, resp, deltas):
+        n_components, n_features = deltas.shape
+        s1 = np.empty((n_components, n_features))
+        s2 = np.empty((n_components, n_features, n_features))
+        for k in range(n_components):
+            diff = Xc - deltas[k]
+            weighted = diff * resp[:, k, None]
+            s1[k] = weighted.sum(axis=0)
+            s2[k] = weighted.T @ diff
+        return s1, s2
+
+    def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
+        mean_shift = s1 / nk[:, None]
+        cov = s2 / nk[:, None, None] - mean_shift[:, :, None] * mean_shift[:, None, :]
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        idx = np.arange(cov.shape[1])
+        cov[:, idx, idx] += reg_covar
+        return cov
+
+    def sample(self, rng, means, covariances, counts):
+        return np.vstack(
+            [rng.multivariate_normal(m, c, int(n)) for m, c, n in zip(means, covariances, counts)]
+        )
+
+
+class Tied(CovarianceModel):
+    """All components share one general covariance matrix."""
+
+    name = "tied"
+
+    def covariances_shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def precisions_cholesky(self, covariances):
+        try:
+            return _cholesky_of_precision(covariances)
+        except (np.linalg.LinAlgError, ValueError):
+            raise _ill_defined(None, self.name, covariances.dtype) from None
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return _precision_cholesky_from_precision(precisions)
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky @ precisions_cholesky.T
+
+    def covariances_from_precisions(self, precisions):
+        return np.linalg.inv(precisions)
+
+    def log_det_cholesky(self, precisions_cholesky, n_components, n_features):
+        return np.full(n_components, np.sum(np.log(np.diagonal(precisions_cholesky))))
+
+    def check_precisions(self, precisions, n_components, n_features):
+        _check_shape(precisions, (n_features, n_features), "tied precision")
+        _check_symmetric_pd(precisions, self.name)
+        return precisions
+
+    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
+        y = Xc @ precisions_cholesky
+        b = deltas @ precisions_cholesky
+        out = y @ (-2.0 * b.T)
+        out += np.einsum("nd,nd->n", y, y)[:, None]
+        out += np.einsum("kd,kd->k", b, b)
+        np.maximum(out, 0.0, out=out)
+        return out
+
+    def accumulate(self, Xc, resp, deltas):
+        nk = resp.sum(axis=0, dtype=np.float64)
+        s1 = (resp.T @ Xc).astype(np.float64) - nk[:, None] * deltas
+        # One (D, D) second moment around the shift, weighted by each sample's
+        # total responsibility; the M-step corrects it for every component mean.
+        weighted = Xc * resp.sum(axis=1)[:, None]
+        return s1, (weighted.T @ Xc).astype(np.float64)
+
+    def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
+        centers = deltas + s1 / nk[:, None]  # new means minus the shift
+        between = (centers * nk[:, None]).T @ centers
+        cov = (s2 - between) / nk.sum()
+        cov = 0.5 * (cov + cov.T)
+        cov.flat[:: cov.shape[0] + 1] += reg_covar
+        return cov
+
+    def sample(self, rng, means, covariances, counts):
+        return np.vstack(
+            [rng.multivariate_normal(m, covariances, int(n)) for m, n in zip(means, counts)]
+        )
+
+
+class _Diagonal(CovarianceModel):
+    """Shared code of the ``diag`` and ``spherical`` types (diagonal precisions)."""
+
+    def s2_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def precisions_cholesky(self, covariances):
+        bad = ~(covariances > 0.0)  # catches NaN too
+        if np.any(bad):
+            k = int(np.argwhere(bad.reshape(len(covariances), -1).any(axis=1))[0, 0])
+            raise _ill_defined(k, self.name, covariances.dtype)
+        return 1.0 / np.sqrt(covariances)
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return np.sqrt(precisions)
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky**2
+
+    def covariances_from_precisions(self, precisions):
+        return 1.0 / precisions
+
+    def _check_positive(self, precisions):
+        if np.any(np.less_equal(precisions, 0.0)):
+            raise ValueError(f"'{self.name} precision' should be positive")
+        return precisions
+
+    def accumulate(self, Xc, resp, deltas):
+        # Expanded around the shift in float64, then moved to each mean:
+        # sum r (x - d)^2 = sum r x^2 - 2 d * sum r x + nk d^2.
+        Xc = Xc.astype(np.float64, copy=False)
+        resp = resp.astype(np.float64, copy=False)
+        nk = resp.sum(axis=0)
+        rx = resp.T @ Xc
+        s2 = resp.T @ (Xc * Xc) - 2.0 * deltas * rx + nk[:, None] * deltas**2
+        return rx - nk[:, None] * deltas, s2
+
+    def _diagonal_covariances(self, nk, s1, s2, reg_covar):
+        mean_shift = s1 / nk[:, None]
+        return s2 / nk[:, None] - mean_shift**2 + reg_covar
+
+
+class Diag(_Diagonal):
+    """Each component has its own diagonal covariance matrix."""
+
+    name = "diag"
+
+    def covariances_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def log_det_cholesky(self, precisions_cholesky, n_components, n_features):
+        return np.sum(np.log(precisions_cholesky), axis=1)
+
+    def check_precisions(self, precisions, n_components, n_features):
+        _check_shape(precisions, (n_components, n_features), "diag precision")
+        return self._check_positive(precisions)
+
+    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
+        prec = precisions_cholesky**2
+        out = (Xc * Xc) @ prec.T
+        out -= Xc @ (2.0 * deltas * prec).T
+        out += np.sum(deltas**2 * prec, axis=1)
+        np.maximum(out, 0.0, out=out)
+        return out
+
+    def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
+        return self._diagonal_covariances(nk, s1, s2, reg_covar)
+
+    def sample(self, rng, means, covariances, counts):
+        return np.vstack(
+            [
+                m + rng.standard_normal(size=(int(n), len(m))) * np.sqrt(c)
+                for m, c, n in zip(means, covariances, counts)
+            ]
+        )
+
+
+class Spherical(_Diagonal):
+    """Each component has its own single variance."""
+
+    name = "spherical"
+
+    def covariances_shape(self, n_components, n_features):
+        return (n_components,)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components
+
+    def log_det_cholesky(self, precisions_cholesky, n_components, n_features):
+        return n_features * np.log(precisions_cholesky)
+
+    def check_precisions(self, precisions, n_components, n_features):
+        _check_shape(precisions, (n_components,), "spherical precision")
+        return self._check_positive(precisions)
+
+    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
+        prec = precisions_cholesky**2
+        out = Xc @ (-2.0 * deltas.T)
+        out += np.einsum("nd,nd->n", Xc, Xc)[:, None]
+        out += np.einsum("kd,kd->k", deltas, deltas)
+        np.maximum(out, 0.0, out=out)
+        out *= prec
+        return out
+
+    def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
+        return self._diagonal_covariances(nk, s1, s2, reg_covar).mean(axis=1)
+
+    def sample(self, rng, means, covariances, counts):
+        return Diag().sample(
+            rng, means, np.repeat(covariances[:, None], means.shape[1], axis=1), counts
+        )
+
+
+#: The one registry of covariance types.
+COVARIANCE_MODELS: dict[str, CovarianceModel] = {
+    m.name: m for m in (Full(), Tied(), Diag(), Spherical())
+}
+
+
+def get_covariance_model(covariance_type: str) -> CovarianceModel:
+    """The :class:`CovarianceModel` for ``covariance_type``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown type, listing the known ones.
+    """
+    try:
+        return COVARIANCE_MODELS[covariance_type]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown covariance_type {covariance_type!r}; "
+            f"expected one of {sorted(COVARIANCE_MODELS)}."
+        ) from None

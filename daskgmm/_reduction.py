@@ -1,0 +1,163 @@
+"""The only module that builds Dask graphs for the statistics passes.
+
+One pass = a per-block layer (``daskgmm-chunk-stats``) that calls a pure
+per-block function, followed by a tree of ``daskgmm-combine`` layers that add
+the partial results ``split_every`` at a time, ending in one key. Parameters
+reach each worker once per pass: scattered (broadcast) when a distributed
+client runs the computation, a single object otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+__all__ = ["active_client", "map_reduce"]
+
+#: Default fan-in of the combine tree.
+SPLIT_EVERY = 8
+
+
+def active_client() -> Any | None:
+    """The ``distributed.Client`` that ``dask.compute`` would use now, or None."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    scheduler = dask.base.get_scheduler()
+    return client if getattr(scheduler, "__self__", None) is client else None
+
+
+def _apply_block(
+    chunk_fn: Callable[..., Any],
+    block: np.ndarray,
+    weight_block: np.ndarray | None,
+    *args: Any,
+    block_info: dict | None = None,
+) -> Any:
+    row_offset = block_info[0]["array-location"][0][0] if block_info else 0
+    weights = None if weight_block is None else weight_block[:, 0]
+    return chunk_fn(block, *args, sample_weight=weights, row_offset=row_offset)
+
+
+def _apply_block_unweighted(
+    chunk_fn: Callable[..., Any], block: np.ndarray, *args: Any, block_info: dict | None = None
+) -> Any:
+    return _apply_block(chunk_fn, block, None, *args, block_info=block_info)
+
+
+def _sum(parts: Sequence[Any]) -> Any:
+    return functools.reduce(operator.add, parts)
+
+
+def tree_sum(parts: da.Array, split_every: int = SPLIT_EVERY, name: str = "daskgmm") -> Delayed:
+    """Add the objects held in the blocks of ``parts`` with a tree of fan-in ``split_every``.
+
+    Parameters
+    ----------
+    parts : dask.array.Array of shape (n_blocks, 1)
+        One opaque object (supporting ``+``) per block.
+    split_every : int
+        Number of partial results added by one task.
+    name : str
+        Prefix of the graph layers.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        One key holding the sum, in block order.
+    """
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    keys = [(parts.name, i, 0) for i in range(parts.numblocks[0])]
+    token = uuid.uuid4().hex[:12]
+    previous: Any = parts
+    level = 0
+    while True:
+        layer = f"{name}-combine-{level}-{token}"
+        groups = [keys[i : i + split_every] for i in range(0, len(keys), split_every)]
+        dsk = {(layer, j): (_sum, list(group)) for j, group in enumerate(groups)}
+        graph = HighLevelGraph.from_collections(layer, dsk, dependencies=[previous])
+        keys = list(dsk)
+        previous = Delayed(keys[0], graph, layer=layer)
+        level += 1
+        if len(keys) == 1:
+            return previous
+
+
+def map_reduce(
+    X: da.Array,
+    chunk_fn: Callable[..., Any],
+    *args: Any,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    name: str = "daskgmm-chunk-stats",
+) -> Any:
+    """Run ``chunk_fn`` on every row block of ``X`` and add the results, in one compute.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+        One chunk along the features.
+    chunk_fn : callable
+        ``chunk_fn(block, *args, sample_weight=..., row_offset=...)``, returning
+        an object with an associative ``+``.
+    *args
+        Passed to every call. Large ones are shipped once per worker: when a
+        distributed client is active they are scattered with ``broadcast=True``.
+    sample_weight : dask.array.Array of shape (n_samples,), optional
+        Chunked like the rows of ``X``.
+    split_every : int, optional
+        Fan-in of the combine tree (default 8).
+    name : str
+        Prefix of the per-block layer name.
+
+    Returns
+    -------
+    The sum of the per-block results.
+    """
+    client = active_client()
+    futures = []
+    if client is not None:
+        scattered = []
+        for arg in args:
+            if isinstance(arg, (int, float, str, type(None))):
+                scattered.append(arg)
+            else:
+                fut = client.scatter(arg, broadcast=True, hash=False)
+                futures.append(fut)
+                scattered.append(fut)
+        args = tuple(scattered)
+    arrays: list[Any] = [X]
+    func: Callable[..., Any] = functools.partial(_apply_block_unweighted, chunk_fn)
+    if sample_weight is not None:
+        arrays.append(sample_weight.rechunk((X.chunks[0],))[:, None])
+        func = functools.partial(_apply_block, chunk_fn)
+    parts = da.map_blocks(
+        func,
+        *arrays,
+        *args,
+        chunks=((1,) * X.numblocks[0], (1,)),
+        dtype=object,
+        meta=np.empty((0, 0), dtype=object),
+        name=f"{name}-{uuid.uuid4().hex[:12]}",
+    )
+    try:
+        (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
+    finally:
+        for fut in futures:
+            fut.release()
+    return result

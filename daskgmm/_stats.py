@@ -1,0 +1,474 @@
+"""Per-block E-step and sufficient statistics: pure NumPy, no Dask.
+
+The EM iteration maps :func:`suffstats_chunk` over the row blocks of the data,
+adds the resulting :class:`SuffStats` (an associative ``+``) and applies
+:func:`m_step` to the total on the driver. The same accumulation serves the
+initialisers: :func:`hard_assignment_stats_chunk` (k-means) and
+:func:`random_resp_stats_chunk` (``init_params='random'``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._covariance import CovarianceModel, get_covariance_model
+
+__all__ = [
+    "EStepParams",
+    "GMMParams",
+    "SuffStats",
+    "estimate_log_prob_resp",
+    "estimate_weighted_log_prob",
+    "hard_assignment_stats_chunk",
+    "m_step",
+    "random_resp_stats_chunk",
+    "suffstats_chunk",
+]
+
+Float = NDArray[np.floating]
+
+#: Rows x (components x features) elements of the largest per-tile temporary.
+_TILE_ELEMENTS = 1 << 20
+
+_NAN_MESSAGE = (
+    "Input X contains NaN.\nGaussianMixture does not accept missing values encoded as NaN "
+    "natively. Alternatively, it is possible to preprocess the data, for instance by using "
+    "an imputer transformer in a pipeline or drop samples with missing values. See "
+    "https://scikit-learn.org/stable/modules/impute.html"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class GMMParams:
+    """Parameters of a Gaussian mixture (float64, as scikit-learn's fitted attributes).
+
+    Parameters
+    ----------
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    covariances : ndarray
+        Shape as scikit-learn's ``covariances_`` for ``covariance_type``.
+    precisions_cholesky : ndarray
+        Same shape as ``covariances``.
+    """
+
+    covariance_type: str
+    weights: Float
+    means: Float
+    covariances: Float
+    precisions_cholesky: Float
+
+    @property
+    def model(self) -> CovarianceModel:
+        return get_covariance_model(self.covariance_type)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @classmethod
+    def from_covariances(
+        cls, covariance_type: str, weights: Float, means: Float, covariances: Float
+    ) -> GMMParams:
+        """Build the parameters, computing the precision factors (may raise ValueError)."""
+        model = get_covariance_model(covariance_type)
+        return cls(covariance_type, weights, means, covariances, model.precisions_cholesky(covariances))
+
+    @classmethod
+    def from_precisions(
+        cls, covariance_type: str, weights: Float, means: Float, precisions: Float
+    ) -> GMMParams:
+        """Build the parameters from user-given precisions."""
+        model = get_covariance_model(covariance_type)
+        return cls(
+            covariance_type,
+            weights,
+            means,
+            model.covariances_from_precisions(precisions),
+            model.precisions_cholesky_from_precisions(precisions),
+        )
+
+    def to_arrays(self) -> dict[str, Float]:
+        """The four arrays by name (for saving and comparing)."""
+        return {
+            "weights": self.weights,
+            "means": self.means,
+            "covariances": self.covariances,
+            "precisions_cholesky": self.precisions_cholesky,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class EStepParams:
+    """What one block needs for its E-step, prepared once per iteration on the driver.
+
+    Shipped to each worker once per iteration (a single graph key or a scattered
+    future). Never a tuple: a tuple would scatter into one future per item.
+
+    Parameters
+    ----------
+    covariance_type : str
+    log_weights : ndarray of shape (n_components,)
+    shift : ndarray of shape (n_features,)
+        Subtracted from every sample before any arithmetic.
+    deltas : ndarray of shape (n_components, n_features)
+        Means minus ``shift``.
+    precisions_cholesky : ndarray
+    log_det : ndarray of shape (n_components,)
+    """
+
+    covariance_type: str
+    log_weights: Float
+    shift: Float
+    deltas: Float
+    precisions_cholesky: Float
+    log_det: Float
+
+    @classmethod
+    def from_params(cls, params: GMMParams) -> EStepParams:
+        shift = params.weights @ params.means / params.weights.sum()
+        return cls(
+            params.covariance_type,
+            np.log(params.weights),
+            shift,
+            params.means - shift,
+            params.precisions_cholesky,
+            params.model.log_det_cholesky(
+                params.precisions_cholesky, params.n_components, params.n_features
+            ),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class SuffStats:
+    """Partial sufficient statistics of a set of samples; ``+`` merges two sets.
+
+    Parameters
+    ----------
+    nk : ndarray of shape (n_components,)
+        Summed (weighted) responsibilities.
+    s1 : ndarray of shape (n_components, n_features)
+        ``sum_n r_nk (x_n - means_k)``.
+    s2 : ndarray
+        Second moment, see :meth:`CovarianceModel.accumulate`.
+    loglik : float
+        ``sum_n w_n log p(x_n)`` under the parameters of the pass (for k-means
+        passes: the summed squared distance to the nearest centre).
+    weight_sum : float
+        ``sum_n w_n``.
+    n_samples : int
+        Number of rows seen.
+    """
+
+    nk: Float
+    s1: Float
+    s2: Float
+    loglik: float
+    weight_sum: float
+    n_samples: int
+
+    def __add__(self, other: SuffStats) -> SuffStats:
+        return SuffStats(
+            self.nk + other.nk,
+            self.s1 + other.s1,
+            self.s2 + other.s2,
+            self.loglik + other.loglik,
+            self.weight_sum + other.weight_sum,
+            self.n_samples + other.n_samples,
+        )
+
+    @classmethod
+    def zeros(cls, model: CovarianceModel, n_components: int, n_features: int) -> SuffStats:
+        return cls(
+            np.zeros(n_components),
+            np.zeros((n_components, n_features)),
+            np.zeros(model.s2_shape(n_components, n_features)),
+            0.0,
+            0.0,
+            0,
+        )
+
+
+def _tile_rows(n_components: int, n_features: int) -> int:
+    return int(min(8192, max(256, _TILE_ELEMENTS // max(1, n_components * n_features))))
+
+
+def _raise_nonfinite(X: Float, row_offset: int) -> None:
+    """Raise scikit-learn's error for NaN/inf in ``X``, naming the first bad row."""
+    bad_nan = np.isnan(X)
+    if bad_nan.any():
+        row = row_offset + int(np.argwhere(bad_nan.any(axis=1))[0, 0])
+        raise ValueError(f"{_NAN_MESSAGE} (first NaN in row {row})")
+    bad_inf = ~np.isfinite(X)
+    if bad_inf.any():
+        row = row_offset + int(np.argwhere(bad_inf.any(axis=1))[0, 0])
+        raise ValueError(
+            f"Input X contains infinity or a value too large for {X.dtype!r} (first in row {row})."
+        )
+
+
+def _weighted_log_prob_centred(Xc: Float, ep: EStepParams) -> Float:
+    """``log p(x | k) + log w_k`` of samples already minus ``ep.shift``."""
+    dtype = Xc.dtype
+    model = get_covariance_model(ep.covariance_type)
+    out = model.squared_mahalanobis(
+        Xc, ep.deltas.astype(dtype), ep.precisions_cholesky.astype(dtype)
+    )
+    out *= -0.5
+    out += (ep.log_det + ep.log_weights - 0.5 * Xc.shape[1] * math.log(2 * math.pi)).astype(dtype)
+    return out
+
+
+def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
+    """``log p(x_n | k) + log w_k`` for one block, in the dtype of ``X``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    ep : EStepParams
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_components)
+    """
+    n_components = ep.deltas.shape[0]
+    out = np.empty((X.shape[0], n_components), dtype=X.dtype)
+    shift = ep.shift.astype(X.dtype)
+    step = _tile_rows(n_components, X.shape[1])
+    for start in range(0, X.shape[0], step):
+        out[start : start + step] = _weighted_log_prob_centred(X[start : start + step] - shift, ep)
+    return out
+
+
+def _normalise_inplace(wlp: Float) -> Float:
+    """Turn weighted log-probs into responsibilities in place; return ``log p(x)``."""
+    top = wlp.max(axis=1)
+    wlp -= top[:, None]
+    np.exp(wlp, out=wlp)
+    total = wlp.sum(axis=1)
+    wlp /= total[:, None]
+    return top + np.log(total)
+
+
+def estimate_log_prob_resp(X: Float, ep: EStepParams) -> tuple[Float, Float]:
+    """``log p(x_n)`` and log-responsibilities of one block.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    ep : EStepParams
+
+    Returns
+    -------
+    log_prob_norm : ndarray of shape (n_samples,)
+    log_resp : ndarray of shape (n_samples, n_components)
+    """
+    wlp = estimate_weighted_log_prob(X, ep)
+    top = wlp.max(axis=1, keepdims=True)
+    with np.errstate(under="ignore"):
+        log_norm = (top + np.log(np.exp(wlp - top).sum(axis=1, keepdims=True)))[:, 0]
+    return log_norm, wlp - log_norm[:, None]
+
+
+def _accumulate_chunk(
+    X: Float,
+    model: CovarianceModel,
+    shift: Float,
+    deltas: Float,
+    responsibilities: Callable[[Float, int], tuple[Float, Float]],
+    sample_weight: Float | None,
+    row_offset: int,
+) -> SuffStats:
+    """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
+
+    ``responsibilities(Xc_tile, tile_start)`` returns ``(resp, per_row_score)``.
+    A non-finite score is traced back to NaN/inf in ``X`` (no extra pass).
+    """
+    n_samples, n_features = X.shape
+    n_components = deltas.shape[0]
+    stats = SuffStats.zeros(model, n_components, n_features)
+    nk, s1, s2 = stats.nk, stats.s1, stats.s2
+    loglik = 0.0
+    weight_sum = 0.0
+    deltas_x = deltas.astype(X.dtype)
+    shift_x = shift.astype(X.dtype)
+    step = _tile_rows(n_components, n_features)
+    for start in range(0, n_samples, step):
+        tile = X[start : start + step]
+        Xc = tile - shift_x
+        resp, score = responsibilities(Xc, start)
+        if not np.all(np.isfinite(score)):
+            _raise_nonfinite(tile, row_offset + start)
+            raise FloatingPointError(
+                "Non-finite log-likelihood for finite input; the data or parameters "
+                "overflow. Scale the input data."
+            )
+        if sample_weight is None:
+            weight_sum += len(tile)
+            loglik += float(np.sum(score, dtype=np.float64))
+        else:
+            w = sample_weight[start : start + step]
+            resp *= w[:, None].astype(resp.dtype)
+            weight_sum += float(np.sum(w, dtype=np.float64))
+            loglik += float(w.astype(np.float64) @ score.astype(np.float64))
+        nk += resp.sum(axis=0, dtype=np.float64)
+        t1, t2 = model.accumulate(Xc, resp, deltas_x)
+        s1 += t1
+        s2 += t2
+    return SuffStats(nk, s1, s2, loglik, weight_sum, n_samples)
+
+
+def suffstats_chunk(
+    X: Float,
+    ep: EStepParams,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> SuffStats:
+    """E-step fused with the sufficient statistics of one block.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    ep : EStepParams
+        Parameters of the current iteration.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Non-negative weight of each sample's responsibilities.
+    row_offset : int, default=0
+        Index of the block's first row in the whole dataset (for error messages).
+
+    Returns
+    -------
+    SuffStats
+        Float64 statistics around the current means, and the (weighted)
+        log-likelihood of the block under ``ep``.
+
+    Raises
+    ------
+    ValueError
+        If the block holds NaN or infinite values.
+    """
+    def responsibilities(Xc, start):
+        wlp = _weighted_log_prob_centred(Xc, ep)
+        with np.errstate(under="ignore", invalid="ignore"):
+            log_norm = _normalise_inplace(wlp)
+        return wlp, log_norm
+
+    model = get_covariance_model(ep.covariance_type)
+    return _accumulate_chunk(X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset)
+
+
+def _nearest(Xc: Float, deltas: Float) -> tuple[NDArray[np.intp], Float]:
+    """Index of and squared Euclidean distance to the nearest of ``deltas``."""
+    d2 = Xc @ (-2.0 * deltas.T)
+    d2 += np.einsum("kd,kd->k", deltas, deltas)
+    labels = np.argmin(d2, axis=1)
+    best = d2[np.arange(len(Xc)), labels] + np.einsum("nd,nd->n", Xc, Xc)
+    return labels, np.maximum(best, 0.0)
+
+
+def nearest_sqdist_chunk(X: Float, centers: Float, shift: Float) -> tuple[NDArray[np.intp], Float]:
+    """Labels of and squared distances to the nearest centre, for one block (float64 out)."""
+    Xc = X - shift.astype(X.dtype)
+    labels, d2 = _nearest(Xc, (centers - shift).astype(X.dtype))
+    return labels, d2.astype(np.float64)
+
+
+def hard_assignment_stats_chunk(
+    X: Float,
+    centers: Float,
+    shift: Float,
+    covariance_type: str,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> SuffStats:
+    """Statistics of a block with every sample assigned to its nearest centre.
+
+    A Lloyd step of k-means is ``centers + s1 / nk``; the last one is also the
+    Gaussian-mixture initialisation of ``init_params='kmeans'``. ``loglik``
+    holds the (weighted) k-means inertia.
+    """
+    model = get_covariance_model(covariance_type)
+    deltas = centers - shift
+    deltas_x = deltas.astype(X.dtype)
+    eye = np.eye(len(centers), dtype=X.dtype)
+
+    def responsibilities(Xc, start):
+        labels, d2 = _nearest(Xc, deltas_x)
+        return eye[labels], d2
+
+    return _accumulate_chunk(X, model, shift, deltas, responsibilities, sample_weight, row_offset)
+
+
+def uniform_rows(seed: int, row_offset: int, n_rows: int, n_cols: int) -> Float:
+    """Uniform draws tied to global row numbers, so they do not depend on chunking.
+
+    Row ``i`` of the result is the same whichever block it is drawn in:
+    a Philox counter is positioned at the block's first row.
+    """
+    per_row = -(-n_cols // 4) * 4  # one Philox counter step yields four 64-bit draws
+    bit_gen = np.random.Philox(key=seed, counter=row_offset * (per_row // 4))
+    return np.random.Generator(bit_gen).random((n_rows, per_row))[:, :n_cols]
+
+
+def random_resp_stats_chunk(
+    X: Float,
+    seed: int,
+    n_components: int,
+    shift: Float,
+    covariance_type: str,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> SuffStats:
+    """Statistics of random normalised responsibilities (``init_params='random'``)."""
+    model = get_covariance_model(covariance_type)
+    deltas = np.zeros((n_components, X.shape[1]))
+
+    def responsibilities(Xc, start):
+        resp = uniform_rows(seed, row_offset + start, len(Xc), n_components)
+        resp /= resp.sum(axis=1, keepdims=True)
+        # The score is only a finiteness probe here.
+        return resp.astype(X.dtype), np.einsum("nd->n", Xc).astype(np.float64)
+
+    return _accumulate_chunk(X, model, shift, deltas, responsibilities, sample_weight, row_offset)
+
+
+def m_step(
+    stats: SuffStats, means: Float, shift: Float, covariance_type: str, reg_covar: float
+) -> GMMParams:
+    """New parameters from total statistics accumulated around ``means``.
+
+    Parameters
+    ----------
+    stats : SuffStats
+        Summed over all blocks.
+    means : ndarray of shape (n_components, n_features)
+        The means the statistics were accumulated around.
+    shift : ndarray of shape (n_features,)
+        The shift used in the pass.
+    covariance_type : str
+    reg_covar : float
+
+    Returns
+    -------
+    GMMParams
+
+    Raises
+    ------
+    ValueError
+        If a covariance is not positive-definite (names the component).
+    """
+    model = get_covariance_model(covariance_type)
+    nk = stats.nk + 10 * np.finfo(np.float64).eps
+    new_means = means + stats.s1 / nk[:, None]
+    covariances = model.covariances_from_stats(nk, stats.s1, stats.s2, means - shift, reg_covar)
+    return GMMParams.from_covariances(covariance_type, nk / nk.sum(), new_means, covariances)

@@ -1,0 +1,614 @@
+"""``GaussianMixture``: a thin scikit-learn-compatible shell over the EM engine."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._compat import Interval, StrOptions
+from ._covariance import COVARIANCE_MODELS, get_covariance_model
+from ._data import as_dask_array, check_sample_weight, is_lazy
+from ._em import EMResult, IterationInfo, fit_em
+from ._init import initialize
+from ._reduction import active_client
+from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
+
+__all__ = ["GaussianMixture"]
+
+logger = logging.getLogger(__name__)
+
+#: With ``cache='auto'``, persist the data when they take at most this share
+#: of the memory available to the scheduler.
+CACHE_MEMORY_FRACTION = 0.5
+
+
+def _check_weights(weights: Any, n_components: int) -> np.ndarray:
+    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
+    if weights.shape != (n_components,):
+        raise ValueError(
+            f"The parameter 'weights' should have the shape of {(n_components,)}, "
+            f"but got {weights.shape}"
+        )
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{np.max(weights):.5f}, min value {np.min(weights):.5f}"
+        )
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(abs(1.0 - np.sum(weights)), 0.0, atol=atol):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got sum(weights) = "
+            f"{np.sum(weights):.5f}"
+        )
+    return weights.astype(np.float64)
+
+
+def _check_means(means: Any, n_components: int, n_features: int) -> np.ndarray:
+    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
+    if means.shape != (n_components, n_features):
+        raise ValueError(
+            f"The parameter 'means' should have the shape of {(n_components, n_features)}, "
+            f"but got {means.shape}"
+        )
+    return means.astype(np.float64)
+
+
+def _available_memory() -> float:
+    client = active_client()
+    if client is not None:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        return float(sum(w.get("memory_limit", 0) or 0 for w in workers))
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture model fitted by distributed Expectation-Maximization on Dask.
+
+    A drop-in for :class:`sklearn.mixture.GaussianMixture` that accepts NumPy
+    arrays, dask arrays and :class:`xarray.DataArray` of shape
+    ``(n_samples, n_features)``. Every EM iteration maps a fused E-step and
+    sufficient-statistics kernel over the row blocks, adds the partial
+    statistics with a tree reduction, and applies the M-step on the driver.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        - 'full': each component has its own general covariance matrix.
+        - 'tied': all components share the same general covariance matrix.
+        - 'diag': each component has its own diagonal covariance matrix.
+        - 'spherical': each component has its own single variance.
+    tol : float, default=1e-3
+        EM stops when the change of the mean log-likelihood is below this.
+    reg_covar : float, default=1e-6
+        Non-negative regularization added to the diagonal of the covariances.
+    max_iter : int, default=100
+        The number of EM iterations to perform.
+    n_init : int, default=1
+        The number of initializations to perform. The best lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        - 'kmeans': k-means|| seeding and Lloyd iterations on the dask array,
+          responsibilities from the final k-means labels.
+        - 'k-means++': means at k-means|| seeds (data points).
+        - 'random': random responsibilities.
+        - 'random_from_data': means at random data points.
+    weights_init : array-like of shape (n_components,), default=None
+        The user-provided initial weights.
+    means_init : array-like of shape (n_components, n_features), default=None
+        The user-provided initial means.
+    precisions_init : array-like, default=None
+        The user-provided initial precisions (inverse covariances), of shape::
+
+            (n_components,)                        if 'spherical',
+            (n_features, n_features)               if 'tied',
+            (n_components, n_features)             if 'diag',
+            (n_components, n_features, n_features) if 'full'
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and :meth:`sample`. A fixed seed gives the
+        same fit whatever the chunking of the data.
+    warm_start : bool, default=False
+        If True, the next ``fit`` starts from the current solution (``n_init`` ignored).
+    verbose : int, default=0
+        1 prints each initialization and iteration, 2 adds times and changes.
+    verbose_interval : int, default=10
+        Number of iterations between prints.
+    cache : {'auto'} or bool, default='auto'
+        Persist the data in (cluster) memory once before iterating. ``'auto'``
+        does so when they take at most half of the available memory; ``False``
+        re-reads them from their source at every iteration.
+    split_every : int, default=None
+        Fan-in of the tree that adds the per-block statistics (default 8).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The mean of each component.
+    covariances_ : ndarray
+        The covariance of each component. The shape depends on ``covariance_type``::
+
+            (n_components,)                        if 'spherical',
+            (n_features, n_features)               if 'tied',
+            (n_components, n_features)             if 'diag',
+            (n_components, n_features, n_features) if 'full'
+
+    precisions_ : ndarray
+        The inverses of ``covariances_``, same shape.
+    precisions_cholesky_ : ndarray
+        Cholesky factors of ``precisions_``, same shape.
+    converged_ : bool
+        Whether the best restart converged.
+    n_iter_ : int
+        Iterations of the best restart.
+    lower_bound_ : float
+        Mean log-likelihood of the training data at the last iteration of the best restart.
+    lower_bounds_ : list of float
+        One per iteration of the best restart.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+
+    See Also
+    --------
+    sklearn.mixture.GaussianMixture : The in-memory estimator this one mirrors.
+
+    Notes
+    -----
+    .. warning:: Each EM iteration reads the whole dataset once; ``init_params='kmeans'``
+       reads it 10-20 more times (``'k-means++'`` and ``'random_from_data'``: 6 and 1).
+       ``fit`` persists data that fit in memory (see ``cache``); ``predict``,
+       ``predict_proba`` and ``score_samples`` on dask input are lazy and read the
+       data when computed; ``score``, ``bic`` and ``aic`` read them once.
+
+    Fitted parameters are float64 whatever the input dtype; float32 data are
+    processed in float32 with float64 accumulators. Given the same initial
+    parameters, results match scikit-learn to floating-point reassociation.
+
+    ``fit`` takes a ``sample_weight`` (which scikit-learn lacks): each sample's
+    responsibilities are multiplied by its weight, so integer weights equal
+    repeated rows.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from daskgmm import GaussianMixture
+    >>> X = da.concatenate([da.random.normal(0, 1, (2000, 2), chunks=500),
+    ...                     da.random.normal(8, 1, (2000, 2), chunks=500)])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> sorted(gm.means_[:, 0].round())
+    [np.float64(0.0), np.float64(8.0)]
+    >>> gm.predict(X)
+    dask.array<...>
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(COVARIANCE_MODELS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "cache": [StrOptions({"auto"}), "boolean"],
+        "split_every": [Interval(Integral, 2, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        cache="auto",
+        split_every=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.cache = cache
+        self.split_every = split_every
+
+    # ------------------------------------------------------------ validation
+    def _validate_X(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
+        """NumPy in -> NumPy out (scikit-learn's checks); dask/xarray in -> dask array."""
+        if is_lazy(X):
+            Xd = as_dask_array(X, min_samples=min_samples)
+            n_features = Xd.shape[1]
+            if reset:
+                self.n_features_in_ = n_features
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            return Xd
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=min_samples,
+        )
+
+    def _initial_parameters(self, n_features: int) -> tuple[Any, Any, Any]:
+        """Validated copies of ``*_init`` (never written back to ``self``)."""
+        K = self.n_components
+        weights = None if self.weights_init is None else _check_weights(self.weights_init, K)
+        means = None if self.means_init is None else _check_means(self.means_init, K, n_features)
+        precisions = None
+        if self.precisions_init is not None:
+            model = get_covariance_model(self.covariance_type)
+            precisions = check_array(
+                self.precisions_init,
+                dtype=[np.float64, np.float32],
+                ensure_2d=False,
+                allow_nd=self.covariance_type == "full",
+            )
+            precisions = model.check_precisions(precisions, K, n_features).astype(np.float64)
+        return weights, means, precisions
+
+    def _maybe_cache(self, X: da.Array, sample_weight: da.Array | None):
+        if self.cache is False:
+            return X, sample_weight
+        nbytes = X.nbytes + (0 if sample_weight is None else sample_weight.nbytes)
+        if self.cache == "auto" and nbytes > CACHE_MEMORY_FRACTION * _available_memory():
+            logger.info("Data (%.1f MB) are streamed at every iteration.", nbytes / 1e6)
+            return X, sample_weight
+        logger.info("Persisting the data (%.1f MB) once before iterating.", nbytes / 1e6)
+        if sample_weight is None:
+            return X.persist(), None
+        return dask.persist(X, sample_weight)
+
+    # --------------------------------------------------------------- fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the model parameters with the EM algorithm.
+
+        Fits ``n_init`` times and keeps the parameters with the largest lower
+        bound. Each restart iterates until the change of the mean
+        log-likelihood is below ``tol`` or ``max_iter`` is reached, otherwise a
+        :class:`~sklearn.exceptions.ConvergenceWarning` is issued.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+            Samples in rows. Dask arrays may be chunked along samples in any way.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
+            Non-negative weight of each sample.
+
+        Returns
+        -------
+        self : GaussianMixture
+            The fitted mixture.
+        """
+        self._validate_params()
+        X = self._validate_X(X, reset=True, min_samples=2)
+        Xd = X if isinstance(X, da.Array) else as_dask_array(X)
+        n_samples, n_features = Xd.shape
+        if n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = {n_samples}"
+            )
+        weights_init, means_init, precisions_init = self._initial_parameters(n_features)
+        sw = check_sample_weight(sample_weight, Xd)
+        Xd, sw = self._maybe_cache(Xd, sw)
+
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        random_state = check_random_state(self.random_state)
+        best: EMResult | None = None
+        for init in range(n_init):
+            self._verbose_init_begin(init)
+            if do_init:
+                params = initialize(
+                    Xd,
+                    n_components=self.n_components,
+                    covariance_type=self.covariance_type,
+                    init_params=self.init_params,
+                    reg_covar=self.reg_covar,
+                    random_state=random_state,
+                    sample_weight=sw,
+                    weights_init=weights_init,
+                    means_init=means_init,
+                    precisions_init=precisions_init,
+                )
+            else:
+                params = self._params
+            if self.max_iter == 0:
+                result = EMResult(params, 0, -math.inf, (), False)
+            else:
+                result = fit_em(
+                    Xd,
+                    params,
+                    reg_covar=self.reg_covar,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    sample_weight=sw,
+                    split_every=self.split_every,
+                    callback=self._verbose_iteration,
+                    init=init,
+                    lower_bound=-math.inf if do_init else self.lower_bound_,
+                )
+                self._verbose_init_end(result)
+            if best is None or result.lower_bound > best.lower_bound:
+                best = result
+
+        assert best is not None
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._set_params_from(best.params)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = list(best.lower_bounds)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit the model and return the component label of each sample of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray or dask.array.Array of shape (n_samples,)
+            Lazy for dask input.
+        """
+        return self.fit(X, y, sample_weight=sample_weight).predict(X)
+
+    # ------------------------------------------------------------ attributes
+    def _set_params_from(self, params: GMMParams) -> None:
+        model = params.model
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = model.precisions(params.precisions_cholesky)
+
+    @property
+    def _params(self) -> GMMParams:
+        return GMMParams(
+            self.covariance_type,
+            self.weights_,
+            self.means_,
+            self.covariances_,
+            self.precisions_cholesky_,
+        )
+
+    # ------------------------------------------------------------ prediction
+    def _map_rows(self, X: Any, block_fn, *, components: bool, dtype) -> Any:
+        """Apply ``block_fn(block, ep)`` to NumPy input, or lazily to each dask block."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        ep = EStepParams.from_params(self._params)
+        if not isinstance(X, da.Array):
+            return block_fn(X, ep)
+        chunks = (X.chunks[0], (self.n_components,)) if components else (X.chunks[0],)
+        ndim = 2 if components else 1
+        return X.map_blocks(
+            block_fn,
+            dask.delayed(ep),
+            chunks=chunks,
+            drop_axis=None if components else 1,
+            dtype=dtype,
+            meta=np.empty((0,) * ndim, dtype=dtype),
+        )
+
+    def predict(self, X):
+        """Label of the most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray or dask.array.Array of shape (n_samples,)
+            Lazy (with the input's row chunks) for dask input.
+        """
+        return self._map_rows(X, _predict_block, components=False, dtype=np.int64)
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        resp : ndarray or dask.array.Array of shape (n_samples, n_components)
+            Lazy for dask input.
+        """
+        return self._map_rows(X, _proba_block, components=True, dtype=np.float64)
+
+    def score_samples(self, X):
+        """Log-likelihood of each sample under the model.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_prob : ndarray or dask.array.Array of shape (n_samples,)
+            Lazy for dask input.
+        """
+        return self._map_rows(X, _score_block, components=False, dtype=np.float64)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` under the model (reads dask input once).
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        log_prob = self.score_samples(X)
+        if isinstance(log_prob, da.Array):
+            return float(log_prob.mean().compute())
+        return float(np.mean(log_prob))
+
+    def _n_parameters(self) -> int:
+        _, n_features = self.means_.shape
+        return get_covariance_model(self.covariance_type).n_parameters(
+            self.n_components, n_features
+        )
+
+    def bic(self, X):
+        """Bayesian information criterion of the model on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bic : float
+        """
+        n_samples = _n_rows(X)
+        return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(n_samples)
+
+    def aic(self, X):
+        """Akaike information criterion of the model on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        aic : float
+        """
+        return -2 * self.score(X) * _n_rows(X) + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
+                "least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        X = get_covariance_model(self.covariance_type).sample(
+            rng, self.means_, self.covariances_, counts
+        )
+        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
+        return X, y
+
+    # ------------------------------------------------------------- verbosity
+    def _verbose_init_begin(self, init: int) -> None:
+        if self.verbose >= 1:
+            print(f"Initialization {init}")
+        self._init_start = time.perf_counter()
+
+    def _verbose_iteration(self, info: IterationInfo) -> None:
+        if self.verbose and info.n_iter % self.verbose_interval == 0:
+            if self.verbose == 1:
+                print(f"  Iteration {info.n_iter}")
+            else:
+                print(
+                    f"  Iteration {info.n_iter}\t time lapse {info.seconds:.5f}s\t "
+                    f"ll change {info.change:.5f}"
+                )
+
+    def _verbose_init_end(self, result: EMResult) -> None:
+        msg = "converged" if result.converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {msg}.")
+        elif self.verbose >= 2:
+            seconds = time.perf_counter() - self._init_start
+            print(
+                f"Initialization {msg}. time lapse {seconds:.5f}s\t lower bound "
+                f"{result.lower_bound:.5f}."
+            )
+
+
+def _n_rows(X: Any) -> int:
+    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
+
+
+def _predict_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+    return np.argmax(estimate_weighted_log_prob(X, ep), axis=1).astype(np.int64)
+
+
+def _proba_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+    return np.exp(estimate_log_prob_resp(X, ep)[1]).astype(np.float64)
+
+
+def _score_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+    return estimate_log_prob_resp(X, ep)[0].astype(np.float64)
