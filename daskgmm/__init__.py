@@ -1,20 +1,35 @@
-"""daskgmm: Gaussian Mixture Models fitted by distributed EM on Dask."""
+"""daskgmm: Gaussian Mixture Models fitted by distributed EM on Dask.
 
-from ._covariance import COVARIANCE_MODELS, CovarianceModel
-from ._em import EMResult, IterationInfo, fit_em
-from ._stats import GMMParams, SuffStats
-from .mixture import GaussianMixture
+The public names are imported lazily, so that the pure-NumPy kernels
+(``daskgmm._stats``, ``daskgmm._covariance``) can be imported without Dask.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "COVARIANCE_MODELS",
-    "CovarianceModel",
-    "EMResult",
-    "GMMParams",
-    "GaussianMixture",
-    "IterationInfo",
-    "SuffStats",
-    "__version__",
-    "fit_em",
-]
+_EXPORTS = {
+    "GaussianMixture": "daskgmm.mixture",
+    "fit_em": "daskgmm._em",
+    "EMResult": "daskgmm._em",
+    "IterationInfo": "daskgmm._em",
+    "GMMParams": "daskgmm._stats",
+    "SuffStats": "daskgmm._stats",
+    "COVARIANCE_MODELS": "daskgmm._covariance",
+    "CovarianceModel": "daskgmm._covariance",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'daskgmm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

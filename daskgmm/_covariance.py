@@ -82,9 +82,7 @@ def _precision_cholesky_from_precision(precision: Float) -> Float:
 
 
 def _check_symmetric_pd(precision: Float, covariance_type: str) -> None:
-    if not (
-        np.allclose(precision, precision.T) and np.all(np.linalg.eigvalsh(precision) > 0.0)
-    ):
+    if not (np.allclose(precision, precision.T) and np.all(np.linalg.eigvalsh(precision) > 0.0)):
         raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
 
 
@@ -152,9 +150,7 @@ class CovarianceModel(ABC):
         """
 
     @abstractmethod
-    def check_precisions(
-        self, precisions: Float, n_components: int, n_features: int
-    ) -> Float:
+    def check_precisions(self, precisions: Float, n_components: int, n_features: int) -> Float:
         """Validate user-given ``precisions_init`` (scikit-learn's messages)."""
 
     # --------------------------------------------------------- per block

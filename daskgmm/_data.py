@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["as_dask_array", "check_sample_weight", "is_lazy", "row_chunks"]
+__all__ = ["as_dask_array", "check_sample_weight", "is_lazy", "row_chunks", "unwrap_xarray"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
     return int(max(1, min(cap, max(per_core, 4096))))
 
 
-def _unwrap_xarray(X: Any) -> Any:
+def unwrap_xarray(X: Any) -> Any:
+    """The data of a 2-D ``xarray.DataArray`` (samples, features); other inputs unchanged."""
     if hasattr(X, "dims") and hasattr(X, "data") and hasattr(X, "coords"):
         if X.ndim != 2:
             raise ValueError(
@@ -122,7 +123,7 @@ def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
     TypeError
         Non-numeric data.
     """
-    X = _unwrap_xarray(X)
+    X = unwrap_xarray(X)
     if isinstance(X, da.Array):
         return _check_dask_array(X, min_samples)
     X = check_array(

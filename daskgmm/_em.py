@@ -134,7 +134,11 @@ def fit_em(
         seconds = time.perf_counter() - tic
         logger.debug(
             "init %d iteration %d: lower bound %.8g, change %.3g (%.3fs)",
-            init, n_iter, lower_bound, change, seconds,
+            init,
+            n_iter,
+            lower_bound,
+            change,
+            seconds,
         )
         if callback is not None:
             callback(

@@ -95,7 +95,8 @@ def _kmeans_parallel_chunk(
     A row is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost``
     is the (weighted) cost found by the previous pass (``0`` samples nothing).
     """
-    _, d2 = nearest_sqdist_chunk(X, centers, shift)
+    with np.errstate(invalid="ignore", over="ignore"):
+        _, d2 = nearest_sqdist_chunk(X, centers, shift)
     if not np.all(np.isfinite(d2)):
         _raise_nonfinite(X, row_offset)
     w = np.ones(len(X)) if sample_weight is None else sample_weight
@@ -164,9 +165,7 @@ def _reduce_candidates(
     if lloyd:
         km = KMeans(n_clusters=n_components, n_init=3, random_state=seed)
         return km.fit(candidates, sample_weight=sizes).cluster_centers_
-    centers, _ = kmeans_plusplus(
-        candidates, n_components, sample_weight=sizes, random_state=seed
-    )
+    centers, _ = kmeans_plusplus(candidates, n_components, sample_weight=sizes, random_state=seed)
     return centers
 
 
@@ -181,9 +180,7 @@ def _fill_centers(
     return np.concatenate([centers, extra])
 
 
-def _lloyd(
-    X: da.Array, centers: Float, sample_weight: da.Array | None
-) -> Float:
+def _lloyd(X: da.Array, centers: Float, sample_weight: da.Array | None) -> Float:
     """Lloyd iterations over the whole data, from ``centers``."""
     for it in range(LLOYD_MAX_ITER):
         shift = centers.mean(axis=0)
@@ -202,7 +199,9 @@ def _lloyd(
         centers = centers + moved
         within = stats.loglik / max(stats.weight_sum, 1e-300) / X.shape[1]
         shift_sq = float(np.sum(moved**2))
-        logger.debug("Lloyd iteration %d: inertia %.6g, centre shift %.3g", it, stats.loglik, shift_sq)
+        logger.debug(
+            "Lloyd iteration %d: inertia %.6g, centre shift %.3g", it, stats.loglik, shift_sq
+        )
         if shift_sq <= LLOYD_TOL * within:
             break
     return centers
@@ -322,4 +321,3 @@ def initialize(
     return GMMParams(
         covariance_type, weights, means, params.covariances, params.precisions_cholesky
     )
-

@@ -29,16 +29,12 @@ SPLIT_EVERY = 8
 
 def active_client() -> Any | None:
     """The ``distributed.Client`` that ``dask.compute`` would use now, or None."""
+    owner = getattr(dask.base.get_scheduler(), "__self__", None)
     try:
-        from distributed import default_client
+        from distributed import Client
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
-    try:
-        client = default_client()
-    except ValueError:
-        return None
-    scheduler = dask.base.get_scheduler()
-    return client if getattr(scheduler, "__self__", None) is client else None
+    return owner if isinstance(owner, Client) else None
 
 
 def _apply_block(

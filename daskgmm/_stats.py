@@ -82,7 +82,8 @@ class GMMParams:
     ) -> GMMParams:
         """Build the parameters, computing the precision factors (may raise ValueError)."""
         model = get_covariance_model(covariance_type)
-        return cls(covariance_type, weights, means, covariances, model.precisions_cholesky(covariances))
+        precisions_cholesky = model.precisions_cholesky(covariances)
+        return cls(covariance_type, weights, means, covariances, precisions_cholesky)
 
     @classmethod
     def from_precisions(
@@ -203,17 +204,21 @@ def _tile_rows(n_components: int, n_features: int) -> int:
     return int(min(8192, max(256, _TILE_ELEMENTS // max(1, n_components * n_features))))
 
 
-def _raise_nonfinite(X: Float, row_offset: int) -> None:
-    """Raise scikit-learn's error for NaN/inf in ``X``, naming the first bad row."""
-    bad_nan = np.isnan(X)
-    if bad_nan.any():
-        row = row_offset + int(np.argwhere(bad_nan.any(axis=1))[0, 0])
-        raise ValueError(f"{_NAN_MESSAGE} (first NaN in row {row})")
-    bad_inf = ~np.isfinite(X)
-    if bad_inf.any():
-        row = row_offset + int(np.argwhere(bad_inf.any(axis=1))[0, 0])
+def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
+    """Raise scikit-learn's error for NaN/inf in ``X``, naming the first bad row if known."""
+
+    def where(bad: NDArray[np.bool_]) -> str:
+        if row_offset is None:
+            return ""
+        return f" (first in row {row_offset + int(np.argwhere(bad.any(axis=1))[0, 0])})"
+
+    bad = np.isnan(X)
+    if bad.any():
+        raise ValueError(_NAN_MESSAGE + where(bad))
+    bad = ~np.isfinite(X)
+    if bad.any():
         raise ValueError(
-            f"Input X contains infinity or a value too large for {X.dtype!r} (first in row {row})."
+            f"Input X contains infinity or a value too large for {X.dtype!r}.{where(bad)}"
         )
 
 
@@ -246,7 +251,11 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     shift = ep.shift.astype(X.dtype)
     step = _tile_rows(n_components, X.shape[1])
     for start in range(0, X.shape[0], step):
-        out[start : start + step] = _weighted_log_prob_centred(X[start : start + step] - shift, ep)
+        tile = X[start : start + step]
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[start : start + step] = _weighted_log_prob_centred(tile - shift, ep)
+        if not np.all(np.isfinite(out[start : start + step])):
+            _raise_nonfinite(tile, None)
     return out
 
 
@@ -306,7 +315,8 @@ def _accumulate_chunk(
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
         Xc = tile - shift_x
-        resp, score = responsibilities(Xc, start)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            resp, score = responsibilities(Xc, start)
         if not np.all(np.isfinite(score)):
             _raise_nonfinite(tile, row_offset + start)
             raise FloatingPointError(
@@ -357,14 +367,15 @@ def suffstats_chunk(
     ValueError
         If the block holds NaN or infinite values.
     """
+
     def responsibilities(Xc, start):
         wlp = _weighted_log_prob_centred(Xc, ep)
-        with np.errstate(under="ignore", invalid="ignore"):
-            log_norm = _normalise_inplace(wlp)
-        return wlp, log_norm
+        return wlp, _normalise_inplace(wlp)
 
     model = get_covariance_model(ep.covariance_type)
-    return _accumulate_chunk(X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset)
+    return _accumulate_chunk(
+        X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset
+    )
 
 
 def _nearest(Xc: Float, deltas: Float) -> tuple[NDArray[np.intp], Float]:

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
-from ._data import as_dask_array, check_sample_weight, is_lazy
+from ._data import as_dask_array, check_sample_weight, is_lazy, unwrap_xarray
 from ._em import EMResult, IterationInfo, fit_em
 from ._init import initialize
 from ._reduction import active_client
@@ -256,6 +256,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------ validation
     def _validate_X(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
         """NumPy in -> NumPy out (scikit-learn's checks); dask/xarray in -> dask array."""
+        X = unwrap_xarray(X)
         if is_lazy(X):
             Xd = as_dask_array(X, min_samples=min_samples)
             n_features = Xd.shape[1]

@@ -1,0 +1,94 @@
+"""Initialisers on dask arrays: reproducible across chunkings, scalable, sensible."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from daskgmm._init import initialize
+
+from .conftest import RandomData, chunkings
+
+INITS = ["kmeans", "k-means++", "random", "random_from_data"]
+
+
+def _init(X, method, seed=0, **kw):
+    return initialize(
+        X,
+        n_components=3,
+        covariance_type=kw.pop("ct", "full"),
+        init_params=method,
+        reg_covar=1e-6,
+        random_state=np.random.RandomState(seed),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("method", INITS)
+def test_same_seed_same_init_whatever_the_chunking(rng, method):
+    data = RandomData(rng, n_samples=900, n_components=3, n_features=2)
+    X = data.X["full"]
+    results = [_init(da.from_array(X, chunks=(c, 2)), method) for c in chunkings(900).values()]
+    for other in results[1:]:
+        for name, value in other.to_arrays().items():
+            np.testing.assert_allclose(
+                value, results[0].to_arrays()[name], rtol=1e-10, atol=1e-10, err_msg=name
+            )
+    if method != "kmeans":  # k-means converges to the same centres from any seed here
+        other_seed = _init(da.from_array(X, chunks=100), method, seed=1)
+        assert not np.allclose(other_seed.means, results[0].means)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "k-means++"])
+def test_kmeans_finds_separated_clusters(rng, method):
+    data = RandomData(rng, n_samples=1500, n_components=3, n_features=4, scale=60)
+    X = da.from_array(data.X["spherical"], chunks=200)
+    params = _init(X, method)
+    order = np.argsort(params.means[:, 0])
+    truth = np.argsort(data.means[:, 0])
+    tol = 1.0 if method == "kmeans" else 5.0
+    np.testing.assert_allclose(params.means[order], data.means[truth], atol=tol)
+    if method == "kmeans":
+        np.testing.assert_allclose(params.weights[order], data.weights[truth], atol=0.02)
+        labels = np.argmin(((data.X["spherical"][:, None] - params.means) ** 2).sum(-1), 1)
+        assert adjusted_rand_score(data.Y, labels) > 0.99
+
+
+def test_kmeans_never_brings_the_data_to_the_driver(rng, counting_scheduler):
+    data = RandomData(rng, n_samples=20000, n_components=3, n_features=4)
+    X = da.from_array(data.X["full"], chunks=2000)
+    _init(X, "kmeans")
+    assert counting_scheduler.computes >= 3
+    assert max(counting_scheduler.result_nbytes) < X.nbytes / 20
+
+
+def test_user_parameters_override_computed_ones(rng):
+    data = RandomData(rng, n_samples=300, n_components=3, n_features=2)
+    X = da.from_array(data.X["diag"], chunks=100)
+    means = data.means + 1.0
+    params = _init(X, "kmeans", ct="diag", means_init=means)
+    np.testing.assert_array_equal(params.means, means)
+    params = _init(
+        X,
+        "kmeans",
+        ct="diag",
+        weights_init=data.weights,
+        means_init=data.means,
+        precisions_init=data.precisions["diag"],
+    )
+    np.testing.assert_allclose(params.covariances, data.covariances["diag"])
+
+
+def test_sample_weight_changes_kmeans_init(rng):
+    data = RandomData(rng, n_samples=600, n_components=3, n_features=2)
+    X = da.from_array(data.X["full"], chunks=100)
+    w = np.where(data.Y == 0, 10.0, 1.0)
+    weighted = _init(X, "kmeans", sample_weight=da.from_array(w, chunks=100))
+    plain = _init(X, "kmeans")
+    k0 = np.argmin(((weighted.means - data.means[0]) ** 2).sum(axis=1))
+    assert (
+        weighted.weights[k0]
+        > plain.weights[np.argmin(((plain.means - data.means[0]) ** 2).sum(axis=1))]
+    )

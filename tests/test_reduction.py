@@ -1,0 +1,55 @@
+"""The graph layer: per-block map, tree of fan-in split_every, one compute."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskgmm._reduction import map_reduce, tree_sum
+
+
+def _rowsum(block, scale, sample_weight=None, row_offset=0):
+    w = np.ones(len(block)) if sample_weight is None else sample_weight
+    return np.array([w @ block.sum(axis=1) * scale, row_offset * 0 + len(block)])
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_tree_fan_in_and_result(split_every):
+    X = da.from_array(np.arange(200.0).reshape(100, 2), chunks=(7, 2))
+    parts = X.map_blocks(
+        lambda b: np.array([b.sum()]), chunks=((1,) * X.numblocks[0], (1,)), dtype=float
+    )
+    total = tree_sum(parts, split_every)
+    graph = dict(total.__dask_graph__())
+    deps = dask.core.get_dependencies
+    combine_keys = [k for k in graph if "combine" in str(k[0])]
+    assert combine_keys, "no combine layer"
+    assert max(len(deps(graph, k)) for k in combine_keys) <= split_every
+    n_levels = len({k[0] for k in combine_keys})
+    assert n_levels == int(np.ceil(np.log(X.numblocks[0]) / np.log(split_every)))
+    assert total.compute()[0] == pytest.approx(np.arange(200.0).sum())
+
+
+def test_tree_rejects_fan_in_below_two():
+    parts = da.ones((4, 1), chunks=1)
+    with pytest.raises(ValueError, match="split_every must be at least 2"):
+        tree_sum(parts, 1)
+
+
+def test_map_reduce_passes_weights_and_offsets(counting_scheduler):
+    X = np.arange(60.0).reshape(30, 2)
+    w = np.linspace(0, 2, 30)
+    Xd = da.from_array(X, chunks=(4, 2))
+    got = map_reduce(Xd, _rowsum, 2.0, sample_weight=da.from_array(w, chunks=11))
+    assert got[0] == pytest.approx(2.0 * w @ X.sum(axis=1))
+    assert got[1] == 30
+    assert counting_scheduler.computes == 1
+
+
+def test_map_reduce_under_distributed(cluster_client):
+    X = da.from_array(np.ones((50, 3)), chunks=(9, 3))
+    with cluster_client.as_current(), dask.config.set(scheduler=cluster_client):
+        got = map_reduce(X, _rowsum, 3.0)
+    assert got[0] == pytest.approx(450.0)

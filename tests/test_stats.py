@@ -1,0 +1,162 @@
+"""Per-block kernels against independent references (no Dask involved)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from daskgmm._stats import (
+    EStepParams,
+    GMMParams,
+    SuffStats,
+    estimate_log_prob_resp,
+    estimate_weighted_log_prob,
+    m_step,
+    suffstats_chunk,
+    uniform_rows,
+)
+
+from .conftest import COVARIANCE_TYPES, RandomData
+
+
+def _dense_covariances(ct, cov, n_components, n_features):
+    if ct == "full":
+        return cov
+    if ct == "tied":
+        return np.repeat(cov[None], n_components, axis=0)
+    if ct == "diag":
+        return np.array([np.diag(c) for c in cov])
+    return np.array([c * np.eye(n_features) for c in cov])
+
+
+def _params(data, ct):
+    return GMMParams.from_precisions(ct, data.weights, data.means, data.precisions[ct])
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_weighted_log_prob_matches_scipy(rng, ct):
+    data = RandomData(rng, n_samples=200, n_components=3, n_features=4)
+    X = data.X[ct]
+    covs = _dense_covariances(ct, data.covariances[ct], 3, 4)
+    expected = np.column_stack(
+        [
+            multivariate_normal(data.means[k], covs[k]).logpdf(X) + np.log(data.weights[k])
+            for k in range(3)
+        ]
+    )
+    got = estimate_weighted_log_prob(X, EStepParams.from_params(_params(data, ct)))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    log_norm, log_resp = estimate_log_prob_resp(X, EStepParams.from_params(_params(data, ct)))
+    np.testing.assert_allclose(log_norm, logsumexp(expected, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(np.exp(log_resp).sum(axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_suffstats_then_m_step_match_naive_em(rng, ct):
+    """One EM step from the statistics equals the textbook formulas."""
+    data = RandomData(rng, n_samples=300, n_components=2, n_features=3)
+    X = data.X[ct]
+    params = _params(data, ct)
+    ep = EStepParams.from_params(params)
+    stats = suffstats_chunk(X, ep)
+    new = m_step(stats, params.means, ep.shift, ct, reg_covar=1e-6)
+
+    log_norm, log_resp = estimate_log_prob_resp(X, ep)
+    resp = np.exp(log_resp)
+    nk = resp.sum(axis=0) + 10 * np.finfo(float).eps
+    means = resp.T @ X / nk[:, None]
+    full = np.array(
+        [(resp[:, k, None] * (X - means[k])).T @ (X - means[k]) / nk[k] for k in range(2)]
+    )
+    expected_cov = {
+        "full": full + 1e-6 * np.eye(3),
+        "tied": (full * nk[:, None, None]).sum(axis=0) / nk.sum() + 1e-6 * np.eye(3),
+        "diag": np.array([np.diag(c) for c in full]) + 1e-6,
+        "spherical": np.array([np.diag(c).mean() for c in full]) + 1e-6,
+    }[ct]
+    assert stats.loglik == pytest.approx(log_norm.sum(), rel=1e-12)
+    assert stats.n_samples == 300 and stats.weight_sum == 300
+    np.testing.assert_allclose(new.weights, nk / nk.sum(), rtol=1e-12)
+    np.testing.assert_allclose(new.means, means, rtol=1e-10)
+    np.testing.assert_allclose(new.covariances, expected_cov, rtol=1e-9)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_chunk_stats_are_associative(rng, ct):
+    data = RandomData(rng, n_samples=400, n_components=3, n_features=2)
+    X = data.X[ct]
+    ep = EStepParams.from_params(_params(data, ct))
+    whole = suffstats_chunk(X, ep)
+    parts = suffstats_chunk(X[:123], ep) + suffstats_chunk(X[123:], ep)
+    for name in ("nk", "s1", "s2"):
+        np.testing.assert_allclose(
+            getattr(parts, name), getattr(whole, name), rtol=1e-10, atol=1e-9
+        )
+    assert parts.loglik == pytest.approx(whole.loglik, rel=1e-12)
+    assert parts.n_samples == whole.n_samples
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_float32_blocks_accumulate_in_float64(rng, ct):
+    data = RandomData(rng, n_samples=400, n_components=2, n_features=3)
+    X = data.X[ct]
+    ep = EStepParams.from_params(_params(data, ct))
+    s64 = suffstats_chunk(X, ep)
+    s32 = suffstats_chunk(X.astype(np.float32), ep)
+    assert s32.nk.dtype == s32.s1.dtype == s32.s2.dtype == np.float64
+    assert estimate_weighted_log_prob(X.astype(np.float32), ep).dtype == np.float32
+    np.testing.assert_allclose(s32.nk, s64.nk, rtol=1e-4)
+    np.testing.assert_allclose(s32.s2, s64.s2, rtol=1e-3, atol=1e-3 * np.abs(s64.s2).max())
+    assert s32.loglik == pytest.approx(s64.loglik, rel=1e-5)
+
+
+def test_sample_weight_scales_responsibilities(rng):
+    data = RandomData(rng, n_samples=100, n_components=2, n_features=2)
+    X = data.X["full"]
+    ep = EStepParams.from_params(_params(data, "full"))
+    w = rng.randint(0, 4, size=100).astype(float)
+    weighted = suffstats_chunk(X, ep, sample_weight=w)
+    repeated = suffstats_chunk(np.repeat(X, w.astype(int), axis=0), ep)
+    np.testing.assert_allclose(weighted.nk, repeated.nk, rtol=1e-12)
+    np.testing.assert_allclose(weighted.s2, repeated.s2, rtol=1e-10)
+    assert weighted.weight_sum == repeated.n_samples
+    assert weighted.loglik == pytest.approx(repeated.loglik, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad, message", [(np.nan, "Input X contains NaN"), (np.inf, "Input X contains infinity")]
+)
+def test_nonfinite_block_names_the_row(rng, bad, message):
+    data = RandomData(rng, n_samples=50, n_components=2, n_features=2)
+    X = data.X["full"].copy()
+    X[17, 1] = bad
+    ep = EStepParams.from_params(_params(data, "full"))
+    with pytest.raises(ValueError, match=message) as err:
+        suffstats_chunk(X, ep, row_offset=1000)
+    assert "(first in row 1017)" in str(err.value)
+
+
+def test_suffstats_zero_is_identity(rng):
+    data = RandomData(rng, n_samples=50, n_components=2, n_features=2)
+    ep = EStepParams.from_params(_params(data, "diag"))
+    s = suffstats_chunk(data.X["diag"], ep)
+    z = SuffStats.zeros(_params(data, "diag").model, 2, 2)
+    np.testing.assert_array_equal((z + s).s2, s.s2)
+
+
+def test_uniform_rows_do_not_depend_on_blocks():
+    whole = uniform_rows(7, 0, 100, 3)
+    parts = np.vstack([uniform_rows(7, 0, 31, 3), uniform_rows(7, 31, 69, 3)])
+    np.testing.assert_array_equal(whole, parts)
+    assert not np.array_equal(uniform_rows(8, 0, 100, 3), whole)
+
+
+def test_stats_module_does_not_import_dask():
+    code = "import sys, daskgmm._stats, daskgmm._covariance; print('dask' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
