@@ -22,7 +22,27 @@ _EXPORTS = {
     "CovarianceModel": "daskgmm._covariance",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__", "load"]
+
+
+def load(path: Any) -> Any:
+    """Load a :class:`GaussianMixture` saved with :meth:`GaussianMixture.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Directory or fsspec URL of the Zarr model.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        Not a daskgmm model, a newer format version, a missing array or a wrong shape.
+    """
+    from .mixture import GaussianMixture
+
+    return GaussianMixture.load(path)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,10 @@
 """Inputs -> a validated dask array chunked along samples only.
 
-Accepted: NumPy arrays (and array-likes), dask arrays, 2-D ``xarray.DataArray``
-(samples x features). Shape and dtype problems are reported before any
+Accepted: NumPy arrays (and array-likes), dask arrays, ``zarr.Array``, Zarr
+store paths or fsspec URLs (an array, or an xarray dataset with ``variable``),
+``.npy`` files, and ``xarray.DataArray``/``Dataset`` whose dimensions other than
+``feature_dim`` are stacked into samples (an image ``(band, y, x)`` with
+``feature_dim='band'`` has ``y * x`` samples). Shape and dtype problems are reported before any
 computation; NaN/inf in a dask array are found in the first pass over the data
 by the per-block kernels (no extra pass only for validation). NumPy input gets
 scikit-learn's own ``check_array`` (same messages as ``GaussianMixture``).
@@ -9,21 +12,31 @@ scikit-learn's own ``check_array`` (same messages as ``GaussianMixture``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["as_dask_array", "check_sample_weight", "is_lazy", "row_chunks", "unwrap_xarray"]
+__all__ = [
+    "Input",
+    "as_dask_array",
+    "check_sample_weight",
+    "is_lazy",
+    "open_input",
+    "row_chunks",
+    "unwrap_xarray",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Target size of one block of samples, in bytes.
-TARGET_CHUNK_BYTES = 64 * 2**20
+#: Target size of one block of samples, in bytes (in-memory and Zarr inputs).
+TARGET_CHUNK_BYTES = 128 * 2**20
 _ESTIMATOR = "GaussianMixture"
 
 
@@ -36,7 +49,7 @@ def is_lazy(X: Any) -> bool:
 
 
 def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
-    """Rows per block for in-memory data: ~64 MB blocks, at least two per core."""
+    """Rows per block for in-memory data: at most ~128 MB, at least two blocks per core."""
     cap = max(1, TARGET_CHUNK_BYTES // max(1, n_features * itemsize))
     per_core = math.ceil(n_samples / (2 * (os.cpu_count() or 1)))
     return int(max(1, min(cap, max(per_core, 4096))))
@@ -165,3 +178,240 @@ def _check_weight_block(w: np.ndarray) -> np.ndarray:
     if np.any(w < 0):
         raise ValueError("Negative values in data passed to `sample_weight`")
     return w
+
+
+@dataclass(frozen=True, eq=False)
+class Input:
+    """A validated input and what is needed to give per-sample results its shape back.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+    identity : str
+        Names the source (store URL, file, or the dask graph's content token);
+        part of checkpoint fingerprints.
+    sample_dims : tuple of str or None
+        For xarray inputs: the dimensions stacked into samples, in order.
+    sample_coords : dict or None
+        Their coordinates.
+    sample_shape : tuple of int or None
+    lazy : bool
+        False for in-memory xarray inputs, whose per-sample results are computed.
+    """
+
+    X: da.Array
+    identity: str
+    sample_dims: tuple[str, ...] | None = None
+    sample_coords: dict[str, Any] | None = None
+    sample_shape: tuple[int, ...] | None = None
+    lazy: bool = True
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Shape, dtype, chunks (hashed) and identity of the data."""
+        chunks = hashlib.sha256(repr(self.X.chunks).encode()).hexdigest()[:16]
+        return {
+            "identity": self.identity,
+            "shape": list(self.X.shape),
+            "dtype": str(self.X.dtype),
+            "chunks": chunks,
+        }
+
+    def restore(self, result: Any, extra_dim: str | None = None, name: str | None = None) -> Any:
+        """Give a per-sample result (dask or NumPy) the input's sample dimensions back."""
+        if not self.lazy and isinstance(result, da.Array):
+            result = result.compute()
+        if self.sample_dims is None:
+            return result
+        import xarray as xr
+
+        shape = tuple(self.sample_shape or ())
+        dims = self.sample_dims
+        if extra_dim is not None:
+            shape += (result.shape[1],)
+            dims += (extra_dim,)
+        data = result.reshape(shape) if len(shape) != result.ndim else result
+        return xr.DataArray(data, dims=dims, coords=self.sample_coords, name=name)
+
+
+def _is_path(X: Any) -> bool:
+    return isinstance(X, (str, os.PathLike))
+
+
+def _zarr_row_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int) -> int:
+    """Rows per dask block: a multiple of the store's row chunks, ~128 MB."""
+    per_row = max(1, math.prod(shape[1:])) * itemsize
+    step = max(1, chunks[0])
+    multiple = max(1, TARGET_CHUNK_BYTES // max(1, per_row * step))
+    return int(min(shape[0], step * multiple)) or 1
+
+
+def _from_zarr_array(z: Any) -> da.Array:
+    rows = _zarr_row_chunks(tuple(z.shape), tuple(z.chunks), z.dtype.itemsize)
+    chunks = (rows, *z.shape[1:])
+    if len(z.chunks) > 1 and tuple(z.chunks[1:]) != tuple(z.shape[1:]):
+        logger.info(
+            "The store is chunked along the features %s; every block reads whole rows.",
+            tuple(z.chunks[1:]),
+        )
+    return da.from_zarr(z, chunks=chunks)
+
+
+def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
+    """Open a Zarr store (array or xarray dataset) or a .npy file, lazily."""
+    import fsspec
+    import zarr
+
+    url = os.fspath(path)
+    fs, fs_path = fsspec.core.url_to_fs(url)
+    if not fs.exists(fs_path):
+        raise FileNotFoundError(f"Input {url!r} does not exist.")
+    identity = url if "://" in url else os.path.abspath(url)
+    if url.endswith(".npy"):
+        from fsspec.implementations.local import LocalFileSystem
+
+        if isinstance(fs, LocalFileSystem):
+            arr = np.load(fs_path, mmap_mode="r", allow_pickle=False)
+        else:
+            with fs.open(fs_path, "rb") as f:
+                arr = np.load(f, allow_pickle=False)
+        rows = row_chunks(arr.shape[0], max(1, math.prod(arr.shape[1:])), arr.dtype.itemsize)
+        return da.from_array(arr, chunks=(rows, *arr.shape[1:])), f"npy:{identity}"
+    try:
+        node = zarr.open(url, mode="r")
+    except Exception as err:  # zarr raises several types for "not a store"
+        raise ValueError(
+            f"Input {url!r} is neither a Zarr store nor a .npy file ({err})."
+        ) from None
+    if isinstance(node, zarr.Array):
+        if variable is not None:
+            raise ValueError(f"Input {url!r} is a single Zarr array; do not pass variable.")
+        return _from_zarr_array(node), f"zarr:{identity}"
+    import xarray as xr
+
+    names = sorted(node.array_keys())
+    try:
+        ds = xr.open_zarr(url, chunks={})
+    except Exception:  # a plain group without xarray metadata
+        ds = None
+    if variable is None:
+        data_vars = list(ds.data_vars) if ds is not None else names
+        if len(data_vars) != 1:
+            raise ValueError(
+                f"Input {url!r} holds several variables {data_vars}; pick one with variable=... "
+                "(command line: --variable)."
+            )
+        variable = data_vars[0]
+    if ds is not None:
+        if variable not in ds.data_vars:
+            raise ValueError(
+                f"Input {url!r} has no variable {variable!r}; it has {sorted(ds.data_vars)}."
+            )
+        return _rechunk_store_variable(ds[variable]), f"zarr:{identity}#{variable}"
+    if variable not in names:
+        raise ValueError(f"Input {url!r} has no array {variable!r}; it has {names}.")
+    return _from_zarr_array(node[variable]), f"zarr:{identity}#{variable}"
+
+
+def _rechunk_store_variable(arr: Any) -> Any:
+    """Chunks of ~128 MB along the leading sample dimension for an xarray variable."""
+    enc = arr.encoding.get("chunks") or arr.encoding.get("preferred_chunks")
+    if isinstance(enc, dict):
+        enc = tuple(enc.get(d, n) for d, n in zip(arr.dims, arr.shape))
+    store_chunks = tuple(enc) if enc else tuple(arr.shape)
+    return arr.chunk(dict(zip(arr.dims, store_chunks)))
+
+
+def open_input(
+    X: Any,
+    *,
+    variable: str | None = None,
+    feature_dim: str | None = None,
+    min_samples: int = 1,
+) -> Input:
+    """Open and validate any supported input as samples x features.
+
+    Parameters
+    ----------
+    X : array-like, dask array, zarr.Array, xarray object, or str/path-like
+        See the module docstring.
+    variable : str, optional
+        Variable of an xarray dataset or array of a Zarr group.
+    feature_dim : str, optional
+        The feature dimension of an xarray input; every other dimension is
+        stacked into samples. Default: the last dimension of a 2-D array.
+    min_samples : int, default=1
+
+    Returns
+    -------
+    Input
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    ValueError, TypeError
+        See :func:`as_dask_array`, plus an unknown variable or dimension.
+    """
+    identity = None
+    if _is_path(X):
+        X, identity = _open_path(X, variable)
+    else:
+        try:
+            import zarr
+
+            if isinstance(X, zarr.Array):
+                X = _from_zarr_array(X)
+        except ImportError:  # pragma: no cover - zarr is a dependency
+            pass
+    if hasattr(X, "data_vars"):  # xarray.Dataset
+        if variable is None or variable not in X.data_vars:
+            raise ValueError(
+                f"Pick a variable of the dataset with variable=...; it has {sorted(X.data_vars)}."
+            )
+        X = X[variable]
+    if hasattr(X, "dims") and hasattr(X, "coords"):
+        return _open_dataarray(X, feature_dim, min_samples, identity)
+    if feature_dim is not None:
+        raise ValueError(
+            f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
+        )
+    Xd = as_dask_array(X, min_samples=min_samples)
+    return Input(Xd, identity or f"dask:{Xd.name}")
+
+
+def _open_dataarray(
+    arr: Any, feature_dim: str | None, min_samples: int, identity: str | None
+) -> Input:
+    dims = tuple(arr.dims)
+    if feature_dim is None:
+        if arr.ndim != 2:
+            raise ValueError(
+                f"The input has dimensions {dims}; name the feature dimension with "
+                "feature_dim=... (command line: --feature-dim), e.g. feature_dim='band'."
+            )
+        feature_dim = dims[1]
+    if feature_dim not in dims:
+        raise ValueError(f"feature_dim={feature_dim!r} is not a dimension of the input {dims}.")
+    sample_dims = tuple(d for d in dims if d != feature_dim)
+    if not sample_dims:
+        raise ValueError(f"The input has only the feature dimension {feature_dim!r}.")
+    arr = arr.transpose(*sample_dims, feature_dim)
+    sample_shape = tuple(arr.sizes[d] for d in sample_dims)
+    n_samples = math.prod(sample_shape)
+    data = arr.data
+    lazy = isinstance(data, da.Array)
+    if lazy:
+        if len(sample_dims) > 1 and any(len(c) > 1 for c in data.chunks[1:]):
+            logger.info(
+                "Rechunking dims %s to whole slices so that they stack into samples.",
+                sample_dims[1:],
+            )
+            data = data.rechunk({i: -1 for i in range(1, data.ndim)})
+        data = data.reshape(n_samples, arr.sizes[feature_dim])
+        if identity is None:
+            identity = f"dask:{data.name}"
+    else:
+        data = np.asarray(data).reshape(n_samples, arr.sizes[feature_dim])
+    coords = {d: arr.coords[d] for d in sample_dims if d in arr.coords}
+    Xd = as_dask_array(data, min_samples=min_samples)
+    return Input(Xd, identity or f"dask:{Xd.name}", sample_dims, coords, sample_shape, lazy)

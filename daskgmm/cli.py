@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(level)
+    import distributed  # noqa: F401  (configures its loggers on import: override after)
+
     logging.getLogger("distributed").setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -17,9 +20,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._checkpoint import Checkpoint, FitState, check_meta, read_model, write_model
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
-from ._data import as_dask_array, check_sample_weight, is_lazy, unwrap_xarray
+from ._data import Input, as_dask_array, check_sample_weight, open_input
 from ._em import EMResult, IterationInfo, fit_em
 from ._init import initialize
 from ._reduction import active_client
@@ -134,6 +138,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         re-reads them from their source at every iteration.
     split_every : int, default=None
         Fan-in of the tree that adds the per-block statistics (default 8).
+    feature_dim : str, default=None
+        For xarray inputs and Zarr datasets: the feature dimension (e.g.
+        ``'band'``); all other dimensions are stacked into samples and
+        per-sample results come back with those dimensions. Default: the
+        second dimension of a 2-D array.
+    variable : str, default=None
+        For Zarr groups and xarray datasets: the variable to model.
 
     Attributes
     ----------
@@ -214,6 +225,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "precisions_init": ["array-like", None],
         "cache": [StrOptions({"auto"}), "boolean"],
         "split_every": [Interval(Integral, 2, None, closed="left"), None],
+        "feature_dim": [str, None],
+        "variable": [str, None],
     }
 
     def __init__(
@@ -235,6 +248,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         cache="auto",
         split_every=None,
+        feature_dim=None,
+        variable=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -252,31 +267,35 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.cache = cache
         self.split_every = split_every
+        self.feature_dim = feature_dim
+        self.variable = variable
 
     # ------------------------------------------------------------ validation
-    def _validate_X(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
-        """NumPy in -> NumPy out (scikit-learn's checks); dask/xarray in -> dask array."""
-        X = unwrap_xarray(X)
-        if is_lazy(X):
-            Xd = as_dask_array(X, min_samples=min_samples)
-            n_features = Xd.shape[1]
-            if reset:
-                self.n_features_in_ = n_features
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            elif n_features != self.n_features_in_:
-                raise ValueError(
-                    f"X has {n_features} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-            return Xd
-        return validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=min_samples,
+    def _input(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
+        """In-memory array-likes -> NumPy (scikit-learn's own checks and messages);
+        dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`."""
+        if not _is_out_of_core(X):
+            return validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=min_samples,
+            )
+        inp = open_input(
+            X, variable=self.variable, feature_dim=self.feature_dim, min_samples=min_samples
         )
+        n_features = inp.X.shape[1]
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return inp
 
     def _initial_parameters(self, n_features: int) -> tuple[Any, Any, Any]:
         """Validated copies of ``*_init`` (never written back to ``self``)."""
@@ -308,7 +327,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return dask.persist(X, sample_weight)
 
     # --------------------------------------------------------------- fitting
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, resume=True):
         """Estimate the model parameters with the EM algorithm.
 
         Fits ``n_init`` times and keeps the parameters with the largest lower
@@ -318,12 +337,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
-            Samples in rows. Dask arrays may be chunked along samples in any way.
+        X : array-like, dask array, xarray object, zarr.Array, or str
+            Samples, shape (n_samples, n_features), or a Zarr store path/URL or
+            ``.npy`` file; xarray inputs and datasets are stacked into samples
+            along every dimension but ``feature_dim``.
         y : Ignored
             Not used, present for API consistency by convention.
         sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
             Non-negative weight of each sample.
+        checkpoint : str or path-like, default=None
+            Directory or fsspec URL where the full EM state is saved atomically
+            after every iteration. If it already holds a state of the same fit
+            (same data fingerprint and estimator parameters), the fit resumes
+            from its last completed iteration and ends with the same model as an
+            uninterrupted fit; a state of another fit is refused with a
+            ``ValueError``.
+        resume : bool, default=True
+            ``False`` ignores and overwrites an existing checkpoint.
 
         Returns
         -------
@@ -331,8 +361,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         self._validate_params()
-        X = self._validate_X(X, reset=True, min_samples=2)
-        Xd = X if isinstance(X, da.Array) else as_dask_array(X)
+        inp = self._input(X, reset=True, min_samples=2)
+        if not isinstance(inp, Input):
+            inp = Input(Xd := as_dask_array(inp), f"dask:{Xd.name}")
+        Xd = inp.X
         n_samples, n_features = Xd.shape
         if n_samples < self.n_components:
             raise ValueError(
@@ -341,29 +373,80 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         weights_init, means_init, precisions_init = self._initial_parameters(n_features)
         sw = check_sample_weight(sample_weight, Xd)
+        store = None if checkpoint is None else Checkpoint(checkpoint)
+        meta = self._checkpoint_meta(inp, sw)
+        state = self._load_checkpoint(store, meta, resume)
+        if state is not None and state.complete:
+            logger.info("Checkpoint %s holds a finished fit; loading it.", store.url)
+            self._set_result(state.best)
+            return self
         Xd, sw = self._maybe_cache(Xd, sw)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
-        best: EMResult | None = None
-        for init in range(n_init):
+        best = None
+        first_init = 0
+        if state is not None:
+            random_state.set_state(state.rng_state)
+            best = state.best
+            first_init = state.init + 1 if state.done else state.init
+            logger.info(
+                "Resuming from checkpoint %s: restart %d, after iteration %d.",
+                store.url,
+                state.init,
+                state.n_iter,
+            )
+
+        def save(init, result_or_info, done, converged=False):
+            if store is None:
+                return
+            store.save(
+                FitState(
+                    init,
+                    result_or_info.n_iter,
+                    result_or_info.params,
+                    result_or_info.lower_bound,
+                    tuple(result_or_info.lower_bounds),
+                    done,
+                    converged,
+                    best,
+                    random_state.get_state(),
+                ),
+                meta,
+            )
+
+        for init in range(first_init, n_init):
             self._verbose_init_begin(init)
-            if do_init:
-                params = initialize(
-                    Xd,
-                    n_components=self.n_components,
-                    covariance_type=self.covariance_type,
-                    init_params=self.init_params,
-                    reg_covar=self.reg_covar,
-                    random_state=random_state,
-                    sample_weight=sw,
-                    weights_init=weights_init,
-                    means_init=means_init,
-                    precisions_init=precisions_init,
-                )
+            resumed = state is not None and init == state.init and not state.done
+            if resumed:
+                params = state.params
+                start = (state.n_iter, state.lower_bounds, state.lower_bound)
             else:
-                params = self._params
+                params = (
+                    self._params
+                    if not do_init
+                    else initialize(
+                        Xd,
+                        n_components=self.n_components,
+                        covariance_type=self.covariance_type,
+                        init_params=self.init_params,
+                        reg_covar=self.reg_covar,
+                        random_state=random_state,
+                        sample_weight=sw,
+                        weights_init=weights_init,
+                        means_init=means_init,
+                        precisions_init=precisions_init,
+                    )
+                )
+                start = (0, (), -math.inf if do_init else self.lower_bound_)
+                save(init, EMResult(params, 0, start[2], (), False), done=False)
+
+            def on_iteration(info: IterationInfo, init=init) -> None:
+                self._verbose_iteration(info)
+                if not info.converged:
+                    save(init, info, done=False)
+
             if self.max_iter == 0:
                 result = EMResult(params, 0, -math.inf, (), False)
             else:
@@ -375,44 +458,193 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     max_iter=self.max_iter,
                     sample_weight=sw,
                     split_every=self.split_every,
-                    callback=self._verbose_iteration,
+                    callback=on_iteration,
                     init=init,
-                    lower_bound=-math.inf if do_init else self.lower_bound_,
+                    start_iter=start[0],
+                    lower_bounds=start[1],
+                    lower_bound=start[2],
                 )
                 self._verbose_init_end(result)
-            if best is None or result.lower_bound > best.lower_bound:
-                best = result
+            if best is None or result.lower_bound > best["lower_bound"]:
+                best = {
+                    "params": result.params,
+                    "n_iter": result.n_iter,
+                    "lower_bound": result.lower_bound,
+                    "lower_bounds": result.lower_bounds,
+                    "converged": result.converged,
+                }
+            save(init, result, done=True, converged=result.converged)
 
-        assert best is not None
-        if not best.converged and self.max_iter > 0:
+        if not best["converged"] and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self._set_params_from(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bound_ = best.lower_bound
-        self.lower_bounds_ = list(best.lower_bounds)
+        if store is not None:
+            last = best["params"]
+            store.save(
+                FitState(
+                    n_init - 1,
+                    best["n_iter"],
+                    last,
+                    best["lower_bound"],
+                    tuple(best["lower_bounds"]),
+                    True,
+                    best["converged"],
+                    best,
+                    random_state.get_state(),
+                    complete=True,
+                ),
+                meta,
+            )
+        self._set_result(best)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X, y=None, sample_weight=None, **fit_params):
         """Fit the model and return the component label of each sample of ``X``.
 
         Parameters
         ----------
-        X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
+        X : array-like, dask array, xarray object, zarr.Array, or str
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
+        **fit_params
+            ``checkpoint`` and ``resume``, as in :meth:`fit`.
 
         Returns
         -------
-        labels : ndarray or dask.array.Array of shape (n_samples,)
-            Lazy for dask input.
+        labels : ndarray, dask.array.Array or xarray.DataArray
+            Lazy for out-of-core input, with the input's sample dimensions.
         """
-        return self.fit(X, y, sample_weight=sample_weight).predict(X)
+        return self.fit(X, y, sample_weight=sample_weight, **fit_params).predict(X)
+
+    def _set_result(self, best: dict[str, Any]) -> None:
+        self._set_params_from(best["params"])
+        self.converged_ = bool(best["converged"])
+        self.n_iter_ = int(best["n_iter"])
+        self.lower_bound_ = float(best["lower_bound"])
+        self.lower_bounds_ = [float(x) for x in best["lower_bounds"]]
+
+    # ----------------------------------------------------------- checkpoints
+    def _checkpoint_meta(self, inp: Input, sample_weight: da.Array | None) -> dict[str, Any]:
+        data = inp.fingerprint()
+        data["sample_weight"] = None if sample_weight is None else sample_weight.name
+        return {"data": data, "estimator": self._result_params()}
+
+    def _result_params(self) -> dict[str, Any]:
+        """The parameters that change the fitted model, JSON-comparable."""
+        params = {}
+        for key, value in self.get_params().items():
+            if key in ("verbose", "verbose_interval", "cache", "split_every"):
+                continue
+            if key.endswith("_init") and value is not None and key != "n_init":
+                arr = np.ascontiguousarray(np.asarray(value, dtype=np.float64))
+                value = f"sha256:{hashlib.sha256(arr.tobytes()).hexdigest()[:16]}{arr.shape}"
+            elif key == "random_state" and not (value is None or isinstance(value, Integral)):
+                value = type(value).__name__
+            params[key] = value
+        return json.loads(json.dumps(params))
+
+    @staticmethod
+    def _load_checkpoint(store, meta, resume) -> FitState | None:
+        if store is None or not store.exists():
+            return None
+        if not resume:
+            logger.info("Overwriting the checkpoint at %s (resume=False).", store.url)
+            return None
+        state, found = store.load()
+        check_meta(found, meta, store.url)
+        return state
+
+    # ---------------------------------------------------------------- files
+    def save(self, path):
+        """Save the fitted model as a Zarr v3 group (no pickle).
+
+        The four parameter arrays are Zarr arrays; the estimator parameters,
+        fitted scalars and a format version are JSON attributes. A local
+        target is replaced atomically.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Directory or fsspec URL.
+        """
+        check_is_fitted(self)
+        write_model(
+            path,
+            self._params,
+            {
+                "daskgmm_version": _version(),
+                "params": _jsonable_params(self.get_params()),
+                "fitted": {
+                    "converged_": bool(self.converged_),
+                    "n_iter_": int(self.n_iter_),
+                    "lower_bound_": float(self.lower_bound_),
+                    "lower_bounds_": [float(x) for x in self.lower_bounds_],
+                    "n_features_in_": int(self.n_features_in_),
+                },
+            },
+        )
+
+    @classmethod
+    def load(cls, path) -> GaussianMixture:
+        """Load a model written by :meth:`save` (see :func:`daskgmm.load`)."""
+        params, meta = read_model(path)
+        try:
+            est = cls(**meta["params"])
+            fitted = meta["fitted"]
+            est._set_params_from(params)
+            est.converged_ = bool(fitted["converged_"])
+            est.n_iter_ = int(fitted["n_iter_"])
+            est.lower_bound_ = float(fitted["lower_bound_"])
+            est.lower_bounds_ = [float(x) for x in fitted["lower_bounds_"]]
+            est.n_features_in_ = int(fitted["n_features_in_"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"Model file {os.fspath(path)!r} lacks metadata {err}.") from None
+        if est.n_features_in_ != params.n_features or est.covariance_type != params.covariance_type:
+            raise ValueError(f"Model file {os.fspath(path)!r} has inconsistent metadata.")
+        return est
+
+    def to_sklearn(self):
+        """An equivalent fitted :class:`sklearn.mixture.GaussianMixture`."""
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+        check_is_fitted(self)
+        names = SkGaussianMixture().get_params()
+        sk = SkGaussianMixture(**{k: v for k, v in self.get_params().items() if k in names})
+        for name in _FITTED:
+            setattr(sk, name, getattr(self, name))
+        return sk
+
+    @classmethod
+    def from_sklearn(cls, estimator, **params) -> GaussianMixture:
+        """A daskgmm model from a fitted :class:`sklearn.mixture.GaussianMixture`.
+
+        Parameters
+        ----------
+        estimator : sklearn.mixture.GaussianMixture
+            Fitted.
+        **params
+            daskgmm-only constructor parameters (``cache``, ``feature_dim``, ...).
+        """
+        check_is_fitted(estimator)
+        est = cls(**estimator.get_params(), **params)
+        params_obj = GMMParams(
+            estimator.covariance_type,
+            np.asarray(estimator.weights_, np.float64),
+            np.asarray(estimator.means_, np.float64),
+            np.asarray(estimator.covariances_, np.float64),
+            np.asarray(estimator.precisions_cholesky_, np.float64),
+        )
+        est._set_params_from(params_obj)
+        est.converged_ = bool(estimator.converged_)
+        est.n_iter_ = int(estimator.n_iter_)
+        est.lower_bound_ = float(estimator.lower_bound_)
+        est.lower_bounds_ = [float(x) for x in getattr(estimator, "lower_bounds_", [])]
+        est.n_features_in_ = int(estimator.n_features_in_)
+        return est
 
     # ------------------------------------------------------------ attributes
     def _set_params_from(self, params: GMMParams) -> None:
@@ -434,16 +666,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------ prediction
-    def _map_rows(self, X: Any, block_fn, *, components: bool, dtype) -> Any:
+    def _map_rows(
+        self, X: Any, block_fn, *, components: bool, dtype, name: str = "", restore: bool = True
+    ):
         """Apply ``block_fn(block, ep)`` to NumPy input, or lazily to each dask block."""
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        inp = self._input(X, reset=False)
         ep = EStepParams.from_params(self._params)
-        if not isinstance(X, da.Array):
-            return block_fn(X, ep)
-        chunks = (X.chunks[0], (self.n_components,)) if components else (X.chunks[0],)
+        if not isinstance(inp, Input):
+            return block_fn(inp, ep)
+        chunks = (inp.X.chunks[0], (self.n_components,)) if components else (inp.X.chunks[0],)
         ndim = 2 if components else 1
-        return X.map_blocks(
+        out = inp.X.map_blocks(
             block_fn,
             dask.delayed(ep),
             chunks=chunks,
@@ -451,6 +685,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             dtype=dtype,
             meta=np.empty((0,) * ndim, dtype=dtype),
         )
+        if not restore:
+            return out
+        return inp.restore(out, "component" if components else None, name=name)
 
     def predict(self, X):
         """Label of the most probable component of each sample.
@@ -464,7 +701,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray or dask.array.Array of shape (n_samples,)
             Lazy (with the input's row chunks) for dask input.
         """
-        return self._map_rows(X, _predict_block, components=False, dtype=np.int64)
+        return self._map_rows(
+            X, _predict_block, components=False, dtype=np.int64, name="label"
+        )
 
     def predict_proba(self, X):
         """Posterior probability of each component for each sample.
@@ -478,7 +717,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray or dask.array.Array of shape (n_samples, n_components)
             Lazy for dask input.
         """
-        return self._map_rows(X, _proba_block, components=True, dtype=np.float64)
+        return self._map_rows(
+            X, _proba_block, components=True, dtype=np.float64, name="probability"
+        )
 
     def score_samples(self, X):
         """Log-likelihood of each sample under the model.
@@ -492,7 +733,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log_prob : ndarray or dask.array.Array of shape (n_samples,)
             Lazy for dask input.
         """
-        return self._map_rows(X, _score_block, components=False, dtype=np.float64)
+        return self._map_rows(
+            X, _score_block, components=False, dtype=np.float64, name="log_density"
+        )
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` under the model (reads dask input once).
@@ -506,10 +749,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_likelihood : float
         """
-        log_prob = self.score_samples(X)
+        return self._mean_log_prob(X)[0]
+
+    def _mean_log_prob(self, X: Any) -> tuple[float, int]:
+        """Mean log-likelihood of ``X`` and its number of samples (one read)."""
+        log_prob = self._map_rows(
+            X, _score_block, components=False, dtype=np.float64, restore=False
+        )
         if isinstance(log_prob, da.Array):
-            return float(log_prob.mean().compute())
-        return float(np.mean(log_prob))
+            return float(log_prob.mean().compute()), int(log_prob.shape[0])
+        return float(np.mean(log_prob)), len(log_prob)
 
     def _n_parameters(self) -> int:
         _, n_features = self.means_.shape
@@ -528,8 +777,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         bic : float
         """
-        n_samples = _n_rows(X)
-        return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(n_samples)
+        mean, n_samples = self._mean_log_prob(X)
+        return -2 * mean * n_samples + self._n_parameters() * math.log(n_samples)
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better).
@@ -542,7 +791,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         aic : float
         """
-        return -2 * self.score(X) * _n_rows(X) + 2 * self._n_parameters()
+        mean, n_samples = self._mean_log_prob(X)
+        return -2 * mean * n_samples + 2 * self._n_parameters()
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
@@ -599,8 +849,44 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
 
 
-def _n_rows(X: Any) -> int:
-    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
+_FITTED = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+    "converged_",
+    "n_iter_",
+    "lower_bound_",
+    "lower_bounds_",
+    "n_features_in_",
+)
+
+
+def _is_out_of_core(X: Any) -> bool:
+    """Inputs handled by :func:`open_input` rather than scikit-learn's ``validate_data``."""
+    if isinstance(X, (str, os.PathLike, da.Array)) or hasattr(X, "dims"):
+        return True
+    return type(X).__module__.startswith("zarr")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, np.ndarray) or (
+            key.endswith("_init") and value is not None and key != "n_init"
+        ):
+            value = np.asarray(value, dtype=np.float64).tolist()
+        elif key == "random_state" and not (value is None or isinstance(value, Integral)):
+            value = None
+        out[key] = value
+    return json.loads(json.dumps(out))
 
 
 def _predict_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:

@@ -150,11 +150,16 @@ def test_xarray_input():
     arr = xr.DataArray(da.from_array(data.X["full"], chunks=100), dims=("sample", "band"))
     gm = GaussianMixture(2, random_state=0).fit(arr)
     labels = gm.predict(arr)
-    assert isinstance(labels, da.Array)
-    assert adjusted_rand_score(data.Y, labels.compute()) > 0.99
-    eager = GaussianMixture(2, random_state=0).fit(arr.compute())
+    assert isinstance(labels, xr.DataArray) and isinstance(labels.data, da.Array)
+    assert labels.dims == ("sample",) and labels.name == "label"
+    assert adjusted_rand_score(data.Y, labels.values) > 0.99
+    proba = gm.predict_proba(arr)
+    assert proba.dims == ("sample", "component") and isinstance(proba.data, da.Array)
+    in_memory = arr.compute()
+    eager = GaussianMixture(2, random_state=0).fit(in_memory)
     np.testing.assert_allclose(eager.means_, gm.means_, rtol=1e-10)
-    with pytest.raises(ValueError, match=re.escape("Expected a 2-D DataArray")):
+    assert isinstance(eager.predict(in_memory).data, np.ndarray)
+    with pytest.raises(ValueError, match=re.escape("name the feature dimension with")):
         gm.predict(xr.DataArray(np.zeros((2, 2, 2)), dims=("a", "b", "c")))
 
 

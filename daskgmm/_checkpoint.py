@@ -1,0 +1,423 @@
+"""Checkpoints of the EM state and model files: JSON + ``.npy``/Zarr, never pickle.
+
+Checkpoint layout (a directory, local or any fsspec URL)::
+
+    CKPT/LATEST                   {"format": "daskgmm-checkpoint", "state": "state-..."}
+    CKPT/state-000-000012-1a2b3c4d/   one complete state (restart 0, iteration 12)
+        state.json                   scalars, fingerprints, estimator parameters
+        params-weights.npy ...       arrays, saved with allow_pickle=False
+
+A save writes a whole new state directory aside, then switches the small
+``LATEST`` pointer (``os.replace`` locally, a single object write on object
+stores), then removes older states. A reader therefore always sees one
+complete state, whatever moment a writer was killed at.
+
+Model files are Zarr v3 groups: one array per fitted parameter, and the
+metadata (format version, estimator parameters, fitted scalars) in the group
+attributes, written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+from ._stats import GMMParams
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "MODEL_FORMAT_VERSION",
+    "Checkpoint",
+    "FitState",
+    "read_model",
+    "write_model",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 1
+_POINTER = "LATEST"
+_PARAM_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file that cannot be used (corrupt, foreign, too new)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FitState:
+    """Driver state of a fit between two EM iterations.
+
+    Parameters
+    ----------
+    init : int
+        Restart in progress.
+    n_iter : int
+        EM iterations done in that restart (0: just initialised).
+    params : GMMParams
+        Parameters after ``n_iter`` iterations.
+    lower_bound : float
+    lower_bounds : tuple of float
+    done : bool
+        The restart has finished (converged or ``max_iter``).
+    converged : bool
+    best : dict or None
+        Best finished restart so far: ``params``, ``n_iter``, ``lower_bound``,
+        ``lower_bounds``, ``converged``.
+    rng_state : tuple
+        ``numpy.random.RandomState.get_state()`` after this restart's initialisation.
+    complete : bool
+        The whole fit has finished; ``best`` is the answer.
+    """
+
+    init: int
+    n_iter: int
+    params: GMMParams
+    lower_bound: float
+    lower_bounds: tuple[float, ...]
+    done: bool
+    converged: bool
+    best: dict[str, Any] | None
+    rng_state: tuple[Any, ...]
+    complete: bool = False
+
+
+def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(os.fspath(url))
+    return fs, path.rstrip("/")
+
+
+def _json_float(x: float) -> float | str:
+    return x if np.isfinite(x) else repr(float(x))
+
+
+def _float(x: float | str) -> float:
+    return float(x)
+
+
+def _save_npy(fs: fsspec.AbstractFileSystem, path: str, array: np.ndarray) -> None:
+    with fs.open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _load_npy(fs: fsspec.AbstractFileSystem, path: str, where: str) -> np.ndarray:
+    if not fs.exists(path):
+        raise CheckpointError(f"{where} is incomplete: {posixpath.basename(path)} is missing.")
+    try:
+        with fs.open(path, "rb") as f:
+            return np.load(f, allow_pickle=False)
+    except ValueError as err:  # pickled object arrays, truncated or foreign files
+        raise CheckpointError(
+            f"{where}: {posixpath.basename(path)} is not a plain numeric .npy file ({err})."
+        ) from None
+
+
+def _read_json(fs: fsspec.AbstractFileSystem, path: str, where: str) -> dict[str, Any]:
+    if not fs.exists(path):
+        raise CheckpointError(f"{where} is incomplete: {posixpath.basename(path)} is missing.")
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{where} is corrupt: {posixpath.basename(path)} is not valid JSON ({err})."
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where} is corrupt: {posixpath.basename(path)} holds no object.")
+    return data
+
+
+def _check_version(found: Any, supported: int, what: str, where: str) -> None:
+    if not isinstance(found, int) or found < 1:
+        raise CheckpointError(f"{where} has an unknown {what} format version {found!r}.")
+    if found > supported:
+        raise CheckpointError(
+            f"{where} was written by a newer daskgmm ({what} format version {found}; this "
+            f"version reads up to {supported}). Upgrade daskgmm to read it."
+        )
+
+
+def _params_from_arrays(
+    arrays: dict[str, np.ndarray], covariance_type: str, where: str
+) -> GMMParams:
+    """Rebuild parameters, checking every shape against the means."""
+    from ._covariance import get_covariance_model
+
+    means = arrays["means"]
+    if means.ndim != 2 or not np.issubdtype(means.dtype, np.floating):
+        raise CheckpointError(f"{where}: 'means' has shape {means.shape}, expected 2-D floats.")
+    n_components, n_features = means.shape
+    expected = {
+        "weights": (n_components,),
+        "means": (n_components, n_features),
+        "covariances": get_covariance_model(covariance_type).covariances_shape(
+            n_components, n_features
+        ),
+    }
+    expected["precisions_cholesky"] = expected["covariances"]
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise CheckpointError(
+                f"{where}: '{name}' has shape {arrays[name].shape}, expected {shape} for "
+                f"{n_components} components, {n_features} features, "
+                f"covariance_type={covariance_type!r}."
+            )
+    return GMMParams(covariance_type, *(arrays[n].astype(np.float64) for n in _PARAM_NAMES))
+
+
+class Checkpoint:
+    """Atomic save and load of :class:`FitState` under a directory or URL.
+
+    Parameters
+    ----------
+    url : str or path-like
+        Local directory or fsspec URL (``s3://bucket/run-1`` where the
+        filesystem package is installed).
+    """
+
+    def __init__(self, url: str | os.PathLike[str]):
+        self.url = os.fspath(url)
+        self.fs, self.root = _fs(url)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.url!r})"
+
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def exists(self) -> bool:
+        """Whether a checkpoint pointer is present."""
+        return self.fs.exists(self._path(_POINTER))
+
+    # ------------------------------------------------------------------ save
+    def save(self, state: FitState, meta: dict[str, Any]) -> None:
+        """Write ``state`` aside, then switch the pointer to it, then drop older states.
+
+        Parameters
+        ----------
+        state : FitState
+        meta : dict
+            JSON-serialisable fingerprints (data, estimator parameters) checked on load.
+        """
+        name = f"state-{state.init:03d}-{state.n_iter:06d}-{uuid.uuid4().hex[:8]}"
+        folder = self._path(name)
+        self.fs.makedirs(folder, exist_ok=True)
+        arrays = {f"params-{k}": v for k, v in state.params.to_arrays().items()}
+        best = None
+        if state.best is not None:
+            arrays.update({f"best-{k}": v for k, v in state.best["params"].to_arrays().items()})
+            best = {
+                "n_iter": state.best["n_iter"],
+                "lower_bound": _json_float(state.best["lower_bound"]),
+                "lower_bounds": [_json_float(x) for x in state.best["lower_bounds"]],
+                "converged": bool(state.best["converged"]),
+            }
+        rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = state.rng_state
+        arrays["rng-keys"] = np.asarray(rng_keys, dtype=np.uint32)
+        for key, value in arrays.items():
+            _save_npy(self.fs, posixpath.join(folder, f"{key}.npy"), value)
+        document = {
+            "format": "daskgmm-checkpoint",
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "meta": meta,
+            "covariance_type": state.params.covariance_type,
+            "init": state.init,
+            "n_iter": state.n_iter,
+            "lower_bound": _json_float(state.lower_bound),
+            "lower_bounds": [_json_float(x) for x in state.lower_bounds],
+            "done": state.done,
+            "converged": state.converged,
+            "complete": state.complete,
+            "best": best,
+            "rng": {
+                "name": rng_name,
+                "pos": int(rng_pos),
+                "has_gauss": int(rng_has_gauss),
+                "gauss": float(rng_gauss),
+            },
+            "arrays": sorted(arrays),
+        }
+        with self.fs.open(posixpath.join(folder, "state.json"), "wb") as f:
+            f.write(json.dumps(document, indent=1).encode())
+        self._switch_pointer(name)
+        for old in self.fs.ls(self.root, detail=False):
+            base = posixpath.basename(old.rstrip("/"))
+            if base.startswith("state-") and base != name:
+                self.fs.rm(old, recursive=True)
+
+    def _switch_pointer(self, name: str) -> None:
+        pointer = json.dumps(
+            {
+                "format": "daskgmm-checkpoint",
+                "format_version": CHECKPOINT_FORMAT_VERSION,
+                "state": name,
+            }
+        ).encode()
+        target = self._path(_POINTER)
+        if isinstance(self.fs, LocalFileSystem):
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(pointer)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        else:  # one object write is atomic on object stores
+            self.fs.pipe_file(target, pointer)
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> tuple[FitState, dict[str, Any]]:
+        """The current state and the ``meta`` it was saved with.
+
+        Raises
+        ------
+        ValueError
+            Corrupt pointer or state, missing or pickled arrays, wrong shapes,
+            a newer format version.
+        """
+        where = f"Checkpoint {self.url!r}"
+        pointer = _read_json(self.fs, self._path(_POINTER), where)
+        if pointer.get("format") != "daskgmm-checkpoint":
+            raise CheckpointError(f"{where} is not a daskgmm checkpoint.")
+        _check_version(
+            pointer.get("format_version"), CHECKPOINT_FORMAT_VERSION, "checkpoint", where
+        )
+        name = pointer.get("state")
+        if not isinstance(name, str) or "/" in name or not name.startswith("state-"):
+            raise CheckpointError(f"{where} is corrupt: LATEST points to {name!r}.")
+        folder = self._path(name)
+        doc = _read_json(self.fs, posixpath.join(folder, "state.json"), where)
+        _check_version(doc.get("format_version"), CHECKPOINT_FORMAT_VERSION, "checkpoint", where)
+        try:
+            ct = doc["covariance_type"]
+
+            def arrays(prefix: str) -> dict[str, np.ndarray]:
+                return {
+                    n: _load_npy(self.fs, posixpath.join(folder, f"{prefix}-{n}.npy"), where)
+                    for n in _PARAM_NAMES
+                }
+
+            params = _params_from_arrays(arrays("params"), ct, where)
+            best = None
+            if doc["best"] is not None:
+                best = {
+                    "params": _params_from_arrays(arrays("best"), ct, where),
+                    "n_iter": int(doc["best"]["n_iter"]),
+                    "lower_bound": _float(doc["best"]["lower_bound"]),
+                    "lower_bounds": tuple(_float(x) for x in doc["best"]["lower_bounds"]),
+                    "converged": bool(doc["best"]["converged"]),
+                }
+            keys = _load_npy(self.fs, posixpath.join(folder, "rng-keys.npy"), where)
+            if keys.shape != (624,) or keys.dtype != np.uint32:
+                raise CheckpointError(f"{where}: rng-keys.npy has shape {keys.shape}.")
+            rng = doc["rng"]
+            state = FitState(
+                init=int(doc["init"]),
+                n_iter=int(doc["n_iter"]),
+                params=params,
+                lower_bound=_float(doc["lower_bound"]),
+                lower_bounds=tuple(_float(x) for x in doc["lower_bounds"]),
+                done=bool(doc["done"]),
+                converged=bool(doc["converged"]),
+                best=best,
+                rng_state=(rng["name"], keys, rng["pos"], rng["has_gauss"], rng["gauss"]),
+                complete=bool(doc["complete"]),
+            )
+            return state, doc["meta"]
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{where} is corrupt: state.json lacks {err}.") from None
+
+
+def check_meta(found: dict[str, Any], expected: dict[str, Any], url: str) -> None:
+    """Refuse a checkpoint written for other data or other estimator parameters."""
+    problems = []
+    for section in ("data", "estimator"):
+        a, b = found.get(section, {}), expected.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                problems.append(f"{section} {key}: checkpoint {a.get(key)!r}, now {b.get(key)!r}")
+    if problems:
+        raise CheckpointError(
+            f"Checkpoint {url!r} belongs to another fit ("
+            + "; ".join(problems)
+            + "). Pass resume=False (command line: --restart) to overwrite it, or use another "
+            "checkpoint location."
+        )
+
+
+# ------------------------------------------------------------------ models
+def write_model(url: str | os.PathLike[str], params: GMMParams, meta: dict[str, Any]) -> None:
+    """Write a model as a Zarr v3 group; the metadata attribute is written last.
+
+    Locally the group is written beside the target and renamed into place, so an
+    existing model is replaced whole or not at all.
+    """
+    import zarr
+
+    fs, path = _fs(url)
+    local = isinstance(fs, LocalFileSystem)
+    target = os.path.abspath(path) if local else os.fspath(url)
+    staging = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if local else target
+    group = zarr.open_group(staging, mode="w", zarr_format=3)
+    for name, array in params.to_arrays().items():
+        group.create_array(name, data=np.ascontiguousarray(array, dtype=np.float64))
+    group.attrs["daskgmm"] = {
+        "format": "daskgmm-model",
+        "format_version": MODEL_FORMAT_VERSION,
+        "covariance_type": params.covariance_type,
+        **meta,
+    }
+    if local:
+        backup = None
+        if os.path.exists(target):
+            backup = f"{target}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(target, backup)
+        os.replace(staging, target)
+        if backup:
+            shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
+    """Read a model written by :func:`write_model`; returns parameters and metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``url``.
+    ValueError
+        Not a daskgmm model, a newer format version, missing arrays, wrong shapes.
+    """
+    import zarr
+
+    where = f"Model file {os.fspath(url)!r}"
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{where} does not exist.")
+    try:
+        group = zarr.open_group(os.fspath(url), mode="r")
+        meta = dict(group.attrs).get("daskgmm")
+    except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{where} is not a readable Zarr group ({err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != "daskgmm-model":
+        raise CheckpointError(f"{where} is not a daskgmm model (no 'daskgmm' metadata).")
+    _check_version(meta.get("format_version"), MODEL_FORMAT_VERSION, "model", where)
+    arrays = {}
+    for name in _PARAM_NAMES:
+        try:
+            arrays[name] = np.asarray(group[name][...])
+        except (KeyError, FileNotFoundError, ValueError) as err:
+            raise CheckpointError(
+                f"{where} is incomplete: array {name!r} is missing ({err})."
+            ) from None
+    params = _params_from_arrays(arrays, meta.get("covariance_type"), where)
+    return params, meta
