@@ -81,6 +81,34 @@ def _precision_cholesky_from_precision(precision: Float) -> Float:
     return np.ascontiguousarray(_flip(np.linalg.cholesky(_flip(precision))))
 
 
+class Workspace:
+    """Scratch arrays reused across the tiles of a block.
+
+    Allocating fresh tile-sized temporaries costs an ``mmap``/``munmap`` and page
+    faults each time under ``MALLOC_TRIM_THRESHOLD_`` (which distributed sets for
+    its workers): reusing them halves the time of a block there.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` (a view of a cached, possibly larger one)."""
+        a = self._arrays.get(name)
+        if a is None or a.dtype != dtype or a.shape[1:] != shape[1:] or a.shape[0] < shape[0]:
+            a = self._arrays[name] = np.empty(shape, dtype)
+        return a[: shape[0]]
+
+
+def _first_moment(Xc: Float, resp: Float, deltas: Float) -> Float:
+    """``sum_n r_nk (x_n - means_k)`` as one GEMM around the shift, in float64.
+
+    The subtraction only costs ``eps * |deltas|`` absolute error in the means.
+    """
+    nk = np.ones(len(resp), dtype=resp.dtype) @ resp
+    return (resp.T @ Xc).astype(np.float64) - nk.astype(np.float64)[:, None] * deltas
+
+
 def _check_symmetric_pd(precision: Float, covariance_type: str) -> None:
     if not (np.allclose(precision, precision.T) and np.all(np.linalg.eigvalsh(precision) > 0.0)):
         raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
@@ -155,17 +183,32 @@ class CovarianceModel(ABC):
 
     # --------------------------------------------------------- per block
     @abstractmethod
-    def squared_mahalanobis(self, Xc: Float, deltas: Float, precisions_cholesky: Float) -> Float:
+    def prepare(self, deltas: Float, precisions_cholesky: Float, dtype: np.dtype) -> tuple:
+        """Constants of :meth:`squared_mahalanobis`, in ``dtype``, computed once per block.
+
+        Parameters
+        ----------
+        deltas : ndarray of shape (n_components, n_features)
+            Means minus the shift.
+        precisions_cholesky : ndarray
+            Shape as :meth:`covariances_shape`.
+        dtype : numpy.dtype
+            The dtype of the data block.
+        """
+
+    @abstractmethod
+    def squared_mahalanobis(self, Xc: Float, prepared: tuple, ws: Workspace | None = None) -> Float:
         """Squared Mahalanobis distance of every shifted sample to every component.
 
         Parameters
         ----------
         Xc : ndarray of shape (n_samples, n_features)
             Samples minus the shift.
-        deltas : ndarray of shape (n_components, n_features)
-            Means minus the shift, in the dtype of ``Xc``.
-        precisions_cholesky : ndarray
-            In the dtype of ``Xc``; shape as :meth:`covariances_shape`.
+        prepared : tuple
+            From :meth:`prepare`.
+        ws : Workspace, optional
+            Scratch arrays reused across the tiles of a block; the result may
+            live in it until the next call.
 
         Returns
         -------
@@ -173,7 +216,9 @@ class CovarianceModel(ABC):
         """
 
     @abstractmethod
-    def accumulate(self, Xc: Float, resp: Float, deltas: Float) -> tuple[Float, Float]:
+    def accumulate(
+        self, Xc: Float, resp: Float, deltas: Float, ws: Workspace | None = None
+    ) -> tuple[Float, Float]:
         """First and second moments of one block around the current means.
 
         Parameters
@@ -184,6 +229,8 @@ class CovarianceModel(ABC):
             Responsibilities, already multiplied by sample weights.
         deltas : ndarray of shape (n_components, n_features)
             Current means minus the shift, in the dtype of ``Xc``.
+        ws : Workspace, optional
+            Scratch arrays reused across the tiles of a block.
 
         Returns
         -------
@@ -262,25 +309,42 @@ class Full(CovarianceModel):
             _check_symmetric_pd(precision, self.name)
         return precisions
 
-    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
-        n_components, n_features, _ = precisions_cholesky.shape
-        # One GEMM of the block against the stacked factors (D x K*D).
+    def prepare(self, deltas, precisions_cholesky, dtype):
+        n_features = deltas.shape[1]
+        # The factors stacked side by side (D x K*D): one GEMM for all components.
         stacked = precisions_cholesky.transpose(1, 0, 2).reshape(n_features, -1)
-        y = Xc @ stacked
-        y -= np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
-        y = y.reshape(len(Xc), n_components, n_features)
-        return np.einsum("nkd,nkd->nk", y, y)
+        offsets = np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
+        return (
+            np.ascontiguousarray(stacked, dtype=dtype),
+            offsets.astype(dtype),
+            np.ones(n_features, dtype=dtype),
+        )
 
-    def accumulate(self, Xc, resp, deltas):
+    def squared_mahalanobis(self, Xc, prepared, ws=None):
+        ws = ws or Workspace()
+        stacked, offsets, ones = prepared
+        n, n_features = len(Xc), len(ones)
+        y = np.matmul(Xc, stacked, out=ws.take("y", (n, stacked.shape[1]), Xc.dtype))
+        y -= offsets
+        np.square(y, out=y)
+        # row sums of each component's D squares as one GEMV (faster than einsum)
+        n_components = stacked.shape[1] // n_features
+        sums = ws.take("sums", (n * n_components,), Xc.dtype)
+        np.matmul(y.reshape(-1, n_features), ones, out=sums)
+        return sums.reshape(n, n_components)
+
+    def accumulate(self, Xc, resp, deltas, ws=None):
+        ws = ws or Workspace()
         n_components, n_features = deltas.shape
-        s1 = np.empty((n_components, n_features))
         s2 = np.empty((n_components, n_features, n_features))
+        # sqrt(r) (x - mu) times its own transpose: numpy runs A.T @ A as one SYRK
+        root = np.sqrt(resp, out=ws.take("root", resp.shape, resp.dtype))
+        buf = ws.take("diff", Xc.shape, Xc.dtype)
         for k in range(n_components):
-            diff = Xc - deltas[k]
-            weighted = diff * resp[:, k, None]
-            s1[k] = weighted.sum(axis=0)
-            s2[k] = weighted.T @ diff
-        return s1, s2
+            np.subtract(Xc, deltas[k], out=buf)
+            buf *= root[:, k, None]
+            s2[k] = buf.T @ buf
+        return _first_moment(Xc, resp, deltas), s2
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         mean_shift = s1 / nk[:, None]
@@ -330,22 +394,28 @@ class Tied(CovarianceModel):
         _check_symmetric_pd(precisions, self.name)
         return precisions
 
-    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
-        y = Xc @ precisions_cholesky
+    def prepare(self, deltas, precisions_cholesky, dtype):
         b = deltas @ precisions_cholesky
-        out = y @ (-2.0 * b.T)
+        return (
+            precisions_cholesky.astype(dtype),
+            (-2.0 * b.T).astype(dtype),
+            np.einsum("kd,kd->k", b, b).astype(dtype),
+        )
+
+    def squared_mahalanobis(self, Xc, prepared, ws=None):
+        factor, cross, const = prepared
+        y = Xc @ factor
+        out = y @ cross
         out += np.einsum("nd,nd->n", y, y)[:, None]
-        out += np.einsum("kd,kd->k", b, b)
+        out += const
         np.maximum(out, 0.0, out=out)
         return out
 
-    def accumulate(self, Xc, resp, deltas):
-        nk = resp.sum(axis=0, dtype=np.float64)
-        s1 = (resp.T @ Xc).astype(np.float64) - nk[:, None] * deltas
+    def accumulate(self, Xc, resp, deltas, ws=None):
         # One (D, D) second moment around the shift, weighted by each sample's
         # total responsibility; the M-step corrects it for every component mean.
-        weighted = Xc * resp.sum(axis=1)[:, None]
-        return s1, (weighted.T @ Xc).astype(np.float64)
+        weighted = Xc * np.sqrt(resp.sum(axis=1))[:, None]
+        return _first_moment(Xc, resp, deltas), (weighted.T @ weighted).astype(np.float64)
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         centers = deltas + s1 / nk[:, None]  # new means minus the shift
@@ -388,7 +458,7 @@ class _Diagonal(CovarianceModel):
             raise ValueError(f"'{self.name} precision' should be positive")
         return precisions
 
-    def accumulate(self, Xc, resp, deltas):
+    def accumulate(self, Xc, resp, deltas, ws=None):
         # Expanded around the shift in float64, then moved to each mean:
         # sum r (x - d)^2 = sum r x^2 - 2 d * sum r x + nk d^2.
         Xc = Xc.astype(np.float64, copy=False)
@@ -421,11 +491,19 @@ class Diag(_Diagonal):
         _check_shape(precisions, (n_components, n_features), "diag precision")
         return self._check_positive(precisions)
 
-    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
+    def prepare(self, deltas, precisions_cholesky, dtype):
         prec = precisions_cholesky**2
-        out = (Xc * Xc) @ prec.T
-        out -= Xc @ (2.0 * deltas * prec).T
-        out += np.sum(deltas**2 * prec, axis=1)
+        return (
+            np.ascontiguousarray(prec.T, dtype=dtype),
+            np.ascontiguousarray((-2.0 * deltas * prec).T, dtype=dtype),
+            np.sum(deltas**2 * prec, axis=1).astype(dtype),
+        )
+
+    def squared_mahalanobis(self, Xc, prepared, ws=None):
+        prec_t, cross, const = prepared
+        out = (Xc * Xc) @ prec_t
+        out += Xc @ cross
+        out += const
         np.maximum(out, 0.0, out=out)
         return out
 
@@ -459,11 +537,18 @@ class Spherical(_Diagonal):
         _check_shape(precisions, (n_components,), "spherical precision")
         return self._check_positive(precisions)
 
-    def squared_mahalanobis(self, Xc, deltas, precisions_cholesky):
-        prec = precisions_cholesky**2
-        out = Xc @ (-2.0 * deltas.T)
+    def prepare(self, deltas, precisions_cholesky, dtype):
+        return (
+            np.ascontiguousarray(-2.0 * deltas.T, dtype=dtype),
+            np.einsum("kd,kd->k", deltas, deltas).astype(dtype),
+            (precisions_cholesky**2).astype(dtype),
+        )
+
+    def squared_mahalanobis(self, Xc, prepared, ws=None):
+        cross, const, prec = prepared
+        out = Xc @ cross
         out += np.einsum("nd,nd->n", Xc, Xc)[:, None]
-        out += np.einsum("kd,kd->k", deltas, deltas)
+        out += const
         np.maximum(out, 0.0, out=out)
         out *= prec
         return out

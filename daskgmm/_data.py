@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Target size of one block of samples, in bytes (in-memory and Zarr inputs).
-TARGET_CHUNK_BYTES = 128 * 2**20
+#: Target size of one block of samples, in bytes (in-memory and Zarr inputs);
+#: each worker thread holds a few of them at a time.
+TARGET_CHUNK_BYTES = 64 * 2**20
 _ESTIMATOR = "GaussianMixture"
 
 
@@ -49,7 +51,7 @@ def is_lazy(X: Any) -> bool:
 
 
 def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
-    """Rows per block for in-memory data: at most ~128 MB, at least two blocks per core."""
+    """Rows per block for in-memory data: at most ~64 MB, at least two blocks per core."""
     cap = max(1, TARGET_CHUNK_BYTES // max(1, n_features * itemsize))
     per_core = math.ceil(n_samples / (2 * (os.cpu_count() or 1)))
     return int(max(1, min(cap, max(per_core, 4096))))
@@ -238,7 +240,7 @@ def _is_path(X: Any) -> bool:
 
 
 def _zarr_row_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int) -> int:
-    """Rows per dask block: a multiple of the store's row chunks, ~128 MB."""
+    """Rows per dask block: a multiple of the store's row chunks, ~64 MB."""
     per_row = max(1, math.prod(shape[1:])) * itemsize
     step = max(1, chunks[0])
     multiple = max(1, TARGET_CHUNK_BYTES // max(1, per_row * step))
@@ -266,14 +268,22 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     if not fs.exists(fs_path):
         raise FileNotFoundError(f"Input {url!r} does not exist.")
     identity = url if "://" in url else os.path.abspath(url)
+    if fs.isdir(fs_path) and not _is_zarr_store(fs, fs_path):
+        return _open_directory(fs, fs_path, url, variable)
     if url.endswith(".npy"):
         from fsspec.implementations.local import LocalFileSystem
 
-        if isinstance(fs, LocalFileSystem):
-            arr = np.load(fs_path, mmap_mode="r", allow_pickle=False)
-        else:
-            with fs.open(fs_path, "rb") as f:
-                arr = np.load(f, allow_pickle=False)
+        try:
+            if isinstance(fs, LocalFileSystem):
+                arr = np.load(fs_path, mmap_mode="r", allow_pickle=False)
+            else:
+                with fs.open(fs_path, "rb") as f:
+                    arr = np.load(f, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(
+                f"Input {url!r} is not a plain numeric .npy file; daskgmm never unpickles "
+                f"objects ({err})."
+            ) from None
         rows = row_chunks(arr.shape[0], max(1, math.prod(arr.shape[1:])), arr.dtype.itemsize)
         return da.from_array(arr, chunks=(rows, *arr.shape[1:])), f"npy:{identity}"
     try:
@@ -312,8 +322,34 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     return _from_zarr_array(node[variable]), f"zarr:{identity}#{variable}"
 
 
+def _is_zarr_store(fs: Any, path: str) -> bool:
+    return any(fs.exists(posixpath.join(path, m)) for m in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _open_directory(fs: Any, path: str, url: str, variable: str | None) -> tuple[Any, str]:
+    """A directory of ``.npy`` files and/or Zarr arrays, concatenated along samples."""
+    entries = sorted(
+        p.rstrip("/")
+        for p in fs.ls(path, detail=False)
+        if p.rstrip("/").endswith((".npy", ".zarr"))
+    )
+    if not entries:
+        raise ValueError(f"Input directory {url!r} holds no .npy files or .zarr stores.")
+    prefix = url.split("://", 1)[0] + "://" if "://" in url else ""
+    parts = [_open_path(prefix + e, variable)[0] for e in entries]
+    widths = {p.shape[1:] for p in parts}
+    if len(widths) != 1 or any(not isinstance(p, da.Array) or p.ndim != 2 for p in parts):
+        raise ValueError(
+            f"The files in {url!r} must all be 2-D with the same number of features; "
+            f"got shapes {[p.shape for p in parts]}."
+        )
+    names = ",".join(posixpath.basename(e) for e in entries)
+    identity = url if "://" in url else os.path.abspath(url)
+    return da.concatenate(parts, axis=0), f"dir:{identity}[{names}]"
+
+
 def _rechunk_store_variable(arr: Any) -> Any:
-    """Chunks of ~128 MB along the leading sample dimension for an xarray variable."""
+    """The store's own chunks for an xarray variable."""
     enc = arr.encoding.get("chunks") or arr.encoding.get("preferred_chunks")
     if isinstance(enc, dict):
         enc = tuple(enc.get(d, n) for d, n in zip(arr.dims, arr.shape))

@@ -9,8 +9,10 @@ client runs the computation, a single object otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +37,23 @@ def active_client() -> Any | None:
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
     return owner if isinstance(owner, Client) else None
+
+
+def _blas_threads_guard() -> contextlib.AbstractContextManager:
+    """One BLAS thread per task while the local threaded scheduler runs several tasks.
+
+    Dask's threads and BLAS's threads would otherwise oversubscribe the cores.
+    Distributed workers get their thread limits from the nanny's environment.
+    """
+    import dask.threaded
+
+    if dask.base.get_scheduler() is not dask.threaded.get:
+        return contextlib.nullcontext()
+    if (dask.config.get("num_workers", None) or os.cpu_count() or 1) <= 1:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _apply_block(
@@ -152,7 +171,8 @@ def map_reduce(
         name=f"{name}-{uuid.uuid4().hex[:12]}",
     )
     try:
-        (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
+        with _blas_threads_guard():
+            (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
     finally:
         for fut in futures:
             fut.release()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ._covariance import CovarianceModel, get_covariance_model
+from ._covariance import CovarianceModel, Workspace, get_covariance_model
 
 __all__ = [
     "EStepParams",
@@ -32,8 +32,9 @@ __all__ = [
 
 Float = NDArray[np.floating]
 
-#: Rows x (components x features) elements of the largest per-tile temporary.
-_TILE_ELEMENTS = 1 << 20
+#: Rows x (components x features) elements of the largest per-tile temporary:
+#: small enough for the per-tile passes to stay in a core's L2 cache.
+_TILE_ELEMENTS = 1 << 17
 
 _NAN_MESSAGE = (
     "Input X contains NaN.\nGaussianMixture does not accept missing values encoded as NaN "
@@ -201,7 +202,7 @@ class SuffStats:
 
 
 def _tile_rows(n_components: int, n_features: int) -> int:
-    return int(min(8192, max(256, _TILE_ELEMENTS // max(1, n_components * n_features))))
+    return int(min(4096, max(256, _TILE_ELEMENTS // max(1, n_components * n_features))))
 
 
 def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
@@ -222,15 +223,25 @@ def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
         )
 
 
-def _weighted_log_prob_centred(Xc: Float, ep: EStepParams) -> Float:
-    """``log p(x | k) + log w_k`` of samples already minus ``ep.shift``."""
-    dtype = Xc.dtype
+def _log_prob_constants(ep: EStepParams, dtype: np.dtype) -> tuple[tuple, Float]:
+    """Per-block constants: the model's prepared factors and the per-component offset."""
     model = get_covariance_model(ep.covariance_type)
-    out = model.squared_mahalanobis(
-        Xc, ep.deltas.astype(dtype), ep.precisions_cholesky.astype(dtype)
-    )
+    n_features = ep.deltas.shape[1]
+    offset = ep.log_det + ep.log_weights - 0.5 * n_features * math.log(2 * math.pi)
+    return model.prepare(ep.deltas, ep.precisions_cholesky, dtype), offset.astype(dtype)
+
+
+def _weighted_log_prob_centred(
+    Xc: Float,
+    model: CovarianceModel,
+    prepared: tuple,
+    offset: Float,
+    ws: Workspace | None = None,
+) -> Float:
+    """``log p(x | k) + log w_k`` of samples already minus the shift."""
+    out = model.squared_mahalanobis(Xc, prepared, ws)
     out *= -0.5
-    out += (ep.log_det + ep.log_weights - 0.5 * Xc.shape[1] * math.log(2 * math.pi)).astype(dtype)
+    out += offset
     return out
 
 
@@ -249,22 +260,32 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     n_components = ep.deltas.shape[0]
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)
     shift = ep.shift.astype(X.dtype)
+    model = get_covariance_model(ep.covariance_type)
+    prepared, offset = _log_prob_constants(ep, X.dtype)
     step = _tile_rows(n_components, X.shape[1])
+    ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
+        Xc = np.subtract(tile, shift, out=ws.take("xc", tile.shape, X.dtype))
         with np.errstate(invalid="ignore", over="ignore"):
-            out[start : start + step] = _weighted_log_prob_centred(tile - shift, ep)
+            out[start : start + step] = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         if not np.all(np.isfinite(out[start : start + step])):
             _raise_nonfinite(tile, None)
     return out
 
 
 def _normalise_inplace(wlp: Float) -> Float:
-    """Turn weighted log-probs into responsibilities in place; return ``log p(x)``."""
-    top = wlp.max(axis=1)
+    """Turn weighted log-probs into responsibilities in place; return ``log p(x)``.
+
+    Row maxima by column passes and row sums by a GEMV: reductions along a short
+    last axis are slow in NumPy.
+    """
+    top = wlp[:, 0].copy()
+    for k in range(1, wlp.shape[1]):
+        np.maximum(top, wlp[:, k], out=top)
     wlp -= top[:, None]
     np.exp(wlp, out=wlp)
-    total = wlp.sum(axis=1)
+    total = wlp @ np.ones(wlp.shape[1], dtype=wlp.dtype)
     wlp /= total[:, None]
     return top + np.log(total)
 
@@ -294,13 +315,13 @@ def _accumulate_chunk(
     model: CovarianceModel,
     shift: Float,
     deltas: Float,
-    responsibilities: Callable[[Float, int], tuple[Float, Float]],
+    responsibilities: Callable[[Float, int, Workspace], tuple[Float, Float]],
     sample_weight: Float | None,
     row_offset: int,
 ) -> SuffStats:
     """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
 
-    ``responsibilities(Xc_tile, tile_start)`` returns ``(resp, per_row_score)``.
+    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``.
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass).
     """
     n_samples, n_features = X.shape
@@ -312,11 +333,12 @@ def _accumulate_chunk(
     deltas_x = deltas.astype(X.dtype)
     shift_x = shift.astype(X.dtype)
     step = _tile_rows(n_components, n_features)
+    ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
-        Xc = tile - shift_x
+        Xc = np.subtract(tile, shift_x, out=ws.take("xc", tile.shape, X.dtype))
         with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-            resp, score = responsibilities(Xc, start)
+            resp, score = responsibilities(Xc, start, ws)
         if not np.all(np.isfinite(score)):
             _raise_nonfinite(tile, row_offset + start)
             raise FloatingPointError(
@@ -331,8 +353,8 @@ def _accumulate_chunk(
             resp *= w[:, None].astype(resp.dtype)
             weight_sum += float(np.sum(w, dtype=np.float64))
             loglik += float(w.astype(np.float64) @ score.astype(np.float64))
-        nk += resp.sum(axis=0, dtype=np.float64)
-        t1, t2 = model.accumulate(Xc, resp, deltas_x)
+        nk += np.ones(len(resp), dtype=resp.dtype) @ resp
+        t1, t2 = model.accumulate(Xc, resp, deltas_x, ws)
         s1 += t1
         s2 += t2
     return SuffStats(nk, s1, s2, loglik, weight_sum, n_samples)
@@ -368,11 +390,13 @@ def suffstats_chunk(
         If the block holds NaN or infinite values.
     """
 
-    def responsibilities(Xc, start):
-        wlp = _weighted_log_prob_centred(Xc, ep)
+    model = get_covariance_model(ep.covariance_type)
+    prepared, offset = _log_prob_constants(ep, X.dtype)
+
+    def responsibilities(Xc, start, ws):
+        wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         return wlp, _normalise_inplace(wlp)
 
-    model = get_covariance_model(ep.covariance_type)
     return _accumulate_chunk(
         X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset
     )
@@ -413,7 +437,7 @@ def hard_assignment_stats_chunk(
     deltas_x = deltas.astype(X.dtype)
     eye = np.eye(len(centers), dtype=X.dtype)
 
-    def responsibilities(Xc, start):
+    def responsibilities(Xc, start, ws):
         labels, d2 = _nearest(Xc, deltas_x)
         return eye[labels], d2
 
@@ -444,7 +468,7 @@ def random_resp_stats_chunk(
     model = get_covariance_model(covariance_type)
     deltas = np.zeros((n_components, X.shape[1]))
 
-    def responsibilities(Xc, start):
+    def responsibilities(Xc, start, ws):
         resp = uniform_rows(seed, row_offset + start, len(Xc), n_components)
         resp /= resp.sum(axis=1, keepdims=True)
         # The score is only a finiteness probe here.

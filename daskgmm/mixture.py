@@ -327,7 +327,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return dask.persist(X, sample_weight)
 
     # --------------------------------------------------------------- fitting
-    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, resume=True):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, resume=True, callback=None):
         """Estimate the model parameters with the EM algorithm.
 
         Fits ``n_init`` times and keeps the parameters with the largest lower
@@ -354,6 +354,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             ``ValueError``.
         resume : bool, default=True
             ``False`` ignores and overwrites an existing checkpoint.
+        callback : callable, default=None
+            Called with a :class:`daskgmm.IterationInfo` after every EM
+            iteration (progress bars, logging); an exception it raises stops
+            the fit, leaving the checkpoint of the last completed iteration.
 
         Returns
         -------
@@ -446,6 +450,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 self._verbose_iteration(info)
                 if not info.converged:
                     save(init, info, done=False)
+                if callback is not None:
+                    callback(info)
 
             if self.max_iter == 0:
                 result = EMResult(params, 0, -math.inf, (), False)
@@ -701,9 +707,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray or dask.array.Array of shape (n_samples,)
             Lazy (with the input's row chunks) for dask input.
         """
-        return self._map_rows(
-            X, _predict_block, components=False, dtype=np.int64, name="label"
-        )
+        return self._map_rows(X, _predict_block, components=False, dtype=np.int64, name="label")
 
     def predict_proba(self, X):
         """Posterior probability of each component for each sample.

@@ -1,0 +1,148 @@
+"""Streaming a Zarr store larger than the memory budget through EM on a local cluster.
+
+Writes a float32 Zarr dataset (default 4.3 GB: 67 million samples x 16 features),
+fits it with ``cache=False`` (every iteration streams the chunks from the store)
+on a LocalCluster of single-threaded worker processes, and prints: dataset size,
+peak memory of all processes (driver, nannies, workers), seconds per iteration
+(median) next to the time to read the store once and the GEMM compute floor.
+
+Usage::
+
+    python benchmarks/bench_streaming.py [--gb 4.3] [--path /tmp/daskgmm-bench.zarr]
+
+Targets (issue 3): peak memory <= 1.5 GB for a >= 4 GB dataset; seconds per
+iteration <= 1.5 x (time to read the store once + compute floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import PeakMemory, fmt_bytes, full_iteration_flops, gemm_rate
+
+
+def write_store(
+    path: str, n_samples: int, n_features: int, n_components: int, chunk_rows: int
+) -> None:
+    import zarr
+
+    rng = np.random.default_rng(0)
+    means = rng.uniform(-6, 6, size=(n_components, n_features)).astype(np.float32)
+    z = zarr.create_array(
+        path,
+        shape=(n_samples, n_features),
+        chunks=(chunk_rows, n_features),
+        dtype="f4",
+        compressors=None,
+        overwrite=True,
+    )
+    step = chunk_rows * 8
+    for start in range(0, n_samples, step):
+        n = min(step, n_samples - start)
+        labels = rng.integers(0, n_components, size=n)
+        block = rng.standard_normal((n, n_features), dtype=np.float32)
+        block += means[labels]
+        z[start : start + n] = block
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gb", type=float, default=4.3, help="dataset size in GB (1e9 bytes)")
+    parser.add_argument("--n-features", type=int, default=16)
+    parser.add_argument("--n-components", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads-per-worker", type=int, default=1)
+    parser.add_argument("--path", default="/tmp/daskgmm-bench-stream.zarr")
+    parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from distributed import Client, LocalCluster
+
+    from daskgmm import fit_em
+    from daskgmm._data import open_input
+    from daskgmm._init import initialize
+
+    d, k = args.n_features, args.n_components
+    n = int(args.gb * 1e9 / (4 * d))
+    if not os.path.exists(args.path):
+        tic = time.perf_counter()
+        write_store(args.path, n, d, k, chunk_rows=262_144)
+        print(f"wrote {args.path} in {time.perf_counter() - tic:.1f} s")
+    floor_rate = gemm_rate(65_536, d, k * d, np.float32)
+    floor = full_iteration_flops(n, k, d) / (floor_rate * args.workers / os.cpu_count())
+
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+        PeakMemory() as mem,
+    ):
+        X = open_input(args.path).X
+        tic = time.perf_counter()
+        X.sum(axis=0).compute()
+        read_once = time.perf_counter() - tic
+        params = initialize(
+            X,
+            n_components=k,
+            covariance_type="full",
+            init_params="random_from_data",
+            reg_covar=1e-6,
+            random_state=np.random.RandomState(0),
+        )
+        seconds = []
+        result = fit_em(
+            X,
+            params,
+            reg_covar=1e-6,
+            tol=0.0,
+            max_iter=args.iterations,
+            callback=lambda info: seconds.append(info.seconds),
+        )
+        del client
+    per_iter = statistics.median(seconds)
+    target = 1.5 * (read_once + floor)
+    print(
+        f"dataset: {fmt_bytes(X.nbytes)} float32 on disk (uncompressed Zarr), {n:,} x {d}, "
+        f"{X.numblocks[0]} chunks of {fmt_bytes(X.nbytes / X.numblocks[0])}; K={k} full; "
+        f"{args.workers} worker processes x {args.threads_per_worker} threads"
+    )
+    print(
+        f"peak memory, all processes: {fmt_bytes(mem.peak)} "
+        f"(target <= 1.50 GiB: {'met' if mem.peak <= 1.5 * 2**30 else 'MISSED'})"
+    )
+    print(
+        f"read the store once: {read_once:.2f} s; compute floor "
+        f"({full_iteration_flops(n, k, d) / 1e9:.0f} GFLOP at {floor_rate / 1e9:.0f} GFLOP/s "
+        f"SGEMM): {floor:.2f} s"
+    )
+    print(
+        f"seconds per iteration (median of {len(seconds)}): {per_iter:.2f} s = "
+        f"{per_iter / (read_once + floor):.2f} x (read + floor) "
+        f"(target <= 1.5x: {'met' if per_iter <= target else 'MISSED'})"
+    )
+    print(
+        f"final lower bound {result.lower_bound:.6f}; per-iteration seconds "
+        f"{[round(s, 2) for s in seconds]}"
+    )
+    if not args.keep:
+        shutil.rmtree(args.path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
