@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import posixpath
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,18 @@ def is_lazy(X: Any) -> bool:
     return hasattr(X, "dims") and isinstance(data, da.Array)
 
 
+def target_chunk_bytes() -> int:
+    """Block size to aim for: Dask config ``daskgmm.chunk-bytes`` (environment variable
+    ``DASK_DASKGMM__CHUNK_BYTES``), else :data:`TARGET_CHUNK_BYTES`."""
+    import dask
+
+    value = dask.config.get("daskgmm.chunk-bytes", None)
+    return int(dask.utils.parse_bytes(value)) if value else TARGET_CHUNK_BYTES
+
+
 def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
     """Rows per block for in-memory data: at most ~64 MB, at least two blocks per core."""
-    cap = max(1, TARGET_CHUNK_BYTES // max(1, n_features * itemsize))
+    cap = max(1, target_chunk_bytes() // max(1, n_features * itemsize))
     per_core = math.ceil(n_samples / (2 * (os.cpu_count() or 1)))
     return int(max(1, min(cap, max(per_core, 4096))))
 
@@ -243,7 +253,7 @@ def _zarr_row_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: 
     """Rows per dask block: a multiple of the store's row chunks, ~64 MB."""
     per_row = max(1, math.prod(shape[1:])) * itemsize
     step = max(1, chunks[0])
-    multiple = max(1, TARGET_CHUNK_BYTES // max(1, per_row * step))
+    multiple = max(1, target_chunk_bytes() // max(1, per_row * step))
     return int(min(shape[0], step * multiple)) or 1
 
 
@@ -300,7 +310,9 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
 
     names = sorted(node.array_keys())
     try:
-        ds = xr.open_zarr(url, chunks={})
+        with warnings.catch_warnings():  # stores without consolidated metadata are fine
+            warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
+            ds = xr.open_zarr(url, chunks={})
     except Exception:  # a plain group without xarray metadata
         ds = None
     if variable is None:

@@ -2,17 +2,30 @@
 
 The library itself never builds cluster machinery: it runs on whatever
 scheduler is active. This module is for the command line and scripts:
-``--scheduler tcp://host:8786`` (or ``DASK_SCHEDULER_ADDRESS``) connects to a
-running scheduler; ``--cluster local[:N]`` starts a ``LocalCluster`` of N
-single-threaded worker processes (default: one per core).
+
+- ``--scheduler tcp://host:8786`` (or ``$DASK_SCHEDULER_ADDRESS``, which the Dask
+  Kubernetes operator sets in a ``DaskJob``'s runner pod) connects to a running
+  scheduler;
+- ``--cluster local[:N]`` starts a ``LocalCluster`` of N single-threaded worker
+  processes (default: one per core);
+- ``--cluster slurm[:N]`` / ``pbs[:N]`` start N batch jobs of workers with
+  dask-jobqueue, configured the standard way (``~/.config/dask/jobqueue.yaml``,
+  see ``deploy/slurm``), ``pip install 'daskgmm[slurm]'`` / ``[pbs]``;
+- ``--cluster kubernetes[:N]`` creates a ``DaskCluster`` of N workers through the
+  Dask Kubernetes operator (``pip install 'daskgmm[kubernetes]'``); its image and
+  resources come from the ``kubernetes`` section of the Dask config.
+
+The optional packages are imported only when their kind is used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from distributed import Client, LocalCluster
 
@@ -59,7 +72,9 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
         return
     kind, n_workers = parse_cluster(cluster)
     if kind != "local":
-        raise ValueError(f"Cluster kind {kind!r} is not supported yet; use local[:N].")
+        with _batch_cluster(kind, n_workers) as batch, Client(batch) as client:
+            yield client
+        return
     n_workers = n_workers or os.cpu_count() or 1
     logger.info("Starting a LocalCluster of %d single-threaded worker processes", n_workers)
     with (
@@ -73,3 +88,41 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
         Client(local) as client,
     ):
         yield client
+
+
+_EXTRAS = {
+    "slurm": ("dask_jobqueue", "slurm"),
+    "pbs": ("dask_jobqueue", "pbs"),
+    "kubernetes": ("dask_kubernetes", "kubernetes"),
+}
+
+
+def _import_for(kind: str):
+    module, extra = _EXTRAS[kind]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"--cluster {kind} needs the {module.replace('_', '-')} package: "
+            f"pip install 'daskgmm[{extra}]'"
+        ) from None
+
+
+@contextlib.contextmanager
+def _batch_cluster(kind: str, n: int | None) -> Iterator[Any]:
+    """A dask-jobqueue or Dask-operator cluster, closed on exit."""
+    _import_for(kind)
+    if kind in ("slurm", "pbs"):
+        from dask_jobqueue import PBSCluster, SLURMCluster
+
+        cls = SLURMCluster if kind == "slurm" else PBSCluster
+        logger.info("Submitting %d %s job(s) of Dask workers (dask-jobqueue config)", n or 1, kind)
+        with cls() as cluster:
+            cluster.scale(jobs=n or 1)
+            yield cluster
+        return
+    from dask_kubernetes.operator import KubeCluster
+
+    logger.info("Creating a DaskCluster of %d workers through the Dask operator", n or 2)
+    with KubeCluster(name="daskgmm", n_workers=n or 2) as cluster:
+        yield cluster

@@ -1,0 +1,51 @@
+"""Every script in examples/ runs (each in under a minute) and produces its outputs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run(script, cwd, *args):
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_quickstart(tmp_path):
+    out = _run("quickstart.py", tmp_path)
+    assert "weights:" in out and "BIC" in out
+
+
+def test_image_segmentation(tmp_path):
+    out = _run("image_segmentation.py", tmp_path, "seg")
+    assert float(re.search(r"ARI against the true classes: ([0-9.]+)", out).group(1)) > 0.99
+    assert (tmp_path / "seg" / "labels.zarr").exists()
+    assert (tmp_path / "seg" / "labels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_anomaly_detection(tmp_path):
+    out = _run("anomaly_detection.py", tmp_path)
+    assert re.search(r"1500 readings flagged, (9\d|100)% of the injected faults", out)
+
+
+def test_bic_selection(tmp_path):
+    out = _run("bic_selection.py", tmp_path, "bic.png")
+    assert "n_components=4" in out
+    assert (tmp_path / "bic.png").read_bytes()[:4] == b"\x89PNG"
