@@ -41,8 +41,6 @@ def scheduler_address(tmp_path_factory):
     """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
     tmp = tmp_path_factory.mktemp("dask")
     sched_file = tmp / "scheduler.json"
-    dask_cli = [sys.executable, "-m", "distributed.cli.dask_spec"]  # unused placeholder
-    del dask_cli
     procs = [
         subprocess.Popen(
             [
@@ -200,6 +198,9 @@ def test_fit_and_predict_through_a_running_scheduler(scheduler_address, image_st
     assert ds["probability"].dims == ("y", "x", "component")
     np.testing.assert_allclose(ds["probability"].sum("component").values, 1.0, rtol=1e-5)
     assert dict(zarr.open_group(str(labels)).attrs)["daskgmm"]["complete"] is True
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth.ravel(), ds["label"].values.ravel()) > 0.99
 
 
 def test_config_file_and_overrides(scheduler_address, tmp_path):
