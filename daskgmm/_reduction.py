@@ -3,8 +3,8 @@
 One pass = a per-block layer (``daskgmm-chunk-stats``) that calls a pure
 per-block function, followed by a tree of ``daskgmm-combine`` layers that add
 the partial results ``split_every`` at a time, ending in one key. Parameters
-reach each worker once per pass: scattered (broadcast) when a distributed
-client runs the computation, a single object otherwise.
+are one graph key per pass, so they reach each worker once, and a worker that
+dies holding them costs only their recomputation.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def map_reduce(
         ``chunk_fn(block, *args, sample_weight=..., row_offset=...)``, returning
         an object with an associative ``+``.
     *args
-        Passed to every call. Large ones are shipped once per worker: when a
-        distributed client is active they are scattered with ``broadcast=True``.
+        Passed to every call. Each one that is not a scalar or string becomes
+        one graph key, so it is shipped to each worker once, not once per block.
     sample_weight : dask.array.Array of shape (n_samples,), optional
         Chunked like the rows of ``X``.
     split_every : int, optional
@@ -144,18 +144,16 @@ def map_reduce(
     -------
     The sum of the per-block results.
     """
-    client = active_client()
-    futures = []
-    if client is not None:
-        scattered = []
-        for arg in args:
-            if isinstance(arg, (int, float, str, type(None))):
-                scattered.append(arg)
-            else:
-                fut = client.scatter(arg, broadcast=True, hash=False)
-                futures.append(fut)
-                scattered.append(fut)
-        args = tuple(scattered)
+    # Large arguments become one graph key each: computed (deserialised) once and
+    # fetched by each worker once, recomputable if the worker holding them dies.
+    # (client.scatter(broadcast=True) would hang when a worker dies mid-scatter.)
+    token = uuid.uuid4().hex[:12]
+    args = tuple(
+        arg
+        if isinstance(arg, (int, float, str, type(None)))
+        else dask.delayed(arg, name=f"daskgmm-arg-{i}-{token}", traverse=False)
+        for i, arg in enumerate(args)
+    )
     arrays: list[Any] = [X]
     func: Callable[..., Any] = functools.partial(_apply_block_unweighted, chunk_fn)
     if sample_weight is not None:
@@ -168,12 +166,8 @@ def map_reduce(
         chunks=((1,) * X.numblocks[0], (1,)),
         dtype=object,
         meta=np.empty((0, 0), dtype=object),
-        name=f"{name}-{uuid.uuid4().hex[:12]}",
+        name=f"{name}-{token}",
     )
-    try:
-        with _blas_threads_guard():
-            (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
-    finally:
-        for fut in futures:
-            fut.release()
+    with _blas_threads_guard():
+        (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
     return result

@@ -178,6 +178,8 @@ def test_fit_and_predict_through_a_running_scheduler(scheduler_address, image_st
         tmp_path / "ckpt",
     )
     assert out.returncode == 0, out.stderr
+    # not a terminal: one plain progress line per iteration
+    assert re.search(r"restart 0 iteration 2: log-likelihood -?[0-9.]+, change", out.stderr)
     out = _run(
         "predict", model, path, "-o", labels, "--proba", "--score", "--scheduler", scheduler_address
     )

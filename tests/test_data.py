@@ -59,14 +59,35 @@ def test_zarr_path_array_and_npy_match_in_memory(tmp_path, data):
     np.testing.assert_array_equal(labels.compute(), ref.predict(X))
 
 
-def test_zarr_chunks_are_grown_to_the_target_size(tmp_path, monkeypatch):
-    import daskgmm._data as data_mod
+def test_directory_of_npy_and_zarr_files_is_one_dataset(tmp_path, data):
+    X = data.X["full"]
+    folder = tmp_path / "days"
+    folder.mkdir()
+    np.save(folder / "a-monday.npy", X[:1000])
+    z = zarr.create_array(
+        str(folder / "b-tuesday.zarr"), shape=(1200, 3), chunks=(500, 3), dtype="f8"
+    )
+    z[:] = X[1000:2200]
+    np.save(folder / "c-wednesday.npy", X[2200:])
+    (folder / "notes.txt").write_text("ignored")
+    inp = open_input(str(folder))
+    np.testing.assert_array_equal(inp.X.compute(), X)
+    assert inp.identity.startswith("dir:") and "b-tuesday.zarr" in inp.identity
+    np.save(folder / "d-bad.npy", np.ones((5, 4)))
+    with pytest.raises(ValueError, match="must all be 2-D with the same number of features"):
+        open_input(str(folder))
 
-    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=(10_000, 4), chunks=(100, 4), dtype="f4")
+
+def test_zarr_chunks_are_grown_to_the_target_size(tmp_path):
+    import dask
+
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=(100_000, 4), chunks=(100, 4), dtype="f4")
     z[:] = 1.0
-    monkeypatch.setattr(data_mod, "TARGET_CHUNK_BYTES", 100 * 4 * 4 * 7)
-    X = open_input(str(tmp_path / "x.zarr")).X
+    with dask.config.set({"daskgmm.chunk-bytes": 100 * 4 * 4 * 7 + 5}):
+        X = open_input(str(tmp_path / "x.zarr")).X
     assert X.chunks[0][0] == 700  # a multiple of the store's 100 rows
+    X = open_input(str(tmp_path / "x.zarr")).X  # default 64 MiB: the whole 1.6 MB store
+    assert X.numblocks[0] == 1
 
 
 @pytest.fixture
@@ -131,9 +152,12 @@ def test_input_errors(tmp_path, image_store):
         GaussianMixture(2, feature_dim="wavelength", variable="reflectance").fit(path)
     with pytest.raises(ValueError, match=re.escape("name the feature dimension with")):
         GaussianMixture(2, variable="reflectance").fit(path)
-    (tmp_path / "junk").mkdir()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=re.escape("holds no .npy files or .zarr stores")):
+        GaussianMixture(2).fit(str(tmp_path / "empty"))
+    (tmp_path / "junk.csv").write_text("1,2\n3,4\n")
     with pytest.raises(ValueError, match=re.escape("is neither a Zarr store nor a .npy file")):
-        GaussianMixture(2).fit(str(tmp_path / "junk"))
+        GaussianMixture(2).fit(str(tmp_path / "junk.csv"))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=re.escape("is not a plain numeric .npy file")):
         GaussianMixture(2).fit(str(tmp_path / "obj.npy"))

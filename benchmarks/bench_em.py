@@ -1,0 +1,227 @@
+"""Seconds per EM iteration: daskgmm against scikit-learn, and against the machine's GEMM rate.
+
+For every configuration, both libraries start from the same parameters on the
+same data, run a fixed number of iterations with ``tol=0``, and the medians of
+the per-iteration times are compared in the same run. scikit-learn's time per
+iteration is the difference of two fits (``m2`` and ``m1`` iterations) divided
+by ``m2 - m1``, which removes its set-up and final E-step. The GEMM rate is
+measured on the shape of the E-step's product with all cores.
+
+    python benchmarks/bench_em.py --quick          # < 3 minutes
+    python benchmarks/bench_em.py                  # the full grid (long)
+    python benchmarks/bench_em.py --n 1e6 --d 64 --k 8 --cov full --dtype float64
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import PeakMemory, fmt_bytes, gemm_rate
+
+
+def make_data(n, d, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-4, 4, size=(k, d))
+    X = means[rng.integers(0, k, size=n)] + rng.standard_normal((n, d))
+    init_means = means + rng.normal(scale=0.5, size=means.shape)
+    return X.astype(dtype), init_means
+
+
+def init_kwargs(ct, k, d, means):
+    precisions = {
+        "full": np.array([np.eye(d)] * k),
+        "tied": np.eye(d),
+        "diag": np.ones((k, d)),
+        "spherical": np.ones(k),
+    }[ct]
+    return dict(weights_init=np.full(k, 1.0 / k), means_init=means, precisions_init=precisions)
+
+
+def flops(n, d, k, ct):
+    """Leading arithmetic of one iteration as the issue counts it: 2 N K D^2 (full)."""
+    return {
+        "full": 2.0 * n * k * d * d,
+        "tied": 2.0 * n * d * d + 2.0 * n * k * d,
+        "diag": 6.0 * n * k * d,
+        "spherical": 4.0 * n * k * d,
+    }[ct]
+
+
+def time_sklearn(X, ct, k, init, m1=2, m2=5):
+    from sklearn.mixture import GaussianMixture
+
+    times = {}
+    for m in (m1, m2):
+        gm = GaussianMixture(k, covariance_type=ct, tol=0, max_iter=m, **init)
+        tic = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm.fit(X)
+        times[m] = time.perf_counter() - tic
+    return (times[m2] - times[m1]) / (m2 - m1), gm.lower_bounds_[-1]
+
+
+def time_daskgmm(X, ct, k, init, mode, iters=5, client=None):
+    import dask.array as da
+
+    from daskgmm import GMMParams, fit_em
+    from daskgmm._data import as_dask_array
+
+    params = GMMParams.from_precisions(
+        ct, init["weights_init"], init["means_init"], init["precisions_init"]
+    )
+    Xd = as_dask_array(X)
+    if mode != "numpy":
+        Xd = Xd.persist()
+    seconds = []
+    with PeakMemory() as mem:
+        result = fit_em(
+            Xd,
+            params,
+            reg_covar=1e-6,
+            tol=0.0,
+            max_iter=iters,
+            callback=lambda info: seconds.append(info.seconds),
+        )
+    del da
+    return statistics.median(seconds[1:]), result.lower_bounds[-1], mem.peak
+
+
+def run(configs, modes, repeats):
+    rows = []
+    rates = {}
+    client = None
+    for n, d, k, ct, dtype in configs:
+        X, means = make_data(n, d, k, dtype)
+        init = init_kwargs(ct, k, d, means)
+        key = (d, k, dtype)
+        if key not in rates:
+            rates[key] = gemm_rate(min(n, 65536), d, k * d, dtype)
+        sk = [time_sklearn(X, ct, k, init) for _ in range(repeats)]
+        sk_time = statistics.median(t for t, _ in sk)
+        sk_ll = sk[0][1]
+        for mode in modes:
+            if mode == "cluster" and client is None:
+                from distributed import Client, LocalCluster
+
+                cluster = LocalCluster(
+                    n_workers=os.cpu_count(),
+                    threads_per_worker=1,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
+                client = Client(cluster)
+            ctx = client.as_current() if mode == "cluster" else _null()
+            with ctx:
+                import dask
+
+                with dask.config.set(scheduler=client if mode == "cluster" else "threads"):
+                    ours = [time_daskgmm(X, ct, k, init, mode) for _ in range(repeats)]
+            t = statistics.median(o[0] for o in ours)
+            ll = ours[0][1]
+            rate = flops(n, d, k, ct) / t
+            rows.append(
+                {
+                    "N": n,
+                    "D": d,
+                    "K": k,
+                    "cov": ct,
+                    "dtype": np.dtype(dtype).name,
+                    "input": mode,
+                    "sklearn_s": sk_time,
+                    "daskgmm_s": t,
+                    "speedup": sk_time / t,
+                    "gflops": rate / 1e9,
+                    "gemm_fraction": rate / rates[key] if ct == "full" else None,
+                    "peak": max(o[2] for o in ours),
+                    "ll_sklearn": sk_ll,
+                    "ll_daskgmm": ll,
+                    "ll_rel": abs(ll - sk_ll) / abs(sk_ll),
+                }
+            )
+            _print_row(rows[-1])
+    if client is not None:
+        client.close()
+    return rows, rates
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+HEADER = (
+    f"{'N':>8} {'D':>3} {'K':>3} {'cov':>9} {'dtype':>7} {'input':>8} "
+    f"{'sklearn s/it':>12} {'daskgmm s/it':>12} {'ratio':>6} {'GFLOP/s':>8} "
+    f"{'of GEMM':>7} {'peak mem':>9} {'ll rel diff':>11}"
+)
+
+
+def _print_row(r):
+    frac = f"{r['gemm_fraction']:.0%}" if r["gemm_fraction"] is not None else "-"
+    print(
+        f"{r['N']:>8.0e} {r['D']:>3} {r['K']:>3} {r['cov']:>9} {r['dtype']:>7} "
+        f"{r['input']:>8} {r['sklearn_s']:>12.4f} {r['daskgmm_s']:>12.4f} "
+        f"{r['speedup']:>6.2f} {r['gflops']:>8.1f} {frac:>7} {fmt_bytes(r['peak']):>9} "
+        f"{r['ll_rel']:>11.1e}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small grid, < 3 minutes")
+    parser.add_argument("--n", type=float, nargs="*")
+    parser.add_argument("--d", type=int, nargs="*")
+    parser.add_argument("--k", type=int, nargs="*")
+    parser.add_argument("--cov", nargs="*")
+    parser.add_argument("--dtype", nargs="*")
+    parser.add_argument("--input", nargs="*", choices=["numpy", "persisted", "cluster"])
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    if args.quick:
+        grid = dict(
+            n=[1e5],
+            d=[2, 16],
+            k=[8],
+            cov=["full", "diag"],
+            dtype=["float64", "float32"],
+            input=["numpy"],
+        )
+    else:
+        grid = dict(
+            n=[1e5, 1e6],
+            d=[2, 16, 64],
+            k=[8, 32],
+            cov=["full", "tied", "diag", "spherical"],
+            dtype=["float64", "float32"],
+            input=["numpy", "persisted", "cluster"],
+        )
+    for name in grid:
+        if getattr(args, name):
+            grid[name] = getattr(args, name)
+    configs = [
+        (int(n), d, k, ct, np.dtype(dt).type)
+        for n, d, k, ct, dt in itertools.product(
+            grid["n"], grid["d"], grid["k"], grid["cov"], grid["dtype"]
+        )
+    ]
+    print(f"{os.cpu_count()} cores; {len(configs)} configurations x {len(grid['input'])} inputs")
+    print(HEADER)
+    run(configs, grid["input"], args.repeats)
+
+
+if __name__ == "__main__":
+    main()
