@@ -32,6 +32,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from ._state import EMResult
 from ._stats import GMMParams
 
 __all__ = [
@@ -57,38 +58,20 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class FitState:
-    """Driver state of a fit between two EM iterations.
+    """Driver state of a fit between two passes over the data.
 
     Parameters
     ----------
-    init : int
-        Restart in progress.
-    n_iter : int
-        EM iterations done in that restart (0: just initialised).
-    params : GMMParams
-        Parameters after ``n_iter`` iterations.
-    lower_bound : float
-    lower_bounds : tuple of float
-    done : bool
-        The restart has finished (converged or ``max_iter``).
-    converged : bool
-    best : dict or None
-        Best finished restart so far: ``params``, ``n_iter``, ``lower_bound``,
-        ``lower_bounds``, ``converged``.
+    restarts : tuple of EMResult
+        Every restart initialised so far, each with its parameters and history
+        (``n_iter == 0``: just initialised).
     rng_state : tuple
-        ``numpy.random.RandomState.get_state()`` after this restart's initialisation.
+        ``numpy.random.RandomState.get_state()`` after the last initialisation.
     complete : bool
-        The whole fit has finished; ``best`` is the answer.
+        The whole fit has finished.
     """
 
-    init: int
-    n_iter: int
-    params: GMMParams
-    lower_bound: float
-    lower_bounds: tuple[float, ...]
-    done: bool
-    converged: bool
-    best: dict[str, Any] | None
+    restarts: tuple[EMResult, ...]
     rng_state: tuple[Any, ...]
     complete: bool = False
 
@@ -210,19 +193,13 @@ class Checkpoint:
         meta : dict
             JSON-serialisable fingerprints (data, estimator parameters) checked on load.
         """
-        name = f"state-{state.init:03d}-{state.n_iter:06d}-{uuid.uuid4().hex[:8]}"
+        n_iter = sum(r.n_iter for r in state.restarts)
+        name = f"state-{len(state.restarts):03d}-{n_iter:06d}-{uuid.uuid4().hex[:8]}"
         folder = self._path(name)
         self.fs.makedirs(folder, exist_ok=True)
-        arrays = {f"params-{k}": v for k, v in state.params.to_arrays().items()}
-        best = None
-        if state.best is not None:
-            arrays.update({f"best-{k}": v for k, v in state.best["params"].to_arrays().items()})
-            best = {
-                "n_iter": state.best["n_iter"],
-                "lower_bound": _json_float(state.best["lower_bound"]),
-                "lower_bounds": [_json_float(x) for x in state.best["lower_bounds"]],
-                "converged": bool(state.best["converged"]),
-            }
+        arrays = {}
+        for i, restart in enumerate(state.restarts):
+            arrays.update({f"r{i}-{k}": v for k, v in restart.params.to_arrays().items()})
         rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = state.rng_state
         arrays["rng-keys"] = np.asarray(rng_keys, dtype=np.uint32)
         for key, value in arrays.items():
@@ -231,15 +208,18 @@ class Checkpoint:
             "format": "daskgmm-checkpoint",
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "meta": meta,
-            "covariance_type": state.params.covariance_type,
-            "init": state.init,
-            "n_iter": state.n_iter,
-            "lower_bound": _json_float(state.lower_bound),
-            "lower_bounds": [_json_float(x) for x in state.lower_bounds],
-            "done": state.done,
-            "converged": state.converged,
+            "covariance_type": state.restarts[0].params.covariance_type,
+            "restarts": [
+                {
+                    "init": r.init,
+                    "n_iter": r.n_iter,
+                    "lower_bound": _json_float(r.lower_bound),
+                    "lower_bounds": [_json_float(x) for x in r.lower_bounds],
+                    "converged": bool(r.converged),
+                }
+                for r in state.restarts
+            ],
             "complete": state.complete,
-            "best": best,
             "rng": {
                 "name": rng_name,
                 "pos": int(rng_pos),
@@ -300,36 +280,28 @@ class Checkpoint:
         _check_version(doc.get("format_version"), CHECKPOINT_FORMAT_VERSION, "checkpoint", where)
         try:
             ct = doc["covariance_type"]
-
-            def arrays(prefix: str) -> dict[str, np.ndarray]:
-                return {
-                    n: _load_npy(self.fs, posixpath.join(folder, f"{prefix}-{n}.npy"), where)
+            restarts = []
+            for i, r in enumerate(doc["restarts"]):
+                arrays = {
+                    n: _load_npy(self.fs, posixpath.join(folder, f"r{i}-{n}.npy"), where)
                     for n in _PARAM_NAMES
                 }
-
-            params = _params_from_arrays(arrays("params"), ct, where)
-            best = None
-            if doc["best"] is not None:
-                best = {
-                    "params": _params_from_arrays(arrays("best"), ct, where),
-                    "n_iter": int(doc["best"]["n_iter"]),
-                    "lower_bound": _float(doc["best"]["lower_bound"]),
-                    "lower_bounds": tuple(_float(x) for x in doc["best"]["lower_bounds"]),
-                    "converged": bool(doc["best"]["converged"]),
-                }
+                restarts.append(
+                    EMResult(
+                        _params_from_arrays(arrays, ct, where),
+                        int(r["n_iter"]),
+                        _float(r["lower_bound"]),
+                        tuple(_float(x) for x in r["lower_bounds"]),
+                        bool(r["converged"]),
+                        int(r["init"]),
+                    )
+                )
             keys = _load_npy(self.fs, posixpath.join(folder, "rng-keys.npy"), where)
             if keys.shape != (624,) or keys.dtype != np.uint32:
                 raise CheckpointError(f"{where}: rng-keys.npy has shape {keys.shape}.")
             rng = doc["rng"]
             state = FitState(
-                init=int(doc["init"]),
-                n_iter=int(doc["n_iter"]),
-                params=params,
-                lower_bound=_float(doc["lower_bound"]),
-                lower_bounds=tuple(_float(x) for x in doc["lower_bounds"]),
-                done=bool(doc["done"]),
-                converged=bool(doc["converged"]),
-                best=best,
+                restarts=tuple(restarts),
                 rng_state=(rng["name"], keys, rng["pos"], rng["has_gauss"], rng["gauss"]),
                 complete=bool(doc["complete"]),
             )

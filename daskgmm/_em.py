@@ -1,7 +1,8 @@
 """The EM loop: map + tree-reduce + M-step + convergence + callbacks.
 
 Each iteration is exactly one ``dask.compute``: the per-block E-step fused with
-the statistics (:func:`daskgmm._stats.suffstats_chunk`), added up by a tree
+the statistics (:func:`daskgmm._stats.suffstats_chunk`), for every unfinished
+restart from the same read of the block, added up by a tree
 (:func:`daskgmm._reduction.map_reduce`). The M-step runs on the driver. The
 log-likelihood reported for iteration ``t`` is that of the parameters the
 iteration started from, exactly as scikit-learn's ``lower_bound_``.
@@ -12,62 +13,116 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import dask.array as da
 
 from ._reduction import map_reduce
-from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk
+from ._state import EMResult, IterationInfo
+from ._stats import EStepParams, GMMParams, m_step, suffstats_many_chunk
 
-__all__ = ["EMResult", "IterationInfo", "fit_em"]
+__all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, eq=False)
-class IterationInfo:
-    """What a callback sees after each iteration.
+def fit_em_many(
+    X: da.Array,
+    restarts: Sequence[EMResult],
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    callback: Callable[[IterationInfo], None] | None = None,
+    on_pass: Callable[[list[EMResult]], None] | None = None,
+) -> list[EMResult]:
+    """Run EM for several restarts at once: one read of the data per iteration for all.
+
+    Every pass computes the statistics of each unfinished restart from the same
+    blocks; a restart drops out when it converges or reaches ``max_iter``.
 
     Parameters
     ----------
-    init : int
-        Index of the restart (``0 .. n_init - 1``).
-    n_iter : int
-        Iterations done in this restart, this one included.
-    lower_bound : float
-        Mean log-likelihood of the parameters this iteration started from.
-    change : float
-        ``lower_bound`` minus that of the previous iteration (``inf`` at the first).
-    params : GMMParams
-        Parameters after this iteration's M-step.
-    lower_bounds : tuple of float
-        All lower bounds of this restart so far.
-    converged : bool
-        Whether ``abs(change) < tol``.
-    seconds : float
-        Wall time of this iteration.
+    X : dask.array.Array of shape (n_samples, n_features)
+        Validated, one chunk along the features; persist it first if it fits in memory.
+    restarts : sequence of EMResult
+        Starting state of each restart (``EMResult(params, 0, -inf, (), False, init)``
+        for a fresh one; a saved state to resume).
+    reg_covar, tol, max_iter
+        As in :class:`daskgmm.GaussianMixture`.
+    sample_weight : dask.array.Array of shape (n_samples,), optional
+    split_every : int, optional
+        Fan-in of the reduction tree.
+    callback : callable, optional
+        Called with an :class:`IterationInfo` per restart after every iteration
+        (progress bars). An exception it raises stops the fit.
+    on_pass : callable, optional
+        Called with the states of all restarts after every pass (checkpoints).
+
+    Returns
+    -------
+    list of EMResult
+        Final state of each restart, in order.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf in ``X`` (first pass), or a covariance that is not positive-definite.
     """
-
-    init: int
-    n_iter: int
-    lower_bound: float
-    change: float
-    params: GMMParams
-    lower_bounds: tuple[float, ...]
-    converged: bool
-    seconds: float
-
-
-@dataclass(frozen=True, eq=False)
-class EMResult:
-    """Outcome of :func:`fit_em`."""
-
-    params: GMMParams
-    n_iter: int
-    lower_bound: float
-    lower_bounds: tuple[float, ...]
-    converged: bool
+    states = list(restarts)
+    while True:
+        active = [i for i, s in enumerate(states) if not s.finished(max_iter)]
+        if not active:
+            return states
+        tic = time.perf_counter()
+        eps = tuple(EStepParams.from_params(states[i].params) for i in active)
+        totals = map_reduce(
+            X, suffstats_many_chunk, eps, sample_weight=sample_weight, split_every=split_every
+        )
+        seconds = time.perf_counter() - tic
+        infos = []
+        for i, ep, stats in zip(active, eps, totals.parts, strict=True):
+            state = states[i]
+            if not stats.weight_sum > 0:
+                raise ValueError(
+                    "sample_weight sums to zero; at least one weight must be positive."
+                )
+            lower_bound = stats.loglik / stats.weight_sum
+            params = m_step(
+                stats, state.params.means, ep.shift, state.params.covariance_type, reg_covar
+            )
+            change = lower_bound - state.lower_bound
+            history = (*state.lower_bounds, lower_bound)
+            states[i] = EMResult(
+                params, state.n_iter + 1, lower_bound, history, abs(change) < tol, state.init
+            )
+            logger.debug(
+                "init %d iteration %d: lower bound %.8g, change %.3g (%.3fs)",
+                state.init,
+                state.n_iter + 1,
+                lower_bound,
+                change,
+                seconds,
+            )
+            infos.append(
+                IterationInfo(
+                    state.init,
+                    state.n_iter + 1,
+                    lower_bound,
+                    change,
+                    params,
+                    history,
+                    abs(change) < tol,
+                    seconds,
+                )
+            )
+        if on_pass is not None:
+            on_pass(list(states))
+        if callback is not None:
+            for info in infos:
+                callback(info)
 
 
 def fit_em(
@@ -87,6 +142,8 @@ def fit_em(
 ) -> EMResult:
     """Run EM from ``params`` until ``abs(change) < tol`` or ``max_iter`` iterations.
 
+    One restart of :func:`fit_em_many`.
+
     Parameters
     ----------
     X : dask.array.Array of shape (n_samples, n_features)
@@ -99,8 +156,7 @@ def fit_em(
     split_every : int, optional
         Fan-in of the reduction tree.
     callback : callable, optional
-        Called with an :class:`IterationInfo` after every iteration (checkpoints,
-        progress bars). An exception it raises stops the fit.
+        Called with an :class:`IterationInfo` after every iteration.
     init : int
         Restart index passed on to the callback.
     start_iter, lower_bounds, lower_bound
@@ -109,43 +165,16 @@ def fit_em(
     Returns
     -------
     EMResult
-
-    Raises
-    ------
-    ValueError
-        NaN/inf in ``X`` (first pass), or a covariance that is not positive-definite.
     """
-    history = list(lower_bounds)
-    converged = False
-    n_iter = start_iter
-    for n_iter in range(start_iter + 1, max_iter + 1):
-        tic = time.perf_counter()
-        ep = EStepParams.from_params(params)
-        stats = map_reduce(
-            X, suffstats_chunk, ep, sample_weight=sample_weight, split_every=split_every
-        )
-        if not stats.weight_sum > 0:
-            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
-        previous, lower_bound = lower_bound, stats.loglik / stats.weight_sum
-        params = m_step(stats, params.means, ep.shift, params.covariance_type, reg_covar)
-        history.append(lower_bound)
-        change = lower_bound - previous
-        converged = abs(change) < tol
-        seconds = time.perf_counter() - tic
-        logger.debug(
-            "init %d iteration %d: lower bound %.8g, change %.3g (%.3fs)",
-            init,
-            n_iter,
-            lower_bound,
-            change,
-            seconds,
-        )
-        if callback is not None:
-            callback(
-                IterationInfo(
-                    init, n_iter, lower_bound, change, params, tuple(history), converged, seconds
-                )
-            )
-        if converged:
-            break
-    return EMResult(params, n_iter, lower_bound, tuple(history), converged)
+    start = EMResult(params, start_iter, lower_bound, tuple(lower_bounds), False, init)
+    (result,) = fit_em_many(
+        X,
+        [start],
+        reg_covar=reg_covar,
+        tol=tol,
+        max_iter=max_iter,
+        sample_weight=sample_weight,
+        split_every=split_every,
+        callback=callback,
+    )
+    return result

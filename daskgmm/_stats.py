@@ -28,6 +28,7 @@ __all__ = [
     "m_step",
     "random_resp_stats_chunk",
     "suffstats_chunk",
+    "suffstats_many_chunk",
 ]
 
 Float = NDArray[np.floating]
@@ -400,6 +401,26 @@ def suffstats_chunk(
     return _accumulate_chunk(
         X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset
     )
+
+
+@dataclass(frozen=True, eq=False)
+class ManyStats:
+    """Statistics of several restarts over the same samples; ``+`` merges blocks."""
+
+    parts: tuple[SuffStats, ...]
+
+    def __add__(self, other: ManyStats) -> ManyStats:
+        return ManyStats(tuple(a + b for a, b in zip(self.parts, other.parts, strict=True)))
+
+
+def suffstats_many_chunk(
+    X: Float,
+    eps: tuple[EStepParams, ...],
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> ManyStats:
+    """:func:`suffstats_chunk` for several restarts, from one read of the block."""
+    return ManyStats(tuple(suffstats_chunk(X, ep, sample_weight, row_offset) for ep in eps))
 
 
 def _nearest(Xc: Float, deltas: Float) -> tuple[NDArray[np.intp], Float]:

@@ -24,7 +24,7 @@ from ._checkpoint import Checkpoint, FitState, check_meta, read_model, write_mod
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, as_dask_array, check_sample_weight, open_input
-from ._em import EMResult, IterationInfo, fit_em
+from ._em import EMResult, IterationInfo, fit_em_many
 from ._init import initialize
 from ._reduction import active_client
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
@@ -382,129 +382,80 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         state = self._load_checkpoint(store, meta, resume)
         if state is not None and state.complete:
             logger.info("Checkpoint %s holds a finished fit; loading it.", store.url)
-            self._set_result(state.best)
+            self._set_result(_best(state.restarts))
             return self
         Xd, sw = self._maybe_cache(Xd, sw)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
-        best = None
-        first_init = 0
+        restarts: list[EMResult] = []
         if state is not None:
             random_state.set_state(state.rng_state)
-            best = state.best
-            first_init = state.init + 1 if state.done else state.init
+            restarts = list(state.restarts)
             logger.info(
-                "Resuming from checkpoint %s: restart %d, after iteration %d.",
+                "Resuming from checkpoint %s: %d restart(s) initialised, iterations done %s.",
                 store.url,
-                state.init,
-                state.n_iter,
+                len(restarts),
+                [r.n_iter for r in restarts],
             )
 
-        def save(init, result_or_info, done, converged=False):
-            if store is None:
-                return
-            store.save(
-                FitState(
-                    init,
-                    result_or_info.n_iter,
-                    result_or_info.params,
-                    result_or_info.lower_bound,
-                    tuple(result_or_info.lower_bounds),
-                    done,
-                    converged,
-                    best,
-                    random_state.get_state(),
-                ),
-                meta,
-            )
+        def save(states: list[EMResult], complete: bool = False) -> None:
+            if store is not None:
+                store.save(FitState(tuple(states), random_state.get_state(), complete), meta)
 
-        for init in range(first_init, n_init):
-            self._verbose_init_begin(init)
-            resumed = state is not None and init == state.init and not state.done
-            if resumed:
-                params = state.params
-                start = (state.n_iter, state.lower_bounds, state.lower_bound)
-            else:
-                params = (
-                    self._params
-                    if not do_init
-                    else initialize(
-                        Xd,
-                        n_components=self.n_components,
-                        covariance_type=self.covariance_type,
-                        init_params=self.init_params,
-                        reg_covar=self.reg_covar,
-                        random_state=random_state,
-                        sample_weight=sw,
-                        weights_init=weights_init,
-                        means_init=means_init,
-                        precisions_init=precisions_init,
-                    )
-                )
-                start = (0, (), -math.inf if do_init else self.lower_bound_)
-                save(init, EMResult(params, 0, start[2], (), False), done=False)
-
-            def on_iteration(info: IterationInfo, init=init) -> None:
-                self._verbose_iteration(info)
-                if not info.converged:
-                    save(init, info, done=False)
-                if callback is not None:
-                    callback(info)
-
-            if self.max_iter == 0:
-                result = EMResult(params, 0, -math.inf, (), False)
-            else:
-                result = fit_em(
+        # Every restart is initialised first (each its own passes, consuming the
+        # random state in order), then all iterate together: one read of the
+        # data per iteration for all of them.
+        started = {}
+        for init in range(len(restarts), n_init):
+            started[init] = self._verbose_init_begin(init)
+            if do_init:
+                params = initialize(
                     Xd,
-                    params,
+                    n_components=self.n_components,
+                    covariance_type=self.covariance_type,
+                    init_params=self.init_params,
                     reg_covar=self.reg_covar,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
+                    random_state=random_state,
                     sample_weight=sw,
-                    split_every=self.split_every,
-                    callback=on_iteration,
-                    init=init,
-                    start_iter=start[0],
-                    lower_bounds=start[1],
-                    lower_bound=start[2],
+                    weights_init=weights_init,
+                    means_init=means_init,
+                    precisions_init=precisions_init,
                 )
-                self._verbose_init_end(result)
-            if best is None or result.lower_bound > best["lower_bound"]:
-                best = {
-                    "params": result.params,
-                    "n_iter": result.n_iter,
-                    "lower_bound": result.lower_bound,
-                    "lower_bounds": result.lower_bounds,
-                    "converged": result.converged,
-                }
-            save(init, result, done=True, converged=result.converged)
+                restarts.append(EMResult(params, 0, -math.inf, (), False, init))
+            else:
+                restarts.append(EMResult(self._params, 0, self.lower_bound_, (), False, init))
+            save(restarts)
 
-        if not best["converged"] and self.max_iter > 0:
+        def on_iteration(info: IterationInfo) -> None:
+            self._verbose_iteration(info)
+            if callback is not None:
+                callback(info)
+
+        restarts = fit_em_many(
+            Xd,
+            restarts,
+            reg_covar=self.reg_covar,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            sample_weight=sw,
+            split_every=self.split_every,
+            callback=on_iteration,
+            on_pass=save,
+        )
+        now = time.perf_counter()
+        for restart in restarts:
+            self._verbose_init_end(restart, now - started.get(restart.init, now))
+        best = _best(restarts)
+        if not best.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        if store is not None:
-            last = best["params"]
-            store.save(
-                FitState(
-                    n_init - 1,
-                    best["n_iter"],
-                    last,
-                    best["lower_bound"],
-                    tuple(best["lower_bounds"]),
-                    True,
-                    best["converged"],
-                    best,
-                    random_state.get_state(),
-                    complete=True,
-                ),
-                meta,
-            )
+        save(restarts, complete=True)
         self._set_result(best)
         return self
 
@@ -526,12 +477,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, y, sample_weight=sample_weight, **fit_params).predict(X)
 
-    def _set_result(self, best: dict[str, Any]) -> None:
-        self._set_params_from(best["params"])
-        self.converged_ = bool(best["converged"])
-        self.n_iter_ = int(best["n_iter"])
-        self.lower_bound_ = float(best["lower_bound"])
-        self.lower_bounds_ = [float(x) for x in best["lower_bounds"]]
+    def _set_result(self, best: EMResult) -> None:
+        self._set_params_from(best.params)
+        self.converged_ = bool(best.converged)
+        self.n_iter_ = int(best.n_iter)
+        self.lower_bound_ = float(best.lower_bound)
+        self.lower_bounds_ = [float(x) for x in best.lower_bounds]
 
     # ----------------------------------------------------------- checkpoints
     def _checkpoint_meta(self, inp: Input, sample_weight: da.Array | None) -> dict[str, Any]:
@@ -826,10 +777,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return X, y
 
     # ------------------------------------------------------------- verbosity
-    def _verbose_init_begin(self, init: int) -> None:
+    def _verbose_init_begin(self, init: int) -> float:
         if self.verbose >= 1:
             print(f"Initialization {init}")
-        self._init_start = time.perf_counter()
+        return time.perf_counter()
 
     def _verbose_iteration(self, info: IterationInfo) -> None:
         if self.verbose and info.n_iter % self.verbose_interval == 0:
@@ -841,12 +792,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"ll change {info.change:.5f}"
                 )
 
-    def _verbose_init_end(self, result: EMResult) -> None:
+    def _verbose_init_end(self, result: EMResult, seconds: float) -> None:
         msg = "converged" if result.converged else "did not converge"
         if self.verbose == 1:
             print(f"Initialization {msg}.")
         elif self.verbose >= 2:
-            seconds = time.perf_counter() - self._init_start
             print(
                 f"Initialization {msg}. time lapse {seconds:.5f}s\t lower bound "
                 f"{result.lower_bound:.5f}."
@@ -865,6 +815,15 @@ _FITTED = (
     "lower_bounds_",
     "n_features_in_",
 )
+
+
+def _best(restarts: list[EMResult]) -> EMResult:
+    """The restart of largest final lower bound (the first on ties, as scikit-learn)."""
+    best = restarts[0]
+    for restart in restarts[1:]:
+        if restart.lower_bound > best.lower_bound:
+            best = restart
+    return best
 
 
 def _is_out_of_core(X: Any) -> bool:

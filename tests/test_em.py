@@ -155,3 +155,40 @@ def test_degenerate_component_raises_instead_of_nan():
     )
     with pytest.raises(ValueError, match=r"component 0 .*reg_covar"):
         fit_em(da.from_array(X, chunks=30), params, reg_covar=0.0, tol=0.0, max_iter=3)
+
+
+def test_restarts_share_each_pass_over_the_data(rng, counting_scheduler):
+    from daskgmm import GaussianMixture
+    from daskgmm._init import initialize
+
+    data = RandomData(rng, n_samples=800, n_components=3, n_features=2, scale=5)
+    X = da.from_array(data.X["full"], chunks=100)
+    kw = dict(init_params="random_from_data", tol=0, max_iter=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, n_init=4, random_state=0, **kw).fit(X)
+    # persist the data, one row gather per initialisation, then 7 passes for all 4
+    assert counting_scheduler.computes == 1 + 4 + 7
+    # the same answer as running the restarts one by one
+    rs = np.random.RandomState(0)
+    singles = [
+        fit_em(
+            X,
+            initialize(
+                X,
+                n_components=3,
+                covariance_type="full",
+                init_params="random_from_data",
+                reg_covar=1e-6,
+                random_state=rs,
+            ),
+            reg_covar=1e-6,
+            tol=0.0,
+            max_iter=7,
+        )
+        for _ in range(4)
+    ]
+    best = max(singles, key=lambda r: r.lower_bound)
+    assert len({round(r.lower_bound, 6) for r in singles}) > 1, "restarts should differ"
+    np.testing.assert_allclose(gm.means_, best.params.means, rtol=1e-12)
+    assert gm.lower_bounds_ == pytest.approx(list(best.lower_bounds), rel=1e-12)
