@@ -428,3 +428,23 @@ def test_features_chunked_input_is_rechunked(caplog):
         gm = GaussianMixture(1).fit(X)
     assert "rechunking to one" in caplog.text
     np.testing.assert_allclose(gm.means_[0], X.mean(axis=0).compute(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_float32_path_agrees_with_float64(ct):
+    """float32 data are processed in float32 (float64 accumulators and M-step)."""
+    data = RandomData(
+        np.random.RandomState(8), n_samples=20000, n_components=3, n_features=8, scale=12
+    )
+    X = data.X[ct]
+    kw = dict(n_components=3, covariance_type=ct, tol=0, max_iter=8, **_init_of(data, ct))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        f64 = GaussianMixture(**kw).fit(da.from_array(X, chunks=3000))
+        f32 = GaussianMixture(**kw).fit(da.from_array(X.astype(np.float32), chunks=3000))
+    assert f32.means_.dtype == np.float64
+    np.testing.assert_allclose(f32.lower_bounds_, f64.lower_bounds_, rtol=1e-4)
+    np.testing.assert_allclose(f32.means_, f64.means_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        f32.covariances_, f64.covariances_, rtol=1e-3, atol=1e-4 * np.abs(f64.covariances_).max()
+    )
