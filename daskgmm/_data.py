@@ -158,7 +158,26 @@ def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
         estimator=_ESTIMATOR,
     )
     rows = row_chunks(X.shape[0], X.shape[1], X.dtype.itemsize)
-    return da.from_array(X, chunks=(rows, -1))
+    return _from_numpy(X, rows)
+
+
+def _from_numpy(X: np.ndarray, rows: int) -> da.Array:
+    """A dask array of row-slice views of ``X``: no copy.
+
+    ``dask.array.from_array`` copies its input first (against later mutation),
+    which doubles the memory of a fit on in-memory data. The name is a hash of
+    the content, as ``from_array``'s, so the same data give the same
+    fingerprint.
+    """
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    chunks = da.core.normalize_chunks((rows, X.shape[1]), X.shape, dtype=X.dtype)
+    name = f"array-{tokenize(X, chunks)}"
+    starts = np.cumsum((0, *chunks[0]))
+    dsk = {(name, i, 0): X[starts[i] : starts[i + 1]] for i in range(len(chunks[0]))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(graph, name, chunks, meta=X[:0])
 
 
 def check_sample_weight(sample_weight: Any, X: da.Array) -> da.Array | None:

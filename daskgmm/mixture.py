@@ -314,8 +314,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             precisions = model.check_precisions(precisions, K, n_features).astype(np.float64)
         return weights, means, precisions
 
-    def _maybe_cache(self, X: da.Array, sample_weight: da.Array | None):
+    def _maybe_cache(self, X: da.Array, sample_weight: da.Array | None, in_memory: bool):
         if self.cache is False:
+            return X, sample_weight
+        if in_memory and active_client() is None:
+            # NumPy input on a local scheduler: already in memory, a persist would copy it
             return X, sample_weight
         nbytes = X.nbytes + (0 if sample_weight is None else sample_weight.nbytes)
         if self.cache == "auto" and nbytes > CACHE_MEMORY_FRACTION * _available_memory():
@@ -366,7 +369,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         self._validate_params()
         inp = self._input(X, reset=True, min_samples=2)
-        if not isinstance(inp, Input):
+        in_memory = not isinstance(inp, Input)
+        if in_memory:
             inp = Input(Xd := as_dask_array(inp), f"dask:{Xd.name}")
         Xd = inp.X
         n_samples, n_features = Xd.shape
@@ -384,7 +388,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             logger.info("Checkpoint %s holds a finished fit; loading it.", store.url)
             self._set_result(_best(state.restarts))
             return self
-        Xd, sw = self._maybe_cache(Xd, sw)
+        Xd, sw = self._maybe_cache(Xd, sw, in_memory)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
