@@ -191,6 +191,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     processed in float32 with float64 accumulators. Given the same initial
     parameters, results match scikit-learn to floating-point reassociation.
 
+    With ``n_init > 1`` the restarts are initialised one after the other, then
+    iterate together: each pass over the data serves every unfinished restart.
+
     ``fit`` takes a ``sample_weight`` (which scikit-learn lacks): each sample's
     responsibilities are multiplied by its weight, so integer weights equal
     repeated rows.

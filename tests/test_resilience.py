@@ -25,23 +25,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_worker_killed_mid_fit_gives_the_same_parameters():
-    from distributed import Client, LocalCluster
+    from daskgmm.cluster import connect
 
     data = RandomData(
         np.random.RandomState(0), n_samples=200_000, n_components=4, n_features=6, scale=10
     )
     X = data.X["full"]
     kw = dict(n_components=4, random_state=0, tol=0, max_iter=25)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    # the command line's own local cluster: 2 nanny-supervised single-threaded workers
+    with connect(cluster="local:2") as client:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             undisturbed = GaussianMixture(**kw).fit(X)
