@@ -436,3 +436,59 @@ def test_killed_predict_is_completed_by_a_rerun(scheduler_address, tmp_path):
     for name in ("label", "probability", "log_density"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
     assert not progress.exists()
+
+
+def test_predict_never_deletes_what_it_did_not_write(scheduler_address, tmp_path):
+    X = np.random.RandomState(0).normal(size=(500, 2))
+    np.save(tmp_path / "x.npy", X)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "m.zarr")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    out = _run(
+        "predict",
+        tmp_path / "m.zarr",
+        tmp_path / "x.npy",
+        "-o",
+        precious,
+        "--overwrite",
+        "--scheduler",
+        scheduler_address,
+    )
+    assert out.returncode == 2
+    assert "is not a Zarr store; refusing to replace it" in out.stderr
+    assert (precious / "thesis.txt").read_text() == "do not delete"
+    other = GaussianMixture(3, random_state=0).fit(X)
+    other.save(tmp_path / "m3.zarr")
+    first = _run(
+        "predict",
+        tmp_path / "m.zarr",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "o.zarr",
+        "--scheduler",
+        scheduler_address,
+    )
+    assert first.returncode == 0, first.stderr
+    again = _run(
+        "predict",
+        tmp_path / "m3.zarr",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "o.zarr",
+        "--scheduler",
+        scheduler_address,
+    )
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    forced = _run(
+        "predict",
+        tmp_path / "m3.zarr",
+        tmp_path / "x.npy",
+        "-o",
+        tmp_path / "o.zarr",
+        "--overwrite",
+        "--scheduler",
+        scheduler_address,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert zarr.open_group(str(tmp_path / "o.zarr"))["label"][:].max() <= 2
