@@ -29,7 +29,7 @@ __all__ = [
     "Input",
     "as_dask_array",
     "check_sample_weight",
-    "is_lazy",
+    "from_numpy",
     "open_input",
     "row_chunks",
     "unwrap_xarray",
@@ -41,14 +41,6 @@ logger = logging.getLogger(__name__)
 #: each worker thread holds a few of them at a time.
 TARGET_CHUNK_BYTES = 64 * 2**20
 _ESTIMATOR = "GaussianMixture"
-
-
-def is_lazy(X: Any) -> bool:
-    """True for inputs whose predictions should stay lazy (dask, or dask-backed xarray)."""
-    if isinstance(X, da.Array):
-        return True
-    data = getattr(X, "data", None)
-    return hasattr(X, "dims") and isinstance(data, da.Array)
 
 
 def target_chunk_bytes() -> int:
@@ -157,12 +149,11 @@ def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
         ensure_min_samples=min_samples,
         estimator=_ESTIMATOR,
     )
-    rows = row_chunks(X.shape[0], X.shape[1], X.dtype.itemsize)
-    return _from_numpy(X, rows)
+    return from_numpy(X)
 
 
-def _from_numpy(X: np.ndarray, rows: int) -> da.Array:
-    """A dask array of row-slice views of ``X``: no copy.
+def from_numpy(X: np.ndarray, rows: int | None = None) -> da.Array:
+    """A dask array of row-slice views of an already validated 2-D ``X``: no copy.
 
     ``dask.array.from_array`` copies its input first (against later mutation),
     which doubles the memory of a fit on in-memory data. The name is a hash of
@@ -172,6 +163,7 @@ def _from_numpy(X: np.ndarray, rows: int) -> da.Array:
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
+    rows = rows or row_chunks(X.shape[0], X.shape[1], X.dtype.itemsize)
     chunks = da.core.normalize_chunks((rows, X.shape[1]), X.shape, dtype=X.dtype)
     name = f"array-{tokenize(X, chunks)}"
     starts = np.cumsum((0, *chunks[0]))

@@ -115,7 +115,7 @@ def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     rows = np.empty((len(indices), X.shape[1]))
     rows[order] = X[np.asarray(indices)[order]].compute()
     if not np.all(np.isfinite(rows)):
-        _raise_nonfinite(rows, 0)
+        _raise_nonfinite(rows, None)  # gathered rows: their index here is not a data row
     return rows
 
 

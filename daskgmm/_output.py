@@ -168,11 +168,7 @@ def write_per_sample(
         except Exception:  # not a Zarr group
             existing = None
         if existing is None or existing.get("fingerprint") != fingerprint:
-            if (
-                existing is None
-                and fs.exists(root)
-                and not fs.exists(posixpath.join(root, "zarr.json"))
-            ):
+            if existing is None and not fs.exists(posixpath.join(root, "zarr.json")):
                 raise ValueError(
                     f"Output {url!r} exists and is not a Zarr store; refusing to replace it "
                     "even with --overwrite. Choose another output path."

@@ -262,6 +262,7 @@ def cmd_predict(opts: dict[str, Any]) -> int:
 def cmd_anomalies(opts: dict[str, Any]) -> int:
     """Flag the samples of lowest density under a model (a mask in a Zarr store)."""
     from ._output import quantile_threshold, write_per_sample
+    from .mixture import _score_block
 
     _require(opts, "model", "input", "output")
     q = float(opts["quantile"])
@@ -269,7 +270,7 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
         raise CLIError(f"--quantile must be strictly between 0 and 1, got {q}")
     gm = _load_model(opts["model"])
     inp = _open_for_model(gm, opts)
-    density = gm._map_rows(inp.X, _score, components=False, dtype=np.float64, restore=False)
+    density = gm._map_rows(inp.X, _score_block, components=False, dtype=np.float64, restore=False)
     threshold = quantile_threshold(density, q)
     info = write_per_sample(
         opts["output"],
@@ -286,12 +287,6 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
             f"{info['samples']:,} samples written to {opts['output']}"
         )
     return 0
-
-
-def _score(block, ep):
-    from ._stats import estimate_log_prob_resp
-
-    return estimate_log_prob_resp(block, ep)[0]
 
 
 def cmd_select(opts: dict[str, Any]) -> int:

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._checkpoint import Checkpoint, FitState, check_meta, read_model, write_model
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
-from ._data import Input, as_dask_array, check_sample_weight, open_input
+from ._data import Input, check_sample_weight, from_numpy, open_input
 from ._em import EMResult, IterationInfo, fit_em_many
 from ._init import initialize
 from ._reduction import active_client
@@ -374,7 +374,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         inp = self._input(X, reset=True, min_samples=2)
         in_memory = not isinstance(inp, Input)
         if in_memory:
-            inp = Input(Xd := as_dask_array(inp), f"dask:{Xd.name}")
+            # already checked by scikit-learn's validate_data: wrap, do not re-scan
+            inp = Input(Xd := from_numpy(inp), f"dask:{Xd.name}")
         Xd = inp.X
         n_samples, n_features = Xd.shape
         if n_samples < self.n_components:
