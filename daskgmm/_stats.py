@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ._covariance import CovarianceModel, Workspace, get_covariance_model
+from ._covariance import Accumulator, CovarianceModel, Workspace, get_covariance_model
 
 __all__ = [
     "EStepParams",
@@ -33,10 +33,12 @@ __all__ = [
 
 Float = NDArray[np.floating]
 
-#: Rows x (components x features) elements of the largest per-tile temporary:
-#: about a core's L2 cache (4 MiB of float64). Smaller tiles cost more Python and
-#: GIL hand-offs per sample under the threaded scheduler; larger ones miss cache.
-_TILE_ELEMENTS = 1 << 19
+#: Bytes of the largest per-tile temporary, rows x (components x features)
+#: (the full-covariance kernel keeps two of them, about a core's L2 cache).
+#: Smaller tiles cost more Python and GIL hand-offs per sample under the
+#: threaded scheduler; larger ones miss cache. Measured best at D=16 and D=64
+#: with K=8, in float64 and float32 (benchmarks/README.md).
+_TILE_BYTES = 2 << 20
 
 _NAN_MESSAGE = (
     "Input X contains NaN.\nGaussianMixture does not accept missing values encoded as NaN "
@@ -203,8 +205,9 @@ class SuffStats:
         )
 
 
-def _tile_rows(n_components: int, n_features: int) -> int:
-    return int(min(8192, max(256, _TILE_ELEMENTS // max(1, n_components * n_features))))
+def _tile_rows(n_components: int, n_features: int, dtype: np.dtype) -> int:
+    per_row = max(1, n_components * n_features) * np.dtype(dtype).itemsize
+    return int(min(8192, max(256, _TILE_BYTES // per_row)))
 
 
 def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
@@ -264,7 +267,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     shift = ep.shift.astype(X.dtype)
     model = get_covariance_model(ep.covariance_type)
     prepared, offset = _log_prob_constants(ep, X.dtype)
-    step = _tile_rows(n_components, X.shape[1])
+    step = _tile_rows(n_components, X.shape[1], X.dtype)
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
@@ -314,9 +317,8 @@ def estimate_log_prob_resp(X: Float, ep: EStepParams) -> tuple[Float, Float]:
 
 def _accumulate_chunk(
     X: Float,
-    model: CovarianceModel,
+    accumulator: Accumulator,
     shift: Float,
-    deltas: Float,
     responsibilities: Callable[[Float, int, Workspace], tuple[Float, Float]],
     sample_weight: Float | None,
     row_offset: int,
@@ -327,14 +329,12 @@ def _accumulate_chunk(
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass).
     """
     n_samples, n_features = X.shape
-    n_components = deltas.shape[0]
-    stats = SuffStats.zeros(model, n_components, n_features)
-    nk, s1, s2 = stats.nk, stats.s1, stats.s2
+    n_components = accumulator.deltas.shape[0]
+    nk = np.zeros(n_components)
     loglik = 0.0
     weight_sum = 0.0
-    deltas_x = deltas.astype(X.dtype)
     shift_x = shift.astype(X.dtype)
-    step = _tile_rows(n_components, n_features)
+    step = _tile_rows(n_components, n_features, X.dtype)
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
@@ -356,10 +356,8 @@ def _accumulate_chunk(
             weight_sum += float(np.sum(w, dtype=np.float64))
             loglik += float(w.astype(np.float64) @ score.astype(np.float64))
         nk += np.ones(len(resp), dtype=resp.dtype) @ resp
-        t1, t2 = model.accumulate(Xc, resp, deltas_x, ws)
-        s1 += t1
-        s2 += t2
-    return SuffStats(nk, s1, s2, loglik, weight_sum, n_samples)
+        accumulator.add(Xc, resp, ws)
+    return SuffStats(nk, *accumulator.finish(), loglik, weight_sum, n_samples)
 
 
 def suffstats_chunk(
@@ -399,9 +397,8 @@ def suffstats_chunk(
         wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         return wlp, _normalise_inplace(wlp)
 
-    return _accumulate_chunk(
-        X, model, ep.shift, ep.deltas, responsibilities, sample_weight, row_offset
-    )
+    accumulator = model.accumulator(ep.deltas, X.dtype, ep.precisions_cholesky)
+    return _accumulate_chunk(X, accumulator, ep.shift, responsibilities, sample_weight, row_offset)
 
 
 @dataclass(frozen=True, eq=False)
@@ -463,7 +460,8 @@ def hard_assignment_stats_chunk(
         labels, d2 = _nearest(Xc, deltas_x)
         return eye[labels], d2
 
-    return _accumulate_chunk(X, model, shift, deltas, responsibilities, sample_weight, row_offset)
+    accumulator = model.accumulator(deltas, X.dtype)
+    return _accumulate_chunk(X, accumulator, shift, responsibilities, sample_weight, row_offset)
 
 
 def uniform_rows(seed: int, row_offset: int, n_rows: int, n_cols: int) -> Float:
@@ -496,7 +494,8 @@ def random_resp_stats_chunk(
         # The score is only a finiteness probe here.
         return resp.astype(X.dtype), np.einsum("nd->n", Xc).astype(np.float64)
 
-    return _accumulate_chunk(X, model, shift, deltas, responsibilities, sample_weight, row_offset)
+    accumulator = model.accumulator(deltas, X.dtype)
+    return _accumulate_chunk(X, accumulator, shift, responsibilities, sample_weight, row_offset)
 
 
 def m_step(
