@@ -199,6 +199,11 @@ class CovarianceModel(ABC):
     """
 
     name: ClassVar[str]
+    #: Tile size of the per-block kernels, in bytes of rows x (components x
+    #: features) elements. Smaller tiles cost more Python calls (and GIL hand-offs
+    #: under the threaded scheduler) per sample; larger ones fall out of cache.
+    #: Measured at D in {16, 64}, K=8, float64 and float32 (benchmarks/README.md).
+    tile_bytes: ClassVar[int] = 4 << 20
 
     # ----------------------------------------------------------------- shapes
     @abstractmethod
@@ -370,6 +375,8 @@ class Full(CovarianceModel):
     """Each component has its own general covariance matrix."""
 
     name = "full"
+    # two (rows, K*D) temporaries per tile; together about a core's L2 cache
+    tile_bytes = 1 << 20
 
     def covariances_shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
@@ -407,22 +414,24 @@ class Full(CovarianceModel):
 
     def prepare(self, deltas, precisions_cholesky, dtype):
         n_features = deltas.shape[1]
-        # The factors stacked side by side (D x K*D): one GEMM for all components.
-        stacked = precisions_cholesky.transpose(1, 0, 2).reshape(n_features, -1)
-        offsets = np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
-        return (
-            np.ascontiguousarray(stacked, dtype=dtype),
-            offsets.astype(dtype),
-            np.ones(n_features, dtype=dtype),
-        )
+        # The factors stacked side by side (D x K*D) over minus U_k^T delta_k
+        # (1 x K*D): one GEMM for all components, offsets included.
+        stacked = np.empty((n_features + 1, deltas.size))
+        stacked[:n_features] = precisions_cholesky.transpose(1, 0, 2).reshape(n_features, -1)
+        stacked[n_features] = -np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
+        return stacked.astype(dtype), np.ones(n_features, dtype=dtype)
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
         ws = ws or Workspace()
-        stacked, offsets, ones = prepared
+        stacked, ones = prepared
         n, n_features = len(Xc), len(ones)
+        # [x - c, 1] against the factors stacked over the offsets: the subtraction
+        # of each mean happens inside the GEMM, not in a pass of its own.
+        augmented = ws.take("augmented", (n, n_features + 1), Xc.dtype)
+        augmented[:, :n_features] = Xc
+        augmented[:, n_features] = 1.0
         # y[n, k*D:(k+1)*D] = U_k^T (x_n - mu_k), kept for _WhitenedAccumulator
-        y = np.matmul(Xc, stacked, out=ws.take("whitened", (n, stacked.shape[1]), Xc.dtype))
-        y -= offsets
+        y = np.matmul(augmented, stacked, out=ws.take("whitened", (n, stacked.shape[1]), Xc.dtype))
         squares = np.square(y, out=ws.take("squares", y.shape, Xc.dtype))
         # row sums of each component's D squares as one GEMV (faster than einsum)
         n_components = stacked.shape[1] // n_features

@@ -22,15 +22,21 @@
 Every draw is tied to global row numbers, so a given ``random_state`` gives the
 same initialisation whatever the chunking.
 
+With ``n_init`` restarts, every pass serves all of them (:func:`initialize_many`):
+restart ``i`` draws from its own seed, so the passes are shared without changing
+any restart's result.
+
 .. warning:: ``'kmeans'`` reads the data ``3 + n_rounds + n_lloyd`` times
-   (typically 10-20 passes); prefer ``'k-means++'`` or ``'random_from_data'``
-   for data streamed from slow storage.
+   (typically 10-20 passes, whatever ``n_init``); prefer ``'k-means++'`` or
+   ``'random_from_data'`` for data streamed from slow storage.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -41,7 +47,7 @@ from ._covariance import get_covariance_model
 from ._reduction import map_reduce
 from ._stats import (
     GMMParams,
-    SuffStats,
+    ManyStats,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
     m_step,
@@ -50,7 +56,7 @@ from ._stats import (
     uniform_rows,
 )
 
-__all__ = ["initialize"]
+__all__ = ["initialize", "initialize_many", "restart_seeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,38 +125,79 @@ def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     return rows
 
 
+def _each(
+    X: Float,
+    chunk_fn: Callable[..., Any],
+    per_restart: tuple[tuple, ...],
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> ManyStats:
+    """``chunk_fn`` once per restart's arguments, on the same block (one read for all)."""
+    return ManyStats(
+        tuple(
+            chunk_fn(X, *args, sample_weight=sample_weight, row_offset=row_offset)
+            for args in per_restart
+        )
+    )
+
+
+def _shared_pass(
+    X: da.Array,
+    chunk_fn: Callable[..., Any],
+    per_restart: Sequence[tuple],
+    sample_weight: da.Array | None,
+    name: str,
+) -> tuple[Any, ...]:
+    """One pass over the data computing ``chunk_fn`` for every restart; their totals."""
+    total = map_reduce(
+        X, _each, chunk_fn, tuple(per_restart), sample_weight=sample_weight, name=name
+    )
+    return total.parts
+
+
 def _kmeans_parallel_seeds(
     X: da.Array,
     n_components: int,
-    rng: np.random.RandomState,
+    rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
-) -> tuple[Float, Float]:
-    """k-means|| candidates and their (weighted) sizes."""
-    n_samples = X.shape[0]
-    centers = _take_rows(X, rng.randint(n_samples, size=1))
-    shift = centers[0]
-    cost = 0.0
+) -> tuple[list[Float], list[Float]]:
+    """k-means|| candidates and their (weighted) sizes, for each restart."""
+    firsts = _take_rows(X, np.array([rng.randint(X.shape[0]) for rng in rngs]))
+    centers = [firsts[i : i + 1] for i in range(len(rngs))]
+    shifts = [c[0] for c in centers]
+    costs = [0.0] * len(rngs)
+    active = list(range(len(rngs)))
     for round_ in range(N_ROUNDS + 1):
-        key = int(rng.randint(2**31 - 1))
-        found = map_reduce(
-            X, _kmeans_parallel_chunk, centers, shift, cost, key, sample_weight=sample_weight
+        keys = [int(rngs[i].randint(2**31 - 1)) for i in active]
+        found = _shared_pass(
+            X,
+            _kmeans_parallel_chunk,
+            [(centers[i], shifts[i], costs[i], key) for i, key in zip(active, keys)],
+            sample_weight,
+            "daskgmm-kmeans-parallel",
         )
-        cost = found.cost
-        if round_:
-            centers = np.concatenate([centers, found.rows])
-        logger.debug("k-means|| round %d: %d candidates, cost %.6g", round_, len(centers), cost)
-        if cost == 0.0:
+        for i, candidates in zip(active, found):
+            costs[i] = candidates.cost
+            if round_:
+                centers[i] = np.concatenate([centers[i], candidates.rows])
+            logger.debug(
+                "init %d k-means|| round %d: %d candidates, cost %.6g",
+                i,
+                round_,
+                len(centers[i]),
+                costs[i],
+            )
+        active = [i for i in active if costs[i] != 0.0]
+        if not active:
             break
-    stats = map_reduce(
+    sizes = _shared_pass(
         X,
         hard_assignment_stats_chunk,
-        centers,
-        shift,
-        "spherical",
-        sample_weight=sample_weight,
-        name="daskgmm-kmeans-weights",
+        [(c, shift, "spherical") for c, shift in zip(centers, shifts)],
+        sample_weight,
+        "daskgmm-kmeans-weights",
     )
-    return centers, stats.nk
+    return centers, [stats.nk for stats in sizes]
 
 
 def _reduce_candidates(
@@ -180,29 +227,41 @@ def _fill_centers(
     return np.concatenate([centers, extra])
 
 
-def _lloyd(X: da.Array, centers: Float, sample_weight: da.Array | None) -> Float:
-    """Lloyd iterations over the whole data, from ``centers``."""
+def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None) -> list[Float]:
+    """Lloyd iterations over the whole data from each restart's ``centers``, sharing passes.
+
+    A restart stops when its centres have settled; the others go on.
+    """
+    centers = list(centers)
+    active = list(range(len(centers)))
     for it in range(LLOYD_MAX_ITER):
-        shift = centers.mean(axis=0)
-        stats = map_reduce(
+        shifts = [centers[i].mean(axis=0) for i in active]
+        parts = _shared_pass(
             X,
             hard_assignment_stats_chunk,
-            centers,
-            shift,
-            "spherical",
-            sample_weight=sample_weight,
-            name="daskgmm-lloyd",
+            [(centers[i], shift, "spherical") for i, shift in zip(active, shifts)],
+            sample_weight,
+            "daskgmm-lloyd",
         )
-        moved = np.where(
-            stats.nk[:, None] > 0, stats.s1 / np.maximum(stats.nk, 1e-300)[:, None], 0.0
-        )
-        centers = centers + moved
-        within = stats.loglik / max(stats.weight_sum, 1e-300) / X.shape[1]
-        shift_sq = float(np.sum(moved**2))
-        logger.debug(
-            "Lloyd iteration %d: inertia %.6g, centre shift %.3g", it, stats.loglik, shift_sq
-        )
-        if shift_sq <= LLOYD_TOL * within:
+        still = []
+        for i, stats in zip(active, parts):
+            moved = np.where(
+                stats.nk[:, None] > 0, stats.s1 / np.maximum(stats.nk, 1e-300)[:, None], 0.0
+            )
+            centers[i] = centers[i] + moved
+            within = stats.loglik / max(stats.weight_sum, 1e-300) / X.shape[1]
+            shift_sq = float(np.sum(moved**2))
+            logger.debug(
+                "init %d Lloyd iteration %d: inertia %.6g, centre shift %.3g",
+                i,
+                it,
+                stats.loglik,
+                shift_sq,
+            )
+            if shift_sq > LLOYD_TOL * within:
+                still.append(i)
+        active = still
+        if not active:
             break
     return centers
 
@@ -224,54 +283,135 @@ def _point_params(centers: Float, covariance_type: str, reg_covar: float) -> GMM
     return GMMParams.from_covariances(covariance_type, weights, centers, covariances)
 
 
-def _params_from_resp_pass(
+def _params_from_data(
     X: da.Array,
     init_params: str,
     n_components: int,
     covariance_type: str,
     reg_covar: float,
-    rng: np.random.RandomState,
+    rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
-) -> GMMParams:
+) -> list[GMMParams]:
+    """Initial parameters of every restart; each pass over the data serves all of them."""
     if init_params in ("kmeans", "k-means++"):
-        candidates, sizes = _kmeans_parallel_seeds(X, n_components, rng, sample_weight)
-        centers = _reduce_candidates(candidates, sizes, n_components, rng, init_params == "kmeans")
-        centers = _fill_centers(X, centers, n_components, rng)
+        candidates, sizes = _kmeans_parallel_seeds(X, n_components, rngs, sample_weight)
+        centers = [
+            _fill_centers(
+                X,
+                _reduce_candidates(c, s, n_components, rng, init_params == "kmeans"),
+                n_components,
+                rng,
+            )
+            for c, s, rng in zip(candidates, sizes, rngs)
+        ]
         if init_params == "k-means++":
-            return _point_params(centers, covariance_type, reg_covar)
+            return [_point_params(c, covariance_type, reg_covar) for c in centers]
         centers = _lloyd(X, centers, sample_weight)
-        shift = centers.mean(axis=0)
-        stats = map_reduce(
+        shifts = [c.mean(axis=0) for c in centers]
+        parts = _shared_pass(
             X,
             hard_assignment_stats_chunk,
-            centers,
-            shift,
-            covariance_type,
-            sample_weight=sample_weight,
-            name="daskgmm-kmeans-init",
+            [(c, shift, covariance_type) for c, shift in zip(centers, shifts)],
+            sample_weight,
+            "daskgmm-kmeans-init",
         )
-        return m_step(stats, centers, shift, covariance_type, reg_covar)
+        return [
+            m_step(stats, c, shift, covariance_type, reg_covar)
+            for stats, c, shift in zip(parts, centers, shifts)
+        ]
     if init_params == "random_from_data":
-        indices = rng.choice(X.shape[0], size=n_components, replace=False)
-        return _point_params(_take_rows(X, indices), covariance_type, reg_covar)
+        indices = [rng.choice(X.shape[0], size=n_components, replace=False) for rng in rngs]
+        rows = _take_rows(X, np.concatenate(indices)).reshape(len(rngs), n_components, -1)
+        return [_point_params(r, covariance_type, reg_covar) for r in rows]
     if init_params == "random":
         head = X[: min(X.shape[0], 1024)].compute().astype(np.float64)
         if not np.all(np.isfinite(head)):
             _raise_nonfinite(head, 0)
         shift = head.mean(axis=0)
-        stats: SuffStats = map_reduce(
+        parts = _shared_pass(
             X,
             random_resp_stats_chunk,
-            int(rng.randint(2**31 - 1)),
-            n_components,
-            shift,
-            covariance_type,
-            sample_weight=sample_weight,
-            name="daskgmm-random-init",
+            [(int(rng.randint(2**31 - 1)), n_components, shift, covariance_type) for rng in rngs],
+            sample_weight,
+            "daskgmm-random-init",
         )
         means = np.broadcast_to(shift, (n_components, X.shape[1]))
-        return m_step(stats, means, shift, covariance_type, reg_covar)
+        return [m_step(stats, means, shift, covariance_type, reg_covar) for stats in parts]
     raise ValueError(f"Unknown init_params {init_params!r}")
+
+
+def restart_seeds(random_state: np.random.RandomState, n_init: int) -> list[int]:
+    """One seed per restart, drawn up front: restart ``i`` depends on ``random_state`` and ``i``."""
+    return [int(s) for s in random_state.randint(2**31 - 1, size=n_init)]
+
+
+def initialize_many(
+    X: da.Array,
+    *,
+    seeds: Sequence[int],
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    reg_covar: float,
+    sample_weight: da.Array | None = None,
+    weights_init: Float | None = None,
+    means_init: Float | None = None,
+    precisions_init: Float | None = None,
+) -> list[GMMParams]:
+    """Initial parameters of several restarts, as scikit-learn's ``_initialize_parameters``.
+
+    Restart ``i`` draws from ``RandomState(seeds[i])`` only, so its result does
+    not depend on how many restarts are initialised together; every pass over
+    the data (k-means|| rounds, Lloyd iterations, statistics) serves all of them.
+    User-given ``weights_init``/``means_init``/``precisions_init`` (already
+    validated) replace the corresponding computed parameters; when all three
+    are given the data are not read.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+    seeds : sequence of int
+        One per restart (see :func:`restart_seeds`).
+    n_components : int
+    covariance_type : str
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}
+    reg_covar : float
+    sample_weight : dask.array.Array of shape (n_samples,), optional
+    weights_init, means_init, precisions_init : ndarray, optional
+
+    Returns
+    -------
+    list of GMMParams
+        One per seed, in order.
+    """
+    if weights_init is not None and means_init is not None and precisions_init is not None:
+        params = GMMParams.from_precisions(
+            covariance_type, weights_init, means_init, precisions_init
+        )
+        return [params for _ in seeds]
+    rngs = [np.random.RandomState(seed) for seed in seeds]
+    computed = _params_from_data(
+        X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight
+    )
+    return [
+        _override(p, covariance_type, weights_init, means_init, precisions_init) for p in computed
+    ]
+
+
+def _override(
+    params: GMMParams,
+    covariance_type: str,
+    weights_init: Float | None,
+    means_init: Float | None,
+    precisions_init: Float | None,
+) -> GMMParams:
+    weights = params.weights if weights_init is None else weights_init
+    means = params.means if means_init is None else means_init
+    if precisions_init is not None:
+        return GMMParams.from_precisions(covariance_type, weights, means, precisions_init)
+    return GMMParams(
+        covariance_type, weights, means, params.covariances, params.precisions_cholesky
+    )
 
 
 def initialize(
@@ -287,11 +427,7 @@ def initialize(
     means_init: Float | None = None,
     precisions_init: Float | None = None,
 ) -> GMMParams:
-    """Initial parameters, as scikit-learn's ``GaussianMixture._initialize_parameters``.
-
-    User-given ``weights_init``/``means_init``/``precisions_init`` (already
-    validated) replace the corresponding computed parameters; when all three
-    are given the data are not read.
+    """Initial parameters of one restart: :func:`initialize_many` with one seed.
 
     Parameters
     ----------
@@ -301,7 +437,7 @@ def initialize(
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}
     reg_covar : float
     random_state : numpy.random.RandomState
-        Consumed in a fixed order, independent of chunking.
+        One seed is drawn from it (:func:`restart_seeds`), whatever the chunking.
     sample_weight : dask.array.Array of shape (n_samples,), optional
     weights_init, means_init, precisions_init : ndarray, optional
 
@@ -309,15 +445,16 @@ def initialize(
     -------
     GMMParams
     """
-    if weights_init is not None and means_init is not None and precisions_init is not None:
-        return GMMParams.from_precisions(covariance_type, weights_init, means_init, precisions_init)
-    params = _params_from_resp_pass(
-        X, init_params, n_components, covariance_type, reg_covar, random_state, sample_weight
+    (params,) = initialize_many(
+        X,
+        seeds=restart_seeds(random_state, 1),
+        n_components=n_components,
+        covariance_type=covariance_type,
+        init_params=init_params,
+        reg_covar=reg_covar,
+        sample_weight=sample_weight,
+        weights_init=weights_init,
+        means_init=means_init,
+        precisions_init=precisions_init,
     )
-    weights = params.weights if weights_init is None else weights_init
-    means = params.means if means_init is None else means_init
-    if precisions_init is not None:
-        return GMMParams.from_precisions(covariance_type, weights, means, precisions_init)
-    return GMMParams(
-        covariance_type, weights, means, params.covariances, params.precisions_cholesky
-    )
+    return params

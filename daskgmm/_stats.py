@@ -33,12 +33,6 @@ __all__ = [
 
 Float = NDArray[np.floating]
 
-#: Bytes of the largest per-tile temporary, rows x (components x features)
-#: (the full-covariance kernel keeps two of them, about a core's L2 cache).
-#: Smaller tiles cost more Python and GIL hand-offs per sample under the
-#: threaded scheduler; larger ones miss cache. Measured best at D=16 and D=64
-#: with K=8, in float64 and float32 (benchmarks/README.md).
-_TILE_BYTES = 2 << 20
 
 _NAN_MESSAGE = (
     "Input X contains NaN.\nGaussianMixture does not accept missing values encoded as NaN "
@@ -205,9 +199,10 @@ class SuffStats:
         )
 
 
-def _tile_rows(n_components: int, n_features: int, dtype: np.dtype) -> int:
+def _tile_rows(model: CovarianceModel, n_components: int, n_features: int, dtype: np.dtype) -> int:
+    """Rows per tile: ``model.tile_bytes`` of rows x (components x features) elements."""
     per_row = max(1, n_components * n_features) * np.dtype(dtype).itemsize
-    return int(min(8192, max(256, _TILE_BYTES // per_row)))
+    return int(min(8192, max(256, model.tile_bytes // per_row)))
 
 
 def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
@@ -267,7 +262,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     shift = ep.shift.astype(X.dtype)
     model = get_covariance_model(ep.covariance_type)
     prepared, offset = _log_prob_constants(ep, X.dtype)
-    step = _tile_rows(n_components, X.shape[1], X.dtype)
+    step = _tile_rows(model, n_components, X.shape[1], X.dtype)
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
@@ -334,7 +329,7 @@ def _accumulate_chunk(
     loglik = 0.0
     weight_sum = 0.0
     shift_x = shift.astype(X.dtype)
-    step = _tile_rows(n_components, n_features, X.dtype)
+    step = _tile_rows(accumulator.model, n_components, n_features, X.dtype)
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]

@@ -25,7 +25,7 @@ from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, check_sample_weight, from_numpy, open_input
 from ._em import EMResult, IterationInfo, fit_em_many
-from ._init import initialize
+from ._init import initialize_many, restart_seeds
 from ._reduction import active_client
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 
@@ -191,8 +191,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     processed in float32 with float64 accumulators. Given the same initial
     parameters, results match scikit-learn to floating-point reassociation.
 
-    With ``n_init > 1`` the restarts are initialised one after the other, then
-    iterate together: each pass over the data serves every unfinished restart.
+    With ``n_init > 1`` every pass over the data serves all restarts, during
+    initialisation and EM alike: restart ``i`` starts from its own seed (the
+    ``i``-th drawn from ``random_state``), so sharing the passes does not change
+    any restart's result, and an unfinished restart costs compute, not reads.
 
     ``fit`` takes a ``sample_weight`` (which scikit-learn lacks): each sample's
     responsibilities are multiplied by its weight, so integer weights equal
@@ -400,6 +402,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         restarts: list[EMResult] = []
         if state is not None:
             random_state.set_state(state.rng_state)
+        # The state the seeds are drawn from is what a checkpoint keeps, so a
+        # resumed fit draws the same seeds even with random_state=None.
+        rng_state = random_state.get_state()
+        seeds = restart_seeds(random_state, n_init)
+        if state is not None:
             restarts = list(state.restarts)
             logger.info(
                 "Resuming from checkpoint %s: %d restart(s) initialised, iterations done %s.",
@@ -410,30 +417,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         def save(states: list[EMResult], complete: bool = False) -> None:
             if store is not None:
-                store.save(FitState(tuple(states), random_state.get_state(), complete), meta)
+                store.save(FitState(tuple(states), rng_state, complete), meta)
 
-        # Every restart is initialised first (each its own passes, consuming the
-        # random state in order), then all iterate together: one read of the
-        # data per iteration for all of them.
-        started = {}
-        for init in range(len(restarts), n_init):
-            started[init] = self._verbose_init_begin(init)
-            if do_init:
-                params = initialize(
-                    Xd,
-                    n_components=self.n_components,
-                    covariance_type=self.covariance_type,
-                    init_params=self.init_params,
-                    reg_covar=self.reg_covar,
-                    random_state=random_state,
-                    sample_weight=sw,
-                    weights_init=weights_init,
-                    means_init=means_init,
-                    precisions_init=precisions_init,
-                )
-                restarts.append(EMResult(params, 0, -math.inf, (), False, init))
-            else:
-                restarts.append(EMResult(self._params, 0, self.lower_bound_, (), False, init))
+        # All restarts not yet initialised are initialised together (each pass
+        # over the data serves all of them, each restart from its own seed),
+        # then all iterate together: one read of the data per pass for all.
+        missing = range(len(restarts), n_init)
+        started = {init: self._verbose_init_begin(init) for init in missing}
+        if missing and do_init:
+            initial = initialize_many(
+                Xd,
+                seeds=seeds[len(restarts) :],
+                n_components=self.n_components,
+                covariance_type=self.covariance_type,
+                init_params=self.init_params,
+                reg_covar=self.reg_covar,
+                sample_weight=sw,
+                weights_init=weights_init,
+                means_init=means_init,
+                precisions_init=precisions_init,
+            )
+            restarts += [
+                EMResult(params, 0, -math.inf, (), False, init)
+                for init, params in zip(missing, initial, strict=True)
+            ]
+        elif missing:
+            restarts += [EMResult(self._params, 0, self.lower_bound_, (), False, 0)]
+        if missing:
             save(restarts)
 
         def on_iteration(info: IterationInfo) -> None:

@@ -159,7 +159,7 @@ def test_degenerate_component_raises_instead_of_nan():
 
 def test_restarts_share_each_pass_over_the_data(rng, counting_scheduler):
     from daskgmm import GaussianMixture
-    from daskgmm._init import initialize
+    from daskgmm._init import initialize_many, restart_seeds
 
     data = RandomData(rng, n_samples=800, n_components=3, n_features=2, scale=5)
     X = da.from_array(data.X["full"], chunks=100)
@@ -167,26 +167,25 @@ def test_restarts_share_each_pass_over_the_data(rng, counting_scheduler):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(3, n_init=4, random_state=0, **kw).fit(X)
-    # persist the data, one row gather per initialisation, then 7 passes for all 4
-    assert counting_scheduler.computes == 1 + 4 + 7
-    # the same answer as running the restarts one by one
-    rs = np.random.RandomState(0)
+    # persist the data, one row gather for all initialisations, then 7 passes for all 4
+    assert counting_scheduler.computes == 1 + 1 + 7
+    # the same answer as running the restarts one by one, each from its seed
     singles = [
         fit_em(
             X,
-            initialize(
+            initialize_many(
                 X,
+                seeds=[seed],
                 n_components=3,
                 covariance_type="full",
                 init_params="random_from_data",
                 reg_covar=1e-6,
-                random_state=rs,
-            ),
+            )[0],
             reg_covar=1e-6,
             tol=0.0,
             max_iter=7,
         )
-        for _ in range(4)
+        for seed in restart_seeds(np.random.RandomState(0), 4)
     ]
     best = max(singles, key=lambda r: r.lower_bound)
     assert len({round(r.lower_bound, 6) for r in singles}) > 1, "restarts should differ"

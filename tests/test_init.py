@@ -92,3 +92,27 @@ def test_sample_weight_changes_kmeans_init(rng):
         weighted.weights[k0]
         > plain.weights[np.argmin(((plain.means - data.means[0]) ** 2).sum(axis=1))]
     )
+
+
+@pytest.mark.parametrize("method", INITS)
+def test_restarts_initialised_together_equal_one_at_a_time(rng, method, counting_scheduler):
+    """Sharing the passes of several initialisations changes no restart's result."""
+    from daskgmm._init import initialize_many, restart_seeds
+
+    data = RandomData(rng, n_samples=1200, n_components=3, n_features=2, scale=3)
+    X = da.from_array(data.X["full"], chunks=250)
+    seeds = restart_seeds(np.random.RandomState(5), 3)
+    kw = dict(n_components=3, covariance_type="full", init_params=method, reg_covar=1e-6)
+    together = initialize_many(X, seeds=seeds, **kw)
+    computes_together = counting_scheduler.computes
+    alone, computes_alone = [], []
+    for seed in seeds:
+        before = counting_scheduler.computes
+        alone += initialize_many(X, seeds=[seed], **kw)
+        computes_alone.append(counting_scheduler.computes - before)
+    for a, b in zip(together, alone):
+        for name, value in a.to_arrays().items():
+            np.testing.assert_allclose(value, b.to_arrays()[name], rtol=1e-12, err_msg=name)
+    assert not np.allclose(together[0].means, together[1].means)
+    # every pass served all three: as many passes as the longest restart alone
+    assert computes_together == max(computes_alone)

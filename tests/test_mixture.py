@@ -22,8 +22,21 @@ from daskgmm import GaussianMixture
 
 from .conftest import COVARIANCE_TYPES, RandomData, chunkings
 
+# k-means|| draws one uniform per row, so integer weights and repeated rows draw
+# different candidates; on this check's structureless data (15 uniform points in 30
+# dimensions) they reach different local optima. Given the same initial parameters
+# weights and repetitions agree to 1e-10: test_integer_sample_weight_equals_repeated_rows.
+_EXPECTED_FAILED_CHECKS = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "random k-means|| candidates differ between weighted and repeated rows"
+    ),
+}
 
-@parametrize_with_checks([GaussianMixture(n_components=2, max_iter=20)])
+
+@parametrize_with_checks(
+    [GaussianMixture(n_components=2, max_iter=20)],
+    expected_failed_checks=lambda est: _EXPECTED_FAILED_CHECKS,
+)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
