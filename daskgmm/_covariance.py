@@ -15,7 +15,9 @@ the arithmetic well conditioned when the data sit far from the origin
 Sufficient statistics are accumulated around the current means:
 ``s1[k] = sum_n r_nk (x_n - means[k])`` and the second moment ``s2`` (its shape
 depends on the type, see :meth:`CovarianceModel.s2_shape`). They are float64
-whatever the dtype of the data.
+whatever the dtype of the data. A block's tiles are summed by the model's
+:class:`Accumulator`; for ``full`` in the E-step it reuses the E-step's
+whitened products ``U_k^T (x - mu_k)`` instead of forming ``x - mu_k`` again.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from ._stats import (
     ManyStats,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
+    kmeans_stats_chunk,
     m_step,
     nearest_sqdist_chunk,
     random_resp_stats_chunk,
@@ -101,8 +102,7 @@ def _kmeans_parallel_chunk(
     A row is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost``
     is the (weighted) cost found by the previous pass (``0`` samples nothing).
     """
-    with np.errstate(invalid="ignore", over="ignore"):
-        _, d2 = nearest_sqdist_chunk(X, centers, shift)
+    _, d2 = nearest_sqdist_chunk(X, centers, shift)
     if not np.all(np.isfinite(d2)):
         _raise_nonfinite(X, row_offset)
     w = np.ones(len(X)) if sample_weight is None else sample_weight
@@ -192,8 +192,8 @@ def _kmeans_parallel_seeds(
             break
     sizes = _shared_pass(
         X,
-        hard_assignment_stats_chunk,
-        [(c, shift, "spherical") for c, shift in zip(centers, shifts)],
+        kmeans_stats_chunk,
+        [(c, shift) for c, shift in zip(centers, shifts)],
         sample_weight,
         "daskgmm-kmeans-weights",
     )
@@ -238,8 +238,8 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
         shifts = [centers[i].mean(axis=0) for i in active]
         parts = _shared_pass(
             X,
-            hard_assignment_stats_chunk,
-            [(centers[i], shift, "spherical") for i, shift in zip(active, shifts)],
+            kmeans_stats_chunk,
+            [(centers[i], shift) for i, shift in zip(active, shifts)],
             sample_weight,
             "daskgmm-lloyd",
         )
@@ -249,13 +249,13 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
                 stats.nk[:, None] > 0, stats.s1 / np.maximum(stats.nk, 1e-300)[:, None], 0.0
             )
             centers[i] = centers[i] + moved
-            within = stats.loglik / max(stats.weight_sum, 1e-300) / X.shape[1]
+            within = stats.inertia / max(stats.weight_sum, 1e-300) / X.shape[1]
             shift_sq = float(np.sum(moved**2))
             logger.debug(
                 "init %d Lloyd iteration %d: inertia %.6g, centre shift %.3g",
                 i,
                 it,
-                stats.loglik,
+                stats.inertia,
                 shift_sq,
             )
             if shift_sq > LLOYD_TOL * within:

@@ -21,10 +21,12 @@ from ._covariance import Accumulator, CovarianceModel, Workspace, get_covariance
 __all__ = [
     "EStepParams",
     "GMMParams",
+    "KMeansStats",
     "SuffStats",
     "estimate_log_prob_resp",
     "estimate_weighted_log_prob",
     "hard_assignment_stats_chunk",
+    "kmeans_stats_chunk",
     "m_step",
     "random_resp_stats_chunk",
     "suffstats_chunk",
@@ -425,11 +427,96 @@ def _nearest(Xc: Float, deltas: Float) -> tuple[NDArray[np.intp], Float]:
     return labels, np.maximum(best, 0.0)
 
 
+#: Bytes of the (rows, centres) distance matrix of one tile of a nearest-centre pass.
+_NEAREST_TILE_BYTES = 1 << 20
+
+
+def _nearest_tiles(X: Float, centers: Float, shift: Float):
+    """Yield ``(start, Xc, labels, d2)`` per tile: the nearest centre of every row.
+
+    Tiled so that the temporaries stay ~1 MiB whatever the number of centres
+    (k-means|| rounds hold hundreds of candidates).
+    """
+    deltas = (centers - shift).astype(X.dtype)
+    shift_x = shift.astype(X.dtype)
+    step = int(min(8192, max(256, _NEAREST_TILE_BYTES // (len(centers) * X.dtype.itemsize))))
+    for start in range(0, len(X), step):
+        Xc = X[start : start + step] - shift_x
+        with np.errstate(invalid="ignore", over="ignore"):
+            labels, d2 = _nearest(Xc, deltas)
+        yield start, Xc, labels, d2
+
+
 def nearest_sqdist_chunk(X: Float, centers: Float, shift: Float) -> tuple[NDArray[np.intp], Float]:
     """Labels of and squared distances to the nearest centre, for one block (float64 out)."""
-    Xc = X - shift.astype(X.dtype)
-    labels, d2 = _nearest(Xc, (centers - shift).astype(X.dtype))
-    return labels, d2.astype(np.float64)
+    labels = np.empty(len(X), dtype=np.intp)
+    d2 = np.empty(len(X))
+    for start, _, tile_labels, tile_d2 in _nearest_tiles(X, centers, shift):
+        labels[start : start + len(tile_labels)] = tile_labels
+        d2[start : start + len(tile_d2)] = tile_d2
+    return labels, d2
+
+
+@dataclass(frozen=True, eq=False)
+class KMeansStats:
+    """Nearest-centre statistics of a set of samples (a Lloyd step); ``+`` merges sets.
+
+    Parameters
+    ----------
+    nk : ndarray of shape (n_centers,)
+        (Weighted) number of samples nearest to each centre.
+    s1 : ndarray of shape (n_centers, n_features)
+        ``sum_n w_n (x_n - center_k)`` over the samples nearest to centre ``k``.
+    inertia : float
+        ``sum_n w_n min_k |x_n - center_k|^2``.
+    weight_sum : float
+    """
+
+    nk: Float
+    s1: Float
+    inertia: float
+    weight_sum: float
+
+    def __add__(self, other: KMeansStats) -> KMeansStats:
+        return KMeansStats(
+            self.nk + other.nk,
+            self.s1 + other.s1,
+            self.inertia + other.inertia,
+            self.weight_sum + other.weight_sum,
+        )
+
+
+def kmeans_stats_chunk(
+    X: Float,
+    centers: Float,
+    shift: Float,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> KMeansStats:
+    """Counts, first moments and inertia of the nearest-centre assignment of one block.
+
+    Only what a Lloyd step (and the sizes of k-means|| candidates) needs: no
+    second moments, tiled temporaries.
+    """
+    n_centers, n_features = centers.shape
+    nk = np.zeros(n_centers)
+    s1 = np.zeros((n_centers, n_features))
+    inertia = 0.0
+    weight_sum = 0.0
+    for start, Xc, labels, d2 in _nearest_tiles(X, centers, shift):
+        if not np.all(np.isfinite(d2)):
+            _raise_nonfinite(X[start : start + len(Xc)], row_offset + start)
+        w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
+        counts = np.bincount(labels, weights=w, minlength=n_centers)
+        nk += counts
+        # per-centre sums of rows as one GEMM with the (weighted) one-hot matrix
+        onehot = np.zeros((len(Xc), n_centers), dtype=Xc.dtype)
+        onehot[np.arange(len(Xc)), labels] = 1.0 if w is None else w
+        s1 += (onehot.T @ Xc).astype(np.float64)
+        inertia += float(np.sum(d2, dtype=np.float64) if w is None else w @ d2)
+        weight_sum += len(Xc) if w is None else float(np.sum(w, dtype=np.float64))
+    s1 -= nk[:, None] * (centers - shift)
+    return KMeansStats(nk, s1, inertia, weight_sum)
 
 
 def hard_assignment_stats_chunk(

@@ -231,3 +231,34 @@ def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
     acc = get_covariance_model("full").accumulator(ep.deltas, np.float64, ep.precisions_cholesky)
     with pytest.raises(RuntimeError, match="must follow squared_mahalanobis"):
         acc.add(data.X["full"], np.full((20, 2), 0.5), Workspace())
+
+
+def test_kmeans_stats_match_the_nearest_centre_definition(rng):
+    """Counts, sums and inertia of the nearest-centre assignment, tiled across many centres."""
+    from daskgmm._stats import kmeans_stats_chunk, nearest_sqdist_chunk
+
+    X = rng.normal(size=(3000, 3)) * 5
+    centers = rng.normal(size=(700, 3)) * 5  # 700 centres: tiles of a few hundred rows
+    w = rng.randint(0, 3, size=3000).astype(float)
+    d2_all = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
+    labels = d2_all.argmin(axis=1)
+    shift = centers.mean(axis=0)
+    got_labels, got_d2 = nearest_sqdist_chunk(X, centers, shift)
+    np.testing.assert_array_equal(got_labels, labels)
+    np.testing.assert_allclose(got_d2, d2_all.min(axis=1), rtol=1e-9, atol=1e-9)
+    stats = kmeans_stats_chunk(X, centers, shift, sample_weight=w)
+    nk = np.bincount(labels, weights=w, minlength=700)
+    s1 = np.array(
+        [(w[labels == k, None] * (X[labels == k] - c)).sum(0) for k, c in enumerate(centers)]
+    )
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-12)
+    np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
+    assert stats.inertia == pytest.approx(w @ d2_all.min(axis=1), rel=1e-10)
+    assert stats.weight_sum == w.sum()
+    halves = kmeans_stats_chunk(X[:1234], centers, shift, w[:1234]) + kmeans_stats_chunk(
+        X[1234:], centers, shift, w[1234:]
+    )
+    np.testing.assert_allclose(halves.s1, stats.s1, rtol=1e-9, atol=1e-9)
+    X[2500, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*\(first in row 2500\)"):
+        kmeans_stats_chunk(X, centers, shift)
