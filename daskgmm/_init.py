@@ -48,11 +48,11 @@ from ._reduction import map_reduce
 from ._stats import (
     GMMParams,
     ManyStats,
+    _nearest_tiles,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
     kmeans_stats_chunk,
     m_step,
-    nearest_sqdist_chunk,
     random_resp_stats_chunk,
     uniform_rows,
 )
@@ -102,26 +102,58 @@ def _kmeans_parallel_chunk(
     A row is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost``
     is the (weighted) cost found by the previous pass (``0`` samples nothing).
     """
-    _, d2 = nearest_sqdist_chunk(X, centers, shift)
-    if not np.all(np.isfinite(d2)):
+    picked = [np.empty((0, X.shape[1]))]
+    total = 0.0
+    # tile by tile, so the temporaries stay small whatever the block size
+    for start, Xc, _, d2 in _nearest_tiles(X, centers, shift):
+        tile = X[start : start + len(Xc)]
+        if not np.all(np.isfinite(d2)):
+            _raise_nonfinite(tile, row_offset + start)
+        wd2 = d2 if sample_weight is None else sample_weight[start : start + len(Xc)] * d2
+        total += float(np.sum(wd2, dtype=np.float64))
+        if cost > 0:
+            u = uniform_rows(key, row_offset + start, len(Xc), 1)[:, 0]
+            picked.append(tile[u < OVERSAMPLING * len(centers) * wd2 / cost].astype(np.float64))
+    return _Candidates(np.concatenate(picked), total, len(X))
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Rows gathered from the blocks, with their positions in the request."""
+
+    positions: NDArray[np.integer]
+    rows: Float
+
+    def __add__(self, other: _Rows) -> _Rows:
+        return _Rows(
+            np.concatenate([self.positions, other.positions]),
+            np.concatenate([self.rows, other.rows]),
+        )
+
+
+def _rows_chunk(
+    X: Float, indices: NDArray[np.integer], sample_weight: Float | None = None, row_offset: int = 0
+) -> _Rows:
+    """The requested rows that lie in this block (float64)."""
+    local = indices - row_offset
+    positions = np.flatnonzero((local >= 0) & (local < len(X)))
+    rows = X[local[positions]].astype(np.float64)
+    if not np.all(np.isfinite(rows)):
         _raise_nonfinite(X, row_offset)
-    w = np.ones(len(X)) if sample_weight is None else sample_weight
-    wd2 = w * d2
-    if cost > 0:
-        u = uniform_rows(key, row_offset, len(X), 1)[:, 0]
-        picked = u < OVERSAMPLING * len(centers) * wd2 / cost
-        rows = X[picked].astype(np.float64)
-    else:
-        rows = np.empty((0, X.shape[1]))
-    return _Candidates(rows, float(wd2.sum()), len(X))
+    return _Rows(positions, rows)
 
 
 def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
-    order = np.argsort(indices)
+    """Rows ``indices`` of ``X``, in that order, gathered by one pass like every other.
+
+    (Through the same per-block layer as the statistics passes: a fancy-indexing
+    graph would resubmit the blocks' keys with another task spec, which the
+    distributed scheduler warns may deadlock.)
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    found = map_reduce(X, _rows_chunk, indices, name="daskgmm-take-rows")
     rows = np.empty((len(indices), X.shape[1]))
-    rows[order] = X[np.asarray(indices)[order]].compute()
-    if not np.all(np.isfinite(rows)):
-        _raise_nonfinite(rows, None)  # gathered rows: their index here is not a data row
+    rows[found.positions] = found.rows
     return rows
 
 

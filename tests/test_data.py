@@ -192,3 +192,28 @@ def test_streamed_store_of_a_few_hundred_mb_matches_in_memory_fit(tmp_path):
     np.testing.assert_allclose(streamed.means_, in_memory.means_, rtol=1e-10)
     np.testing.assert_allclose(streamed.covariances_, in_memory.covariances_, rtol=1e-10)
     np.testing.assert_allclose(streamed.lower_bounds_, in_memory.lower_bounds_, rtol=1e-12)
+
+
+def test_streamed_store_on_a_cluster_submits_each_block_key_one_way(
+    tmp_path, data, cluster_client, caplog
+):
+    """Every pass reads the store's blocks through the same task spec.
+
+    Gathering rows by fancy indexing submitted the blocks' keys as plain getter
+    tasks after the statistics passes had submitted them as aliases, and the
+    scheduler warned that this "can cause failures and deadlocks".
+    """
+    import logging
+
+    store = tmp_path / "x.zarr"
+    zarr.create_array(store, data=data.X["full"], chunks=(100, 3))
+    X = open_input(str(store)).X
+    with (
+        cluster_client.as_current(),
+        caplog.at_level(logging.WARNING, logger="distributed.scheduler"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, n_init=2, max_iter=5, tol=0, cache=False, random_state=0).fit(X)
+    assert gm.n_iter_ == 5
+    assert "run_spec" not in caplog.text
