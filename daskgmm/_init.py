@@ -139,7 +139,7 @@ def _rows_chunk(
     positions = np.flatnonzero((local >= 0) & (local < len(X)))
     rows = X[local[positions]].astype(np.float64)
     if not np.all(np.isfinite(rows)):
-        _raise_nonfinite(X, row_offset)
+        _raise_nonfinite(rows, None)  # row_offset is within the gathered blocks only
     return _Rows(positions, rows)
 
 
@@ -151,7 +151,13 @@ def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     distributed scheduler warns may deadlock.)
     """
     indices = np.asarray(indices, dtype=np.int64)
-    found = map_reduce(X, _rows_chunk, indices, name="daskgmm-take-rows")
+    # only the blocks that hold a requested row are read
+    starts = np.cumsum((0, *X.chunks[0]))
+    blocks = np.searchsorted(starts, indices, side="right") - 1
+    wanted = np.unique(blocks)
+    sub_starts = np.cumsum((0, *(X.chunks[0][b] for b in wanted)))
+    local = indices - starts[blocks] + sub_starts[np.searchsorted(wanted, blocks)]
+    found = map_reduce(X.blocks[wanted], _rows_chunk, local, name="daskgmm-take-rows")
     rows = np.empty((len(indices), X.shape[1]))
     rows[found.positions] = found.rows
     return rows
