@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 
 import dask.array as da
 
-from ._reduction import map_reduce
+from ._reduction import map_reduce_per_restart
 from ._state import EMResult, IterationInfo
-from ._stats import EStepParams, GMMParams, m_step, suffstats_many_chunk
+from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk
 
 __all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many"]
 
@@ -78,12 +78,16 @@ def fit_em_many(
             return states
         tic = time.perf_counter()
         eps = tuple(EStepParams.from_params(states[i].params) for i in active)
-        totals = map_reduce(
-            X, suffstats_many_chunk, eps, sample_weight=sample_weight, split_every=split_every
+        totals = map_reduce_per_restart(
+            X,
+            suffstats_chunk,
+            [(ep,) for ep in eps],
+            sample_weight=sample_weight,
+            split_every=split_every,
         )
         seconds = time.perf_counter() - tic
         infos = []
-        for i, ep, stats in zip(active, eps, totals.parts, strict=True):
+        for i, ep, stats in zip(active, eps, totals, strict=True):
             state = states[i]
             if not stats.weight_sum > 0:
                 raise ValueError(

@@ -34,9 +34,8 @@ any restart's result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -44,10 +43,9 @@ from numpy.typing import NDArray
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from ._covariance import get_covariance_model
-from ._reduction import map_reduce
+from ._reduction import map_reduce, map_reduce_per_restart
 from ._stats import (
     GMMParams,
-    ManyStats,
     _nearest_tiles,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
@@ -163,36 +161,6 @@ def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     return rows
 
 
-def _each(
-    X: Float,
-    chunk_fn: Callable[..., Any],
-    per_restart: tuple[tuple, ...],
-    sample_weight: Float | None = None,
-    row_offset: int = 0,
-) -> ManyStats:
-    """``chunk_fn`` once per restart's arguments, on the same block (one read for all)."""
-    return ManyStats(
-        tuple(
-            chunk_fn(X, *args, sample_weight=sample_weight, row_offset=row_offset)
-            for args in per_restart
-        )
-    )
-
-
-def _shared_pass(
-    X: da.Array,
-    chunk_fn: Callable[..., Any],
-    per_restart: Sequence[tuple],
-    sample_weight: da.Array | None,
-    name: str,
-) -> tuple[Any, ...]:
-    """One pass over the data computing ``chunk_fn`` for every restart; their totals."""
-    total = map_reduce(
-        X, _each, chunk_fn, tuple(per_restart), sample_weight=sample_weight, name=name
-    )
-    return total.parts
-
-
 def _kmeans_parallel_seeds(
     X: da.Array,
     n_components: int,
@@ -207,12 +175,12 @@ def _kmeans_parallel_seeds(
     active = list(range(len(rngs)))
     for round_ in range(N_ROUNDS + 1):
         keys = [int(rngs[i].randint(2**31 - 1)) for i in active]
-        found = _shared_pass(
+        found = map_reduce_per_restart(
             X,
             _kmeans_parallel_chunk,
             [(centers[i], shifts[i], costs[i], key) for i, key in zip(active, keys)],
-            sample_weight,
-            "daskgmm-kmeans-parallel",
+            sample_weight=sample_weight,
+            name="daskgmm-kmeans-parallel",
         )
         for i, candidates in zip(active, found):
             costs[i] = candidates.cost
@@ -228,12 +196,12 @@ def _kmeans_parallel_seeds(
         active = [i for i in active if costs[i] != 0.0]
         if not active:
             break
-    sizes = _shared_pass(
+    sizes = map_reduce_per_restart(
         X,
         kmeans_stats_chunk,
         [(c, shift) for c, shift in zip(centers, shifts)],
-        sample_weight,
-        "daskgmm-kmeans-weights",
+        sample_weight=sample_weight,
+        name="daskgmm-kmeans-weights",
     )
     return centers, [stats.nk for stats in sizes]
 
@@ -274,12 +242,12 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
     active = list(range(len(centers)))
     for it in range(LLOYD_MAX_ITER):
         shifts = [centers[i].mean(axis=0) for i in active]
-        parts = _shared_pass(
+        parts = map_reduce_per_restart(
             X,
             kmeans_stats_chunk,
             [(centers[i], shift) for i, shift in zip(active, shifts)],
-            sample_weight,
-            "daskgmm-lloyd",
+            sample_weight=sample_weight,
+            name="daskgmm-lloyd",
         )
         still = []
         for i, stats in zip(active, parts):
@@ -346,12 +314,12 @@ def _params_from_data(
             return [_point_params(c, covariance_type, reg_covar) for c in centers]
         centers = _lloyd(X, centers, sample_weight)
         shifts = [c.mean(axis=0) for c in centers]
-        parts = _shared_pass(
+        parts = map_reduce_per_restart(
             X,
             hard_assignment_stats_chunk,
             [(c, shift, covariance_type) for c, shift in zip(centers, shifts)],
-            sample_weight,
-            "daskgmm-kmeans-init",
+            sample_weight=sample_weight,
+            name="daskgmm-kmeans-init",
         )
         return [
             m_step(stats, c, shift, covariance_type, reg_covar)
@@ -366,12 +334,12 @@ def _params_from_data(
         if not np.all(np.isfinite(head)):
             _raise_nonfinite(head, 0)
         shift = head.mean(axis=0)
-        parts = _shared_pass(
+        parts = map_reduce_per_restart(
             X,
             random_resp_stats_chunk,
             [(int(rng.randint(2**31 - 1)), n_components, shift, covariance_type) for rng in rngs],
-            sample_weight,
-            "daskgmm-random-init",
+            sample_weight=sample_weight,
+            name="daskgmm-random-init",
         )
         means = np.broadcast_to(shift, (n_components, X.shape[1]))
         return [m_step(stats, means, shift, covariance_type, reg_covar) for stats in parts]

@@ -23,7 +23,9 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["active_client", "map_reduce"]
+from ._stats import per_restart_chunk
+
+__all__ = ["active_client", "map_reduce", "map_reduce_per_restart"]
 
 #: Default fan-in of the combine tree.
 SPLIT_EVERY = 8
@@ -171,3 +173,29 @@ def map_reduce(
     with _blas_threads_guard():
         (result,) = dask.compute(tree_sum(parts, split_every or SPLIT_EVERY))
     return result
+
+
+def map_reduce_per_restart(
+    X: da.Array,
+    chunk_fn: Callable[..., Any],
+    per_restart: Sequence[tuple],
+    *,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    name: str = "daskgmm-chunk-stats",
+) -> tuple[Any, ...]:
+    """:func:`map_reduce` of ``chunk_fn`` for several restarts, in one pass over ``X``.
+
+    ``per_restart`` holds each restart's positional arguments after the block;
+    returns each restart's total, in order.
+    """
+    total = map_reduce(
+        X,
+        per_restart_chunk,
+        chunk_fn,
+        tuple(per_restart),
+        sample_weight=sample_weight,
+        split_every=split_every,
+        name=name,
+    )
+    return total.parts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,9 +29,9 @@ __all__ = [
     "hard_assignment_stats_chunk",
     "kmeans_stats_chunk",
     "m_step",
+    "per_restart_chunk",
     "random_resp_stats_chunk",
     "suffstats_chunk",
-    "suffstats_many_chunk",
 ]
 
 Float = NDArray[np.floating]
@@ -187,17 +188,6 @@ class SuffStats:
             self.loglik + other.loglik,
             self.weight_sum + other.weight_sum,
             self.n_samples + other.n_samples,
-        )
-
-    @classmethod
-    def zeros(cls, model: CovarianceModel, n_components: int, n_features: int) -> SuffStats:
-        return cls(
-            np.zeros(n_components),
-            np.zeros((n_components, n_features)),
-            np.zeros(model.s2_shape(n_components, n_features)),
-            0.0,
-            0.0,
-            0,
         )
 
 
@@ -402,20 +392,26 @@ def suffstats_chunk(
 class ManyStats:
     """Statistics of several restarts over the same samples; ``+`` merges blocks."""
 
-    parts: tuple[SuffStats, ...]
+    parts: tuple[Any, ...]
 
     def __add__(self, other: ManyStats) -> ManyStats:
         return ManyStats(tuple(a + b for a, b in zip(self.parts, other.parts, strict=True)))
 
 
-def suffstats_many_chunk(
+def per_restart_chunk(
     X: Float,
-    eps: tuple[EStepParams, ...],
+    chunk_fn: Callable[..., Any],
+    per_restart: tuple[tuple, ...],
     sample_weight: Float | None = None,
     row_offset: int = 0,
 ) -> ManyStats:
-    """:func:`suffstats_chunk` for several restarts, from one read of the block."""
-    return ManyStats(tuple(suffstats_chunk(X, ep, sample_weight, row_offset) for ep in eps))
+    """``chunk_fn(X, *args)`` for each restart's ``args``, from one read of the block."""
+    return ManyStats(
+        tuple(
+            chunk_fn(X, *args, sample_weight=sample_weight, row_offset=row_offset)
+            for args in per_restart
+        )
+    )
 
 
 def _nearest(Xc: Float, deltas: Float) -> tuple[NDArray[np.intp], Float]:
@@ -445,16 +441,6 @@ def _nearest_tiles(X: Float, centers: Float, shift: Float):
         with np.errstate(invalid="ignore", over="ignore"):
             labels, d2 = _nearest(Xc, deltas)
         yield start, Xc, labels, d2
-
-
-def nearest_sqdist_chunk(X: Float, centers: Float, shift: Float) -> tuple[NDArray[np.intp], Float]:
-    """Labels of and squared distances to the nearest centre, for one block (float64 out)."""
-    labels = np.empty(len(X), dtype=np.intp)
-    d2 = np.empty(len(X))
-    for start, _, tile_labels, tile_d2 in _nearest_tiles(X, centers, shift):
-        labels[start : start + len(tile_labels)] = tile_labels
-        d2[start : start + len(tile_d2)] = tile_d2
-    return labels, d2
 
 
 @dataclass(frozen=True, eq=False)
