@@ -25,6 +25,8 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
 
+from ._reduction import blas_threads_guard
+
 __all__ = [
     "Input",
     "as_dask_array",
@@ -242,7 +244,8 @@ class Input:
     def restore(self, result: Any, extra_dim: str | None = None, name: str | None = None) -> Any:
         """Give a per-sample result (dask or NumPy) the input's sample dimensions back."""
         if not self.lazy and isinstance(result, da.Array):
-            result = result.compute()
+            with blas_threads_guard(result):
+                result = result.compute()
         if self.sample_dims is None:
             return result
         import xarray as xr

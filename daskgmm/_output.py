@@ -26,6 +26,7 @@ import fsspec
 import numpy as np
 
 from ._data import Input
+from ._reduction import blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 
 __all__ = ["quantile_threshold", "write_per_sample"]
@@ -228,7 +229,8 @@ def write_per_sample(
         )
     if done:
         logger.info("Resuming %s: %d of %d blocks already written.", url, len(done), len(blocks))
-    dask.compute(*tasks)
+    with blas_threads_guard(*tasks):
+        dask.compute(*tasks)
     group = zarr.open_group(url, mode="r+")
     group.attrs["daskgmm"] = {**dict(group.attrs)["daskgmm"], "complete": True}
     fs.rm(progress, recursive=True)

@@ -26,7 +26,7 @@ from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, check_sample_weight, from_numpy, open_input
 from ._em import EMResult, IterationInfo, fit_em_many
 from ._init import initialize_many, restart_seeds
-from ._reduction import active_client
+from ._reduction import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 
 __all__ = ["GaussianMixture"]
@@ -730,7 +730,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             X, _score_block, components=False, dtype=np.float64, restore=False
         )
         if isinstance(log_prob, da.Array):
-            return float(log_prob.mean().compute()), int(log_prob.shape[0])
+            mean = log_prob.mean()
+            with blas_threads_guard(mean):
+                return float(mean.compute()), int(log_prob.shape[0])
         return float(np.mean(log_prob)), len(log_prob)
 
     def _n_parameters(self) -> int:

@@ -53,3 +53,28 @@ def test_map_reduce_under_distributed(cluster_client):
     with cluster_client.as_current(), dask.config.set(scheduler=cluster_client):
         got = map_reduce(X, _rowsum, 3.0)
     assert got[0] == pytest.approx(450.0)
+
+
+def _blas_threads(block, sample_weight=None, row_offset=0):
+    from threadpoolctl import threadpool_info
+
+    return np.array([max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")])
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["default-scheduler", "threads"])
+def test_one_blas_thread_per_task_on_the_threaded_scheduler(configured):
+    """With no scheduler configured a dask array computes on threads, so BLAS is limited too.
+
+    Two Dask threads each running a multi-threaded GEMM made EM iterations 2.2x
+    slower on 2 cores; the guard once only looked at the configured scheduler.
+    """
+    import os
+    from contextlib import nullcontext
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: Dask runs one task at a time, BLAS may use it all")
+    assert dask.config.get("scheduler", None) is None, "a test left a scheduler configured"
+    X = da.ones((40, 2), chunks=(10, 2))
+    with dask.config.set(scheduler="threads") if configured else nullcontext():
+        total = map_reduce(X, _blas_threads)
+    assert total[0] == 4  # four blocks, one BLAS thread each
