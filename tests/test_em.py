@@ -58,6 +58,14 @@ def test_parity_with_scikit_learn_numpy(rng, ct):
     _assert_parity(sk, ours)
 
 
+def test_parity_with_scikit_learn_full_in_64_dimensions(rng):
+    """The benchmark's D=64 shape: 512-row tiles, second moments in two row blocks."""
+    data = RandomData(rng, n_samples=1500, n_components=3, n_features=64, scale=3)
+    X = da.from_array(data.X["full"], chunks=(400, 64))
+    sk, ours = _fit_both(X, "full", _init_kwargs(data, "full", rng))
+    _assert_parity(sk, ours)
+
+
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
 def test_parity_with_scikit_learn_many_uneven_chunks(rng, ct):
     data = RandomData(rng, n_samples=997, n_components=3, n_features=4, scale=8)
