@@ -206,6 +206,18 @@ class _WhitenedAccumulator(Accumulator):
         return self.s1, 0.5 * (m + m.transpose(0, 2, 1))
 
 
+def _left_columns(n_features: int) -> int:
+    """Columns of :meth:`Full.prepare`'s left GEMM: 0 for one GEMM of all columns.
+
+    ``U_k`` is upper triangular, so the first ``h`` outputs need only the first
+    ``h`` features: a batched GEMM for those columns and one for the rest skip
+    a quarter of the flops. Measured on one core, K=8, per 1e6 samples: 0.110 ->
+    0.080 s at D=16 and 1.47 -> 1.01 s at D=64, but 0.004 -> 0.034 s at D=2 and
+    slower up to D=8 (K tiny GEMMs instead of one).
+    """
+    return n_features // 2 if n_features >= 16 else 0
+
+
 def _check_symmetric_pd(precision: Float, covariance_type: str) -> None:
     if not (np.allclose(precision, precision.T) and np.all(np.linalg.eigvalsh(precision) > 0.0)):
         raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
@@ -442,27 +454,45 @@ class Full(CovarianceModel):
 
     def prepare(self, deltas, precisions_cholesky, dtype):
         n_features = deltas.shape[1]
-        # The factors stacked side by side (D x K*D) over minus U_k^T delta_k
-        # (1 x K*D): one GEMM for all components, offsets included.
-        stacked = np.empty((n_features + 1, deltas.size))
-        stacked[:n_features] = precisions_cholesky.transpose(1, 0, 2).reshape(n_features, -1)
-        stacked[n_features] = -np.einsum("kd,kde->ke", deltas, precisions_cholesky).reshape(-1)
-        return stacked.astype(dtype), np.ones(n_features, dtype=dtype)
+        # Per component, [1, x - c] @ [-delta_k^T U_k; U_k] = (x - mu_k)^T U_k: the
+        # subtraction of each mean happens inside the GEMM.
+        factors = np.concatenate(
+            [-np.einsum("kd,kde->ke", deltas, precisions_cholesky)[:, None], precisions_cholesky],
+            axis=1,
+        ).astype(dtype)
+        ones = np.ones(n_features, dtype=dtype)
+        h = _left_columns(n_features)
+        if not h:  # one GEMM with the factors side by side, (D+1, K*D)
+            return (
+                None,
+                np.ascontiguousarray(factors.transpose(1, 0, 2).reshape(n_features + 1, -1)),
+                ones,
+            )
+        return (
+            np.ascontiguousarray(factors[:, : h + 1, :h]),
+            np.ascontiguousarray(factors[:, :, h:]),
+            ones,
+        )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
         ws = ws or Workspace()
-        stacked, ones = prepared
-        n, n_features = len(Xc), len(ones)
-        # [x - c, 1] against the factors stacked over the offsets: the subtraction
-        # of each mean happens inside the GEMM, not in a pass of its own.
+        left, right, ones = prepared
+        n, n_features = Xc.shape
         augmented = ws.take("augmented", (n, n_features + 1), Xc.dtype)
-        augmented[:, :n_features] = Xc
-        augmented[:, n_features] = 1.0
+        augmented[:, 0] = 1.0
+        augmented[:, 1:] = Xc
         # y[n, k*D:(k+1)*D] = U_k^T (x_n - mu_k), kept for _WhitenedAccumulator
-        y = np.matmul(augmented, stacked, out=ws.take("whitened", (n, stacked.shape[1]), Xc.dtype))
+        n_components = right.shape[-1] // n_features if left is None else len(right)
+        y = ws.take("whitened", (n, n_components * n_features), Xc.dtype)
+        if left is None:
+            np.matmul(augmented, right, out=y)
+        else:
+            h = left.shape[2]
+            by_component = y.reshape(n, n_components, n_features).transpose(1, 0, 2)
+            np.matmul(augmented[None, :, : h + 1], left, out=by_component[:, :, :h])
+            np.matmul(augmented[None], right, out=by_component[:, :, h:])
         squares = np.square(y, out=ws.take("squares", y.shape, Xc.dtype))
         # row sums of each component's D squares as one GEMV (faster than einsum)
-        n_components = stacked.shape[1] // n_features
         sums = ws.take("sums", (n * n_components,), Xc.dtype)
         np.matmul(squares.reshape(-1, n_features), ones, out=sums)
         return sums.reshape(n, n_components)
