@@ -206,16 +206,18 @@ class _WhitenedAccumulator(Accumulator):
         return self.s1, 0.5 * (m + m.transpose(0, 2, 1))
 
 
-def _left_columns(n_features: int) -> int:
+def _left_columns(n_features: int, dtype: np.dtype) -> int:
     """Columns of :meth:`Full.prepare`'s left GEMM: 0 for one GEMM of all columns.
 
     ``U_k`` is upper triangular, so the first ``h`` outputs need only the first
     ``h`` features: a batched GEMM for those columns and one for the rest skip
-    a quarter of the flops. Measured on one core, K=8, per 1e6 samples: 0.110 ->
-    0.080 s at D=16 and 1.47 -> 1.01 s at D=64, but 0.004 -> 0.034 s at D=2 and
-    slower up to D=8 (K tiny GEMMs instead of one).
+    a quarter of the flops. Measured on one core, K=8, per 1e6 samples, one
+    GEMM -> two: float64 0.12 -> 0.09 s at D=16, 1.46 -> 0.96 s at D=64, but
+    0.004 -> 0.034 s at D=2 (K tiny GEMMs instead of one); float32 0.06 ->
+    0.09 s at D=16, 0.12 -> 0.10 s at D=24, 0.79 -> 0.48 s at D=64.
     """
-    return n_features // 2 if n_features >= 16 else 0
+    smallest = 16 if np.dtype(dtype).itemsize == 8 else 24
+    return n_features // 2 if n_features >= smallest else 0
 
 
 def _check_symmetric_pd(precision: Float, covariance_type: str) -> None:
@@ -231,7 +233,7 @@ class CovarianceModel(ABC):
 
     name: ClassVar[str]
 
-    def tile_bytes(self, n_features: int) -> int:
+    def tile_bytes(self, n_features: int, dtype: np.dtype) -> int:
         """Tile size of the per-block kernels, in bytes of rows x (components x features).
 
         Smaller tiles cost more Python calls (and GIL hand-offs under the threaded
@@ -411,12 +413,17 @@ class Full(CovarianceModel):
 
     name = "full"
 
-    def tile_bytes(self, n_features):
+    def tile_bytes(self, n_features, dtype):
         # Three (rows, K*D) temporaries per tile. Measured through Dask on 2
         # threads, N=1e6, float64: at D=16 (K=8 and 32) 2 MiB beats 1 MiB by
         # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row
-        # costs 16x the flops, 1 MiB beats 2 MiB by 13 % (cache).
-        return (2 << 20) if n_features < 32 else (1 << 20)
+        # costs 16x the flops, 1 MiB beats 2 MiB by 13 % (cache). float32 wants
+        # the same rows, not the same bytes (one core, K=8, GEMMs and second
+        # moments: D=64 1.1 s per 1e6
+        # samples at 256 rows against 1.4 s at 512; D=16 0.18 s at 2048, 0.22 s
+        # at 4096).
+        rows_bytes = (2 << 20) if n_features < 32 else (1 << 20)
+        return rows_bytes * np.dtype(dtype).itemsize // 8
 
     def covariances_shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
@@ -461,7 +468,7 @@ class Full(CovarianceModel):
             axis=1,
         ).astype(dtype)
         ones = np.ones(n_features, dtype=dtype)
-        h = _left_columns(n_features)
+        h = _left_columns(n_features, dtype)
         if not h:  # one GEMM with the factors side by side, (D+1, K*D)
             return (
                 None,

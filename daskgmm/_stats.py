@@ -194,7 +194,7 @@ class SuffStats:
 def _tile_rows(model: CovarianceModel, n_components: int, n_features: int, dtype: np.dtype) -> int:
     """Rows per tile: ``model.tile_bytes()`` of rows x (components x features) elements."""
     per_row = max(1, n_components * n_features) * np.dtype(dtype).itemsize
-    return int(min(8192, max(256, model.tile_bytes(n_features) // per_row)))
+    return int(min(8192, max(256, model.tile_bytes(n_features, dtype) // per_row)))
 
 
 def _raise_nonfinite(X: Float, row_offset: int | None) -> None:

@@ -144,6 +144,20 @@ def test_float32_blocks_accumulate_in_float64(rng, ct):
     assert s32.loglik == pytest.approx(s64.loglik, rel=1e-5)
 
 
+@pytest.mark.parametrize("n_features", [16, 24, 64])
+def test_float32_full_kernel_layouts_agree_with_float64(rng, n_features):
+    """float32 switches to two GEMMs at D=24, float64 at D=16 (different tiles too)."""
+    data = RandomData(rng, n_samples=3000, n_components=3, n_features=n_features, scale=4)
+    X = data.X["full"]
+    ep = EStepParams.from_params(_params(data, "full"))
+    s64 = suffstats_chunk(X, ep)
+    s32 = suffstats_chunk(X.astype(np.float32), ep)
+    np.testing.assert_allclose(s32.nk, s64.nk, rtol=1e-4)
+    np.testing.assert_allclose(s32.s1, s64.s1, atol=1e-4 * np.abs(X).max() * len(X))
+    np.testing.assert_allclose(s32.s2, s64.s2, rtol=1e-3, atol=1e-4 * np.abs(s64.s2).max())
+    assert s32.loglik == pytest.approx(s64.loglik, rel=1e-5)
+
+
 def test_sample_weight_scales_responsibilities(rng):
     data = RandomData(rng, n_samples=100, n_components=2, n_features=2)
     X = data.X["full"]
