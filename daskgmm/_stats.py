@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -152,6 +152,11 @@ class EStepParams:
         )
 
 
+def _sum_fields(a: Any, b: Any) -> Any:
+    """Field-by-field sum of two instances of one statistics dataclass."""
+    return type(a)(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(a)))
+
+
 @dataclass(frozen=True, eq=False)
 class SuffStats:
     """Partial sufficient statistics of a set of samples; ``+`` merges two sets.
@@ -181,14 +186,7 @@ class SuffStats:
     n_samples: int
 
     def __add__(self, other: SuffStats) -> SuffStats:
-        return SuffStats(
-            self.nk + other.nk,
-            self.s1 + other.s1,
-            self.s2 + other.s2,
-            self.loglik + other.loglik,
-            self.weight_sum + other.weight_sum,
-            self.n_samples + other.n_samples,
-        )
+        return _sum_fields(self, other)
 
 
 def _tile_rows(model: CovarianceModel, n_components: int, n_features: int, dtype: np.dtype) -> int:
@@ -464,12 +462,7 @@ class KMeansStats:
     weight_sum: float
 
     def __add__(self, other: KMeansStats) -> KMeansStats:
-        return KMeansStats(
-            self.nk + other.nk,
-            self.s1 + other.s1,
-            self.inertia + other.inertia,
-            self.weight_sum + other.weight_sum,
-        )
+        return _sum_fields(self, other)
 
 
 def kmeans_stats_chunk(
