@@ -168,6 +168,9 @@ class _WhitenedAccumulator(Accumulator):
     def __init__(self, model, deltas, dtype, precisions_cholesky):
         super().__init__(model, deltas, dtype)
         self.precisions_cholesky = precisions_cholesky
+        # rows of Y_k computed in full; the rows below take the block right of
+        # the diagonal only, and finish() mirrors the rest
+        self.split = deltas.shape[1] // 2
 
     def add(self, Xc, resp, ws):
         y = ws.last("whitened")
@@ -183,7 +186,7 @@ class _WhitenedAccumulator(Accumulator):
         # NumPy on GEMM (for A.T @ A it calls SYRK, 1.3x slower here), and the
         # skipped block saves a quarter of the flops: 25-30 % of this step at
         # D=16 and 64 (K=8, one core).
-        h = n_features // 2
+        h = self.split
         for rows, a, b in (
             (slice(0, h), ry[:, :, :h], y3),
             (slice(h, None), ry[:, :, h:], y3[:, :, h:]),
@@ -197,7 +200,7 @@ class _WhitenedAccumulator(Accumulator):
                 )
 
     def finish(self):
-        h = self.s2.shape[1] // 2
+        h = self.split
         self.s2[:, h:, :h] = self.s2[:, :h, h:].transpose(0, 2, 1)
         # S = U^{-T} Y U^{-1}: two batched solves with U^T (K tiny D x D systems)
         factors_t = self.precisions_cholesky.transpose(0, 2, 1)
@@ -419,9 +422,8 @@ class Full(CovarianceModel):
         # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row
         # costs 16x the flops, 1 MiB beats 2 MiB by 13 % (cache). float32 wants
         # the same rows, not the same bytes (one core, K=8, GEMMs and second
-        # moments: D=64 1.1 s per 1e6
-        # samples at 256 rows against 1.4 s at 512; D=16 0.18 s at 2048, 0.22 s
-        # at 4096).
+        # moments: D=64 1.1 s per 1e6 samples at 256 rows against 1.4 s at 512;
+        # D=16 0.18 s at 2048, 0.22 s at 4096).
         rows_bytes = (2 << 20) if n_features < 32 else (1 << 20)
         return rows_bytes * np.dtype(dtype).itemsize // 8
 
