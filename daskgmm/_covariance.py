@@ -143,8 +143,12 @@ class Accumulator:
         self.s1 += t1
         self.s2 += t2
 
-    def finish(self) -> tuple[Float, Float]:
-        """``(s1, s2)`` of all tiles added, as :meth:`CovarianceModel.accumulate` defines them."""
+    def finish(self, nk: Float) -> tuple[Float, Float]:
+        """``(s1, s2)`` of all tiles added, as :meth:`CovarianceModel.accumulate` defines them.
+
+        ``nk`` is the block's summed (weighted) responsibilities, for accumulators
+        that move their sums to the means once per block instead of per tile.
+        """
         return self.s1, self.s2
 
 
@@ -169,8 +173,11 @@ class _WhitenedAccumulator(Accumulator):
         super().__init__(model, deltas, dtype)
         self.precisions_cholesky = precisions_cholesky
         # rows of Y_k computed in full; the rows below take the block right of
-        # the diagonal only, and finish() mirrors the rest
-        self.split = deltas.shape[1] // 2
+        # the diagonal only, and finish() mirrors the rest. Where the E-step
+        # keeps one GEMM (small D), one product of all rows is faster too:
+        # float32, D=16, K=8, one core: 0.047 s per 1e6 samples against 0.069 s.
+        n_features = deltas.shape[1]
+        self.split = n_features // 2 if _left_columns(n_features, dtype) else n_features
 
     def add(self, Xc, resp, ws):
         y = ws.last("whitened")
@@ -178,7 +185,8 @@ class _WhitenedAccumulator(Accumulator):
         n_features = Xc.shape[1]
         if y is None or y.shape != (n, n_components * n_features):
             raise RuntimeError("add() must follow squared_mahalanobis() of the same tile")
-        self.s1 += _first_moment(Xc, resp, self.deltas_x)
+        # sum r (x - c) per tile; finish() moves it to the means once per block
+        self.s1 += resp.T @ Xc
         y3 = y.reshape(n, n_components, n_features)
         ry = np.multiply(y3, resp[:, :, None], out=ws.take("weighted", y3.shape, y.dtype))
         # Y_k = (r y_k)^T y_k, by rows: the first h rows in full, then the block
@@ -199,7 +207,8 @@ class _WhitenedAccumulator(Accumulator):
                     a.transpose(1, 2, 0), b.transpose(1, 0, 2), out=out
                 )
 
-    def finish(self):
+    def finish(self, nk):
+        self.s1 -= nk[:, None] * self.deltas
         h = self.split
         self.s2[:, h:, :h] = self.s2[:, :h, h:].transpose(0, 2, 1)
         # S = U^{-T} Y U^{-1}: two batched solves with U^T (K tiny D x D systems)
@@ -207,6 +216,16 @@ class _WhitenedAccumulator(Accumulator):
         m = np.linalg.solve(factors_t, self.s2)
         m = np.linalg.solve(factors_t, m.transpose(0, 2, 1))
         return self.s1, 0.5 * (m + m.transpose(0, 2, 1))
+
+
+def _is_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are the same view of the same memory."""
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
 
 
 def _left_columns(n_features: int, dtype: np.dtype) -> int:
@@ -318,6 +337,10 @@ class CovarianceModel(ABC):
         dtype : numpy.dtype
             The dtype of the data block.
         """
+
+    def centre(self, tile: Float, shift: Float, ws: Workspace) -> Float:
+        """``tile - shift`` in a workspace array (the ``Xc`` of the other methods)."""
+        return np.subtract(tile, shift, out=ws.take("xc", tile.shape, tile.dtype))
 
     @abstractmethod
     def squared_mahalanobis(self, Xc: Float, prepared: tuple, ws: Workspace | None = None) -> Float:
@@ -483,13 +506,21 @@ class Full(CovarianceModel):
             ones,
         )
 
+    def centre(self, tile, shift, ws):
+        # straight into the columns of [1, x - c] that the E-step GEMM reads
+        augmented = ws.take("augmented", (tile.shape[0], tile.shape[1] + 1), tile.dtype)
+        augmented[:, 0] = 1.0
+        return np.subtract(tile, shift, out=augmented[:, 1:])
+
     def squared_mahalanobis(self, Xc, prepared, ws=None):
         ws = ws or Workspace()
         left, right, ones = prepared
         n, n_features = Xc.shape
-        augmented = ws.take("augmented", (n, n_features + 1), Xc.dtype)
-        augmented[:, 0] = 1.0
-        augmented[:, 1:] = Xc
+        augmented = ws.last("augmented")
+        if augmented is None or not _is_view(Xc, augmented[:, 1:]):
+            augmented = ws.take("augmented", (n, n_features + 1), Xc.dtype)
+            augmented[:, 0] = 1.0
+            augmented[:, 1:] = Xc
         # y[n, k*D:(k+1)*D] = U_k^T (x_n - mu_k), kept for _WhitenedAccumulator
         n_components = right.shape[-1] // n_features if left is None else len(right)
         y = ws.take("whitened", (n, n_components * n_features), Xc.dtype)

@@ -256,7 +256,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
-        Xc = np.subtract(tile, shift, out=ws.take("xc", tile.shape, X.dtype))
+        Xc = model.centre(tile, shift, ws)
         with np.errstate(invalid="ignore", over="ignore"):
             out[start : start + step] = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         if not np.all(np.isfinite(out[start : start + step])):
@@ -311,7 +311,8 @@ def _accumulate_chunk(
     """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
 
     ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``.
-    A non-finite score is traced back to NaN/inf in ``X`` (no extra pass).
+    A non-finite score is traced back to NaN/inf in ``X`` (no extra pass: the
+    float64 sum of the scores is finite exactly when all of them are).
     """
     n_samples, n_features = X.shape
     n_components = accumulator.deltas.shape[0]
@@ -323,10 +324,11 @@ def _accumulate_chunk(
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
-        Xc = np.subtract(tile, shift_x, out=ws.take("xc", tile.shape, X.dtype))
+        Xc = accumulator.model.centre(tile, shift_x, ws)
         with np.errstate(invalid="ignore", over="ignore", under="ignore"):
             resp, score = responsibilities(Xc, start, ws)
-        if not np.all(np.isfinite(score)):
+        total = float(np.sum(score, dtype=np.float64))
+        if not math.isfinite(total):
             _raise_nonfinite(tile, row_offset + start)
             raise FloatingPointError(
                 "Non-finite log-likelihood for finite input; the data or parameters "
@@ -334,7 +336,7 @@ def _accumulate_chunk(
             )
         if sample_weight is None:
             weight_sum += len(tile)
-            loglik += float(np.sum(score, dtype=np.float64))
+            loglik += total
         else:
             w = sample_weight[start : start + step]
             resp *= w[:, None].astype(resp.dtype)
@@ -342,7 +344,7 @@ def _accumulate_chunk(
             loglik += float(w.astype(np.float64) @ score.astype(np.float64))
         nk += np.ones(len(resp), dtype=resp.dtype) @ resp
         accumulator.add(Xc, resp, ws)
-    return SuffStats(nk, *accumulator.finish(), loglik, weight_sum, n_samples)
+    return SuffStats(nk, *accumulator.finish(nk), loglik, weight_sum, n_samples)
 
 
 def suffstats_chunk(
