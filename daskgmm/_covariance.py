@@ -156,11 +156,12 @@ class _WhitenedAccumulator(Accumulator):
     """Full-covariance second moments from the E-step's whitened products.
 
     :meth:`Full.squared_mahalanobis` leaves ``y_nk = U_k^T (x_n - mu_k)`` of the
-    tile in the workspace. Scaled by ``r_nk``, two batched products give
-    ``Y_k = sum_n r_nk y_nk y_nk^T = U_k^T S_k U_k`` for all components (its
-    blocks on and above the diagonal), and at the end of the block
-    ``S_k = U_k^{-T} Y_k U_k^{-1}``. This replaces K subtractions, scalings and
-    SYRKs per tile by one broadcast product and two batched GEMMs.
+    tile in the workspace. Scaled by ``r_nk``, one or two batched products give
+    ``Y_k = sum_n r_nk y_nk y_nk^T = U_k^T S_k U_k`` for all components (from
+    D=16, float64, or D=24, float32: only its blocks on and above the
+    diagonal), and at the end of the block ``S_k = U_k^{-T} Y_k U_k^{-1}``.
+    This replaces K subtractions, scalings and SYRKs per tile by one broadcast
+    product and one or two batched GEMMs.
 
     Accuracy: ``y`` carries the E-step's rounding, ``eps`` times the whitened
     distance ``L`` of the component's mean from the shift, so ``S_k`` is exact
@@ -208,14 +209,14 @@ class _WhitenedAccumulator(Accumulator):
                 )
 
     def finish(self, nk):
-        self.s1 -= nk[:, None] * self.deltas
+        s1 = self.s1 - nk[:, None] * self.deltas
         h = self.split
         self.s2[:, h:, :h] = self.s2[:, :h, h:].transpose(0, 2, 1)
         # S = U^{-T} Y U^{-1}: two batched solves with U^T (K tiny D x D systems)
         factors_t = self.precisions_cholesky.transpose(0, 2, 1)
         m = np.linalg.solve(factors_t, self.s2)
         m = np.linalg.solve(factors_t, m.transpose(0, 2, 1))
-        return self.s1, 0.5 * (m + m.transpose(0, 2, 1))
+        return s1, 0.5 * (m + m.transpose(0, 2, 1))
 
 
 def _is_view(a: np.ndarray, b: np.ndarray) -> bool:
