@@ -189,12 +189,6 @@ class SuffStats:
         return _sum_fields(self, other)
 
 
-def _tile_rows(model: CovarianceModel, n_components: int, n_features: int, dtype: np.dtype) -> int:
-    """Rows per tile: ``model.tile_bytes()`` of rows x (components x features) elements."""
-    per_row = max(1, n_components * n_features) * np.dtype(dtype).itemsize
-    return int(min(8192, max(256, model.tile_bytes(n_features, dtype) // per_row)))
-
-
 def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
     """Raise scikit-learn's error for NaN/inf in ``X``, naming the first bad row if known."""
 
@@ -252,7 +246,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     shift = ep.shift.astype(X.dtype)
     model = get_covariance_model(ep.covariance_type)
     prepared, offset = _log_prob_constants(ep, X.dtype)
-    step = _tile_rows(model, n_components, X.shape[1], X.dtype)
+    step = model.tile_rows(n_components, X.shape[1], X.dtype)
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
@@ -320,7 +314,7 @@ def _accumulate_chunk(
     loglik = 0.0
     weight_sum = 0.0
     shift_x = shift.astype(X.dtype)
-    step = _tile_rows(accumulator.model, n_components, n_features, X.dtype)
+    step = accumulator.model.tile_rows(n_components, n_features, X.dtype)
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
