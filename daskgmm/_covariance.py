@@ -219,6 +219,13 @@ class _WhitenedAccumulator(Accumulator):
         return s1, 0.5 * (m + m.transpose(0, 2, 1))
 
 
+def _copy_to(ws: Workspace, name: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` converted to ``dtype`` in a workspace array."""
+    out = ws.take(name, a.shape, dtype)
+    out[...] = a
+    return out
+
+
 def _is_view(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``a`` and ``b`` are the same view of the same memory."""
     return (
@@ -622,18 +629,21 @@ class Tied(CovarianceModel):
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        ws = ws or Workspace()
         factor, cross, const = prepared
-        y = Xc @ factor
-        out = y @ cross
+        y = np.matmul(Xc, factor, out=ws.take("whitened", Xc.shape, Xc.dtype))
+        out = np.matmul(y, cross, out=ws.take("mahalanobis", (len(Xc), len(const)), Xc.dtype))
         out += np.einsum("nd,nd->n", y, y)[:, None]
         out += const
         np.maximum(out, 0.0, out=out)
         return out
 
     def accumulate(self, Xc, resp, deltas, ws=None):
+        ws = ws or Workspace()
         # One (D, D) second moment around the shift, weighted by each sample's
         # total responsibility; the M-step corrects it for every component mean.
-        weighted = Xc * np.sqrt(resp.sum(axis=1))[:, None]
+        root = np.sqrt(resp.sum(axis=1))
+        weighted = np.multiply(Xc, root[:, None], out=ws.take("weighted", Xc.shape, Xc.dtype))
         return _first_moment(Xc, resp, deltas), (weighted.T @ weighted).astype(np.float64)
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
@@ -678,13 +688,16 @@ class _Diagonal(CovarianceModel):
         return precisions
 
     def accumulate(self, Xc, resp, deltas, ws=None):
+        ws = ws or Workspace()
         # Expanded around the shift in float64, then moved to each mean:
         # sum r (x - d)^2 = sum r x^2 - 2 d * sum r x + nk d^2.
-        Xc = Xc.astype(np.float64, copy=False)
-        resp = resp.astype(np.float64, copy=False)
+        if Xc.dtype != np.float64:
+            Xc = _copy_to(ws, "x64", Xc, np.float64)
+            resp = _copy_to(ws, "resp64", resp, np.float64)
         nk = resp.sum(axis=0)
         rx = resp.T @ Xc
-        s2 = resp.T @ (Xc * Xc) - 2.0 * deltas * rx + nk[:, None] * deltas**2
+        squares = np.multiply(Xc, Xc, out=ws.take("squares64", Xc.shape, np.float64))
+        s2 = resp.T @ squares - 2.0 * deltas * rx + nk[:, None] * deltas**2
         return rx - nk[:, None] * deltas, s2
 
     def _diagonal_covariances(self, nk, s1, s2, reg_covar):
@@ -719,9 +732,12 @@ class Diag(_Diagonal):
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        ws = ws or Workspace()
         prec_t, cross, const = prepared
-        out = (Xc * Xc) @ prec_t
-        out += Xc @ cross
+        shape = (len(Xc), len(const))
+        squares = np.multiply(Xc, Xc, out=ws.take("squares", Xc.shape, Xc.dtype))
+        out = np.matmul(squares, prec_t, out=ws.take("mahalanobis", shape, Xc.dtype))
+        out += np.matmul(Xc, cross, out=ws.take("cross", shape, Xc.dtype))
         out += const
         np.maximum(out, 0.0, out=out)
         return out
@@ -764,8 +780,9 @@ class Spherical(_Diagonal):
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        ws = ws or Workspace()
         cross, const, prec = prepared
-        out = Xc @ cross
+        out = np.matmul(Xc, cross, out=ws.take("mahalanobis", (len(Xc), len(const)), Xc.dtype))
         out += np.einsum("nd,nd->n", Xc, Xc)[:, None]
         out += const
         np.maximum(out, 0.0, out=out)
