@@ -399,8 +399,9 @@ class CovarianceModel(ABC):
         s1 : ndarray of shape (n_components, n_features), float64
             ``sum_n r_nk (x_n - means_k)``.
         s2 : ndarray of shape :meth:`s2_shape`, float64
-            Second moment; ``full``/``diag``/``spherical`` around each mean,
-            ``tied`` around the shift, summed over components.
+            Second moment; ``full``/``diag`` around each mean, ``spherical``
+            around each mean and summed over features, ``tied`` around the
+            shift and summed over components.
         """
 
     def accumulator(
@@ -789,8 +790,28 @@ class Spherical(_Diagonal):
         out *= prec
         return out
 
+    def s2_shape(self, n_components, n_features):
+        return (n_components,)
+
+    def accumulate(self, Xc, resp, deltas, ws=None):
+        # sum_n r |x - d|^2 = sum_n r |x|^2 - 2 d . sum_n r x + nk |d|^2, in
+        # float64: the squared norms of the rows, not the squares of every feature.
+        ws = ws or Workspace()
+        if Xc.dtype != np.float64:
+            Xc = _copy_to(ws, "x64", Xc, np.float64)
+            resp = _copy_to(ws, "resp64", resp, np.float64)
+        nk = resp.sum(axis=0)
+        rx = resp.T @ Xc
+        s2 = (
+            np.einsum("nd,nd->n", Xc, Xc) @ resp
+            - 2.0 * np.einsum("kd,kd->k", deltas, rx)
+            + nk * np.einsum("kd,kd->k", deltas, deltas)
+        )
+        return rx - nk[:, None] * deltas, s2
+
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
-        return self._diagonal_covariances(nk, s1, s2, reg_covar).mean(axis=1)
+        mean_shift = s1 / nk[:, None]
+        return s2 / (nk * s1.shape[1]) - np.mean(mean_shift**2, axis=1) + reg_covar
 
     def sample(self, rng, means, covariances, counts):
         return Diag().sample(
