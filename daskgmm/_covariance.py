@@ -219,11 +219,15 @@ class _WhitenedAccumulator(Accumulator):
         return s1, 0.5 * (m + m.transpose(0, 2, 1))
 
 
-def _copy_to(ws: Workspace, name: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``a`` converted to ``dtype`` in a workspace array."""
-    out = ws.take(name, a.shape, dtype)
-    out[...] = a
-    return out
+def _float64_tile(Xc: Float, resp: Float, ws: Workspace) -> tuple[Float, Float]:
+    """``Xc`` and ``resp`` in float64: as they are, or copied into workspace arrays."""
+    if Xc.dtype == np.float64 and resp.dtype == np.float64:
+        return Xc, resp
+    x64 = ws.take("x64", Xc.shape, np.float64)
+    r64 = ws.take("resp64", resp.shape, np.float64)
+    x64[...] = Xc
+    r64[...] = resp
+    return x64, r64
 
 
 def _is_view(a: np.ndarray, b: np.ndarray) -> bool:
@@ -692,9 +696,7 @@ class _Diagonal(CovarianceModel):
         ws = ws or Workspace()
         # Expanded around the shift in float64, then moved to each mean:
         # sum r (x - d)^2 = sum r x^2 - 2 d * sum r x + nk d^2.
-        if Xc.dtype != np.float64:
-            Xc = _copy_to(ws, "x64", Xc, np.float64)
-            resp = _copy_to(ws, "resp64", resp, np.float64)
+        Xc, resp = _float64_tile(Xc, resp, ws)
         nk = resp.sum(axis=0)
         rx = resp.T @ Xc
         squares = np.multiply(Xc, Xc, out=ws.take("squares64", Xc.shape, np.float64))
@@ -797,9 +799,7 @@ class Spherical(_Diagonal):
         # sum_n r |x - d|^2 = sum_n r |x|^2 - 2 d . sum_n r x + nk |d|^2, in
         # float64: the squared norms of the rows, not the squares of every feature.
         ws = ws or Workspace()
-        if Xc.dtype != np.float64:
-            Xc = _copy_to(ws, "x64", Xc, np.float64)
-            resp = _copy_to(ws, "resp64", resp, np.float64)
+        Xc, resp = _float64_tile(Xc, resp, ws)
         nk = resp.sum(axis=0)
         rx = resp.T @ Xc
         s2 = (
