@@ -267,15 +267,16 @@ class CovarianceModel(ABC):
 
     name: ClassVar[str]
 
-    def tile_rows(self, n_components: int, n_features: int, dtype: np.dtype) -> int:
+    def tile_rows(self, n_components: int, n_features: int) -> int:
         """Rows per tile of the per-block kernels.
 
         Smaller tiles cost more Python calls (and GIL hand-offs under the
         threaded scheduler) per sample; larger ones fall out of cache. This
         default serves the models whose per-tile temporaries are (rows, K) and
         (rows, D): 4096 rows, fewer only where such a temporary would pass
-        8 MiB. Measured through two threads, N=1e6, against the former rule of
-        4 MiB of (rows, K*D), which gave 256-1024 rows at D=64 or K=32: diag
+        8 MiB in float64; float32 tiles take the same rows. Measured through
+        two threads, N=1e6, against the former rule of 4 MiB of (rows, K*D),
+        which gave 256-1024 rows at D=64 or K=32: diag
         D=64 K=32 1.20 -> 0.51 s per iteration (float64), 1.10 -> 0.36 s
         (float32); tied D=64 K=8 0.51 s either way (float64), 0.39 -> 0.25 s
         (float32); spherical D=64 K=32 1.21 -> 0.48 s; diag D=16 K=8 (4096
@@ -460,7 +461,7 @@ class Full(CovarianceModel):
 
     name = "full"
 
-    def tile_rows(self, n_components, n_features, dtype):
+    def tile_rows(self, n_components, n_features):
         # Three (rows, K*D) temporaries per tile. Measured through Dask on 2
         # threads, N=1e6, float64: at D=16 (K=8 and 32) 2 MiB beats 1 MiB by
         # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row

@@ -138,7 +138,7 @@ def test_a_block_of_many_tiles_adds_up_its_tiles(rng, ct):
     data = RandomData(rng, n_samples=20_000, n_components=3, n_features=3)
     X = data.X[ct]
     params = _params(data, ct)
-    assert params.model.tile_rows(3, 3, X.dtype) < len(X) // 2
+    assert params.model.tile_rows(3, 3) < len(X) // 2
     ep = EStepParams.from_params(params)
     whole = suffstats_chunk(X, ep)
     pieces = [suffstats_chunk(X[i : i + 1000], ep) for i in range(0, len(X), 1000)]
