@@ -250,7 +250,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
-        Xc = model.centre(tile, shift, ws)
+        Xc = model.centre(tile, shift, ws, prepared)
         with np.errstate(invalid="ignore", over="ignore"):
             out[start : start + step] = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         if not np.all(np.isfinite(out[start : start + step])):
@@ -301,10 +301,12 @@ def _accumulate_chunk(
     responsibilities: Callable[[Float, int, Workspace], tuple[Float, Float]],
     sample_weight: Float | None,
     row_offset: int,
+    prepared: tuple | None = None,
 ) -> SuffStats:
     """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
 
-    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``.
+    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``;
+    ``prepared`` is the model's E-step constants, if ``responsibilities`` uses them.
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass: the
     float64 sum of the scores is finite exactly when all of them are).
     """
@@ -318,7 +320,7 @@ def _accumulate_chunk(
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
-        Xc = accumulator.model.centre(tile, shift_x, ws)
+        Xc = accumulator.model.centre(tile, shift_x, ws, prepared)
         with np.errstate(invalid="ignore", over="ignore", under="ignore"):
             resp, score = responsibilities(Xc, start, ws)
         total = float(np.sum(score, dtype=np.float64))
@@ -378,8 +380,10 @@ def suffstats_chunk(
         wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         return wlp, _normalise_inplace(wlp)
 
-    accumulator = model.accumulator(ep.deltas, X.dtype, ep.precisions_cholesky)
-    return _accumulate_chunk(X, accumulator, ep.shift, responsibilities, sample_weight, row_offset)
+    accumulator = model.accumulator(ep.deltas, X.dtype, prepared)
+    return _accumulate_chunk(
+        X, accumulator, ep.shift, responsibilities, sample_weight, row_offset, prepared
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -228,16 +228,21 @@ def _centred_reference(X, ep, resp):
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-9), (np.float32, 2e-3)])
 @pytest.mark.parametrize("case", ["separated", "anisotropic", "offset"])
 @pytest.mark.parametrize("d", [5, 64], ids=["one-gemm", "split"])
-def test_full_second_moments_from_whitened_products_are_accurate(rng, dtype, tol, case, d):
-    """The E-step's whitened products give the centred moments, relative to each covariance.
+@pytest.mark.parametrize("plan", ["whitened", "quadratic"])
+def test_full_second_moments_from_the_estep_products_are_accurate(
+    rng, monkeypatch, dtype, tol, case, d, plan
+):
+    """The E-step's products give the centred moments, relative to each covariance.
 
     Hard cases for cancellation: means 300 standard deviations from the shift,
     covariances with condition number 1e4, data at 1e6 with unit spread. The
     error is measured in each component's own metric (``U^T dS U / n_k``), and the
-    per-component centred path (used by the initialisers) sets the bar. Measured:
-    float64 <= 6e-13, float32 <= 1.3e-4 (anisotropic; the centred path: 4e-5).
+    per-component centred path (used by the initialisers) sets the bar. Measured,
+    whitened: float64 <= 6e-13, float32 <= 1.3e-4 (anisotropic; the centred
+    path: 4e-5). The quadratic features (forced here; the E-step takes them only
+    where ``_use_quadratic`` allows) lose ``eps * reach**2``, as documented.
     """
-    from daskgmm._covariance import Workspace, get_covariance_model
+    import daskgmm._covariance as cov
     from daskgmm._stats import _log_prob_constants, _normalise_inplace, _weighted_log_prob_centred
 
     n = 3000
@@ -255,19 +260,21 @@ def test_full_second_moments_from_whitened_products_are_accurate(rng, dtype, tol
     params = GMMParams.from_covariances("full", np.full(3, 1 / 3), means + 0.1, covs * 1.2)
     ep = EStepParams.from_params(params)
     Xc = (X - ep.shift).astype(dtype)
-    model = get_covariance_model("full")
+    model = cov.get_covariance_model("full")
+    monkeypatch.setattr(cov, "_use_quadratic", lambda *args: plan == "quadratic")
     prepared, offset = _log_prob_constants(ep, Xc.dtype)
+    assert isinstance(prepared, cov._QuadraticPlan) == (plan == "quadratic")
 
-    def moments(whitened):
-        ws = Workspace()
+    def moments(estep):
+        ws = cov.Workspace()
         resp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         _normalise_inplace(resp)
-        acc = model.accumulator(ep.deltas, Xc.dtype, ep.precisions_cholesky if whitened else None)
+        acc = model.accumulator(ep.deltas, Xc.dtype, prepared if estep else None)
         acc.add(Xc, resp, ws)
         return acc.finish(resp.sum(axis=0).astype(float))[1], resp.astype(float)
 
-    got, resp = moments(whitened=True)
-    centred, _ = moments(whitened=False)
+    got, resp = moments(estep=True)
+    centred, _ = moments(estep=False)
     expected = _centred_reference(X, ep, resp)
     nk = resp.sum(axis=0)
     U = ep.precisions_cholesky
@@ -275,8 +282,27 @@ def test_full_second_moments_from_whitened_products_are_accurate(rng, dtype, tol
     def error(s2):
         return max(np.abs(U[k].T @ (s2[k] - expected[k]) @ U[k]).max() / nk[k] for k in range(3))
 
-    assert error(got) < tol
-    assert error(got) < max(10 * error(centred), 1e-12)
+    if plan == "whitened":
+        assert error(got) < tol
+        assert error(got) < max(10 * error(centred), 1e-12)
+    else:
+        reach = np.linalg.norm(np.einsum("kd,kde->ke", ep.deltas, U), axis=1).max()
+        assert error(got) < 10 * np.finfo(dtype).eps * (reach + np.sqrt(d) + 3) ** 2
+
+
+def test_quadratic_features_are_chosen_by_shape_and_reach():
+    """Small D against K, and means near the shift (in float32: within ~29 sigma)."""
+    from daskgmm._covariance import _use_quadratic
+
+    def use(k, d, distance, dtype):
+        deltas = np.zeros((k, d))
+        deltas[0, 0] = distance
+        return _use_quadratic(deltas, np.stack([np.eye(d)] * k), dtype)
+
+    assert use(8, 16, 5.0, np.float32) and use(8, 24, 5.0, np.float64)
+    assert not use(8, 25, 5.0, np.float64) and use(32, 64, 5.0, np.float64)
+    assert use(3, 5, 20.0, np.float32) and not use(3, 5, 30.0, np.float32)
+    assert use(3, 5, 600.0, np.float64) and not use(3, 5, 700.0, np.float64)
 
 
 def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
@@ -284,9 +310,11 @@ def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
 
     data = RandomData(rng, n_samples=20, n_components=2, n_features=3)
     ep = EStepParams.from_params(_params(data, "full"))
-    acc = get_covariance_model("full").accumulator(ep.deltas, np.float64, ep.precisions_cholesky)
+    model = get_covariance_model("full")
+    prepared = model.prepare(ep.deltas, ep.precisions_cholesky, np.float64)
+    acc = model.accumulator(ep.deltas, np.float64, prepared)
     with pytest.raises(RuntimeError, match="must follow squared_mahalanobis"):
-        acc.add(data.X["full"], np.full((20, 2), 0.5), Workspace())
+        acc.add(data.X["full"] - ep.shift, np.full((20, 2), 0.5), Workspace())
 
 
 def test_kmeans_stats_match_the_nearest_centre_definition(rng):
