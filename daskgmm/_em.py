@@ -1,7 +1,7 @@
 """The EM loop: map + tree-reduce + M-step + convergence + callbacks.
 
 Each iteration is exactly one ``dask.compute``: the per-block E-step fused with
-the statistics (:func:`daskgmm._stats.suffstats_chunk`), for every unfinished
+the statistics (:func:`daskgmm._stats.suffstats_chunk_many`), for every unfinished
 restart from the same read of the block, added up by a tree
 (:func:`daskgmm._reduction.map_reduce`). The M-step runs on the driver. The
 log-likelihood reported for iteration ``t`` is that of the parameters the
@@ -17,13 +17,26 @@ from collections.abc import Callable, Sequence
 
 import dask.array as da
 
-from ._reduction import map_reduce_per_restart
+from ._reduction import map_reduce
 from ._state import EMResult, IterationInfo
-from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk
+from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 
 __all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many"]
 
 logger = logging.getLogger(__name__)
+
+
+def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
+    """E-step constants of the restarts of one pass, all around one shift.
+
+    One shift lets the pass centre every tile once for all restarts: the first
+    restart's own (the weighted mean of its means; restarts of one dataset
+    have theirs close together), so that it computes exactly as it would alone.
+    A restart whose means sit too far from it for the quadratic features takes
+    the whitened path (:func:`daskgmm._covariance._use_quadratic`).
+    """
+    first = EStepParams.from_params(params[0])
+    return (first, *(EStepParams.from_params(p, first.shift) for p in params[1:]))
 
 
 def fit_em_many(
@@ -77,14 +90,10 @@ def fit_em_many(
         if not active:
             return states
         tic = time.perf_counter()
-        eps = tuple(EStepParams.from_params(states[i].params) for i in active)
-        totals = map_reduce_per_restart(
-            X,
-            suffstats_chunk,
-            [(ep,) for ep in eps],
-            sample_weight=sample_weight,
-            split_every=split_every,
-        )
+        eps = _estep_params([states[i].params for i in active])
+        totals = map_reduce(
+            X, suffstats_chunk_many, eps, sample_weight=sample_weight, split_every=split_every
+        ).parts
         seconds = time.perf_counter() - tic
         infos = []
         for i, ep, stats in zip(active, eps, totals, strict=True):

@@ -10,7 +10,7 @@ initialisers: :func:`hard_assignment_stats_chunk` (k-means) and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "per_restart_chunk",
     "random_resp_stats_chunk",
     "suffstats_chunk",
+    "suffstats_chunk_many",
 ]
 
 Float = NDArray[np.floating]
@@ -138,8 +139,14 @@ class EStepParams:
     log_det: Float
 
     @classmethod
-    def from_params(cls, params: GMMParams) -> EStepParams:
-        shift = params.weights @ params.means / params.weights.sum()
+    def from_params(cls, params: GMMParams, shift: Float | None = None) -> EStepParams:
+        """Constants of ``params``, around ``shift`` (default: the weighted mean of the means).
+
+        Restarts that share a pass take one shift, so that their tiles are
+        centred once for all of them.
+        """
+        if shift is None:
+            shift = params.weights @ params.means / params.weights.sum()
         return cls(
             params.covariance_type,
             np.log(params.weights),
@@ -310,37 +317,62 @@ def _accumulate_chunk(
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass: the
     float64 sum of the scores is finite exactly when all of them are).
     """
+    (stats,) = _accumulate_chunk_many(
+        X, [(accumulator, responsibilities)], shift, sample_weight, row_offset, prepared
+    )
+    return stats
+
+
+def _accumulate_chunk_many(
+    X: Float,
+    parts: Sequence[tuple[Accumulator, Callable[[Float, int, Workspace], tuple[Float, Float]]]],
+    shift: Float,
+    sample_weight: Float | None,
+    row_offset: int,
+    prepared: tuple | None = None,
+) -> list[SuffStats]:
+    """:func:`_accumulate_chunk` for several ``(accumulator, responsibilities)`` at once.
+
+    Each tile is read and centred once (around the one ``shift``, laid out for
+    ``prepared``) for all of them, in turn: models keep their per-tile products
+    in the one workspace, so every ``responsibilities`` call is followed by its
+    own ``add`` before the next starts.
+    """
     n_samples, n_features = X.shape
-    n_components = accumulator.deltas.shape[0]
-    nk = np.zeros(n_components)
-    loglik = 0.0
+    model = parts[0][0].model
+    n_components = max(acc.deltas.shape[0] for acc, _ in parts)
+    nk = [np.zeros(acc.deltas.shape[0]) for acc, _ in parts]
+    loglik = [0.0] * len(parts)
     weight_sum = 0.0
     shift_x = shift.astype(X.dtype)
-    step = accumulator.model.tile_rows(n_components, n_features)
+    step = model.tile_rows(n_components, n_features)
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
-        Xc = accumulator.model.centre(tile, shift_x, ws, prepared)
-        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-            resp, score = responsibilities(Xc, start, ws)
-        total = float(np.sum(score, dtype=np.float64))
-        if not math.isfinite(total):
-            _raise_nonfinite(tile, row_offset + start)
-            raise FloatingPointError(
-                "Non-finite log-likelihood for finite input; the data or parameters "
-                "overflow. Scale the input data."
-            )
-        if sample_weight is None:
-            weight_sum += len(tile)
-            loglik += total
-        else:
-            w = sample_weight[start : start + step]
-            resp *= w[:, None].astype(resp.dtype)
-            weight_sum += float(np.sum(w, dtype=np.float64))
-            loglik += float(w.astype(np.float64) @ score.astype(np.float64))
-        nk += np.ones(len(resp), dtype=resp.dtype) @ resp
-        accumulator.add(Xc, resp, ws)
-    return SuffStats(nk, *accumulator.finish(nk), loglik, weight_sum, n_samples)
+        Xc = model.centre(tile, shift_x, ws, prepared)
+        w = None if sample_weight is None else sample_weight[start : start + step]
+        weight_sum += len(tile) if w is None else float(np.sum(w, dtype=np.float64))
+        for i, (accumulator, responsibilities) in enumerate(parts):
+            with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+                resp, score = responsibilities(Xc, start, ws)
+            total = float(np.sum(score, dtype=np.float64))
+            if not math.isfinite(total):
+                _raise_nonfinite(tile, row_offset + start)
+                raise FloatingPointError(
+                    "Non-finite log-likelihood for finite input; the data or parameters "
+                    "overflow. Scale the input data."
+                )
+            if w is None:
+                loglik[i] += total
+            else:
+                resp *= w[:, None].astype(resp.dtype)
+                loglik[i] += float(w.astype(np.float64) @ score.astype(np.float64))
+            nk[i] += np.ones(len(resp), dtype=resp.dtype) @ resp
+            accumulator.add(Xc, resp, ws)
+    return [
+        SuffStats(nk[i], *acc.finish(nk[i]), loglik[i], weight_sum, n_samples)
+        for i, (acc, _) in enumerate(parts)
+    ]
 
 
 def suffstats_chunk(
@@ -373,17 +405,42 @@ def suffstats_chunk(
         If the block holds NaN or infinite values.
     """
 
+    (stats,) = _suffstats_many(X, (ep,), sample_weight, row_offset)
+    return stats
+
+
+def _estep_part(ep: EStepParams, dtype: np.dtype) -> tuple[tuple, Accumulator, Callable]:
+    """The E-step constants, accumulator and responsibilities of one restart."""
     model = get_covariance_model(ep.covariance_type)
-    prepared, offset = _log_prob_constants(ep, X.dtype)
+    prepared, offset = _log_prob_constants(ep, dtype)
 
     def responsibilities(Xc, start, ws):
         wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
         return wlp, _normalise_inplace(wlp)
 
-    accumulator = model.accumulator(ep.deltas, X.dtype, prepared)
-    return _accumulate_chunk(
-        X, accumulator, ep.shift, responsibilities, sample_weight, row_offset, prepared
-    )
+    return prepared, model.accumulator(ep.deltas, dtype, prepared), responsibilities
+
+
+def _suffstats_many(
+    X: Float, eps: Sequence[EStepParams], sample_weight: Float | None, row_offset: int
+) -> list[SuffStats]:
+    out: list[SuffStats | None] = [None] * len(eps)
+    groups: dict[tuple, list[int]] = {}
+    for i, ep in enumerate(eps):  # restarts with one shift and type share the tiles
+        groups.setdefault((ep.covariance_type, ep.shift.tobytes()), []).append(i)
+    for members in groups.values():
+        parts = [_estep_part(eps[i], X.dtype) for i in members]
+        stats = _accumulate_chunk_many(
+            X,
+            [(acc, resp) for _, acc, resp in parts],
+            eps[members[0]].shift,
+            sample_weight,
+            row_offset,
+            parts[0][0],
+        )
+        for i, st in zip(members, stats, strict=True):
+            out[i] = st
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)
@@ -394,6 +451,22 @@ class ManyStats:
 
     def __add__(self, other: ManyStats) -> ManyStats:
         return ManyStats(tuple(a + b for a, b in zip(self.parts, other.parts, strict=True)))
+
+
+def suffstats_chunk_many(
+    X: Float,
+    eps: tuple[EStepParams, ...],
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> ManyStats:
+    """:func:`suffstats_chunk` of several restarts from one read of the block.
+
+    Restarts with the same shift (see :meth:`EStepParams.from_params`) and
+    covariance type also share each tile's centring, and for ``full`` on
+    quadratic features the features themselves: only the two GEMMs and the
+    normalisation run per restart.
+    """
+    return ManyStats(tuple(_suffstats_many(X, eps, sample_weight, row_offset)))
 
 
 def per_restart_chunk(

@@ -19,6 +19,7 @@ from daskgmm._stats import (
     estimate_weighted_log_prob,
     m_step,
     suffstats_chunk,
+    suffstats_chunk_many,
     uniform_rows,
 )
 
@@ -148,6 +149,54 @@ def test_a_block_of_many_tiles_adds_up_its_tiles(rng, ct):
             getattr(parts, name), getattr(whole, name), rtol=1e-10, atol=1e-8
         )
     assert parts.loglik == pytest.approx(whole.loglik, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_restarts_sharing_tiles_compute_as_alone(rng, ct, dtype):
+    """Restarts of one pass share each tile's centring (and full's quadratic features).
+
+    Four restarts: two around one shift on the quadratic path, one around that
+    shift with means far from it (whitened path for full: its tiles are laid out
+    for the first restart's features), one around its own shift; with weights.
+    Each equals its own pass, to the bit where its arithmetic is the same.
+    """
+    from daskgmm._covariance import _QuadraticPlan
+    from daskgmm._stats import _log_prob_constants
+
+    means = rng.uniform(-3, 3, size=(3, 4))
+    X = (means[rng.randint(0, 3, size=3000)] + rng.normal(size=(3000, 4))).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=len(X))
+    scales = np.array([1.0, 1.5, 0.7])
+    covariances = {
+        "full": scales[:, None, None] * np.eye(4),
+        "tied": np.eye(4),
+        "diag": np.outer(scales, np.ones(4)),
+        "spherical": scales,
+    }[ct]
+    base = GMMParams.from_covariances(ct, np.full(3, 1 / 3), means, covariances)
+    moved = GMMParams.from_covariances(ct, base.weights, means + 0.3, covariances)
+    far = GMMParams.from_covariances(ct, base.weights, means * 1000.0, covariances)
+    shift = EStepParams.from_params(base).shift
+    eps = (
+        EStepParams.from_params(base),
+        EStepParams.from_params(moved, shift),
+        EStepParams.from_params(far, shift),
+        EStepParams.from_params(moved),
+    )
+    if ct == "full":
+        plans = [isinstance(_log_prob_constants(ep, X.dtype)[0], _QuadraticPlan) for ep in eps]
+        assert plans == [True, True, False, True]
+    shared = suffstats_chunk_many(X, eps, sample_weight=w, row_offset=5).parts
+    for ep, got in zip(eps, shared, strict=True):
+        alone = suffstats_chunk(X, ep, sample_weight=w, row_offset=5)
+        for name in ("nk", "s1", "s2"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name))
+        assert (got.loglik, got.weight_sum, got.n_samples) == (
+            alone.loglik,
+            alone.weight_sum,
+            alone.n_samples,
+        )
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
