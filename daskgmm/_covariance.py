@@ -17,7 +17,9 @@ Sufficient statistics are accumulated around the current means:
 depends on the type, see :meth:`CovarianceModel.s2_shape`). They are float64
 whatever the dtype of the data. A block's tiles are summed by the model's
 :class:`Accumulator`; for ``full`` in the E-step it reuses the E-step's
-whitened products ``U_k^T (x - mu_k)`` instead of forming ``x - mu_k`` again.
+products instead of forming ``x - mu_k`` again: the quadratic features
+``[z, z_i z_j, 1]`` of the samples where ``D <= 2K + 8`` and the means are near
+the shift (:func:`_use_quadratic`), else the whitened ``U_k^T (x - mu_k)``.
 """
 
 from __future__ import annotations
