@@ -308,17 +308,15 @@ def _accumulate_chunk(
     responsibilities: Callable[[Float, int, Workspace], tuple[Float, Float]],
     sample_weight: Float | None,
     row_offset: int,
-    prepared: tuple | None = None,
 ) -> SuffStats:
     """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
 
-    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``;
-    ``prepared`` is the model's E-step constants, if ``responsibilities`` uses them.
+    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``.
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass: the
     float64 sum of the scores is finite exactly when all of them are).
     """
     (stats,) = _accumulate_chunk_many(
-        X, [(accumulator, responsibilities)], shift, sample_weight, row_offset, prepared
+        X, [(accumulator, responsibilities)], shift, sample_weight, row_offset
     )
     return stats
 
@@ -336,7 +334,8 @@ def _accumulate_chunk_many(
     Each tile is read and centred once (around the one ``shift``, laid out for
     ``prepared``) for all of them, in turn: models keep their per-tile products
     in the one workspace, so every ``responsibilities`` call is followed by its
-    own ``add`` before the next starts.
+    own ``add`` before the next starts. ``prepared`` is the first part's
+    E-step constants (:meth:`CovarianceModel.prepare`), if it has any.
     """
     n_samples, n_features = X.shape
     model = parts[0][0].model
