@@ -92,13 +92,15 @@ def _kmeans_parallel_chunk(
     shift: Float,
     cost: float,
     key: int,
+    n_components: int,
     sample_weight: Float | None = None,
     row_offset: int = 0,
 ) -> _Candidates:
     """One k-means|| round on a block: cost of ``centers`` and the rows it samples.
 
     A row is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost``
-    is the (weighted) cost found by the previous pass (``0`` samples nothing).
+    is the (weighted) cost found by the previous pass (``0`` samples nothing) and
+    ``l = OVERSAMPLING * n_components``: about ``l`` rows per round in all.
     """
     picked = [np.empty((0, X.shape[1]))]
     total = 0.0
@@ -111,7 +113,7 @@ def _kmeans_parallel_chunk(
         total += float(np.sum(wd2, dtype=np.float64))
         if cost > 0:
             u = uniform_rows(key, row_offset + start, len(Xc), 1)[:, 0]
-            picked.append(tile[u < OVERSAMPLING * len(centers) * wd2 / cost].astype(np.float64))
+            picked.append(tile[u < OVERSAMPLING * n_components * wd2 / cost].astype(np.float64))
     return _Candidates(np.concatenate(picked), total, len(X))
 
 
@@ -178,7 +180,7 @@ def _kmeans_parallel_seeds(
         found = map_reduce_per_restart(
             X,
             _kmeans_parallel_chunk,
-            [(centers[i], shifts[i], costs[i], key) for i, key in zip(active, keys)],
+            [(centers[i], shifts[i], costs[i], key, n_components) for i, key in zip(active, keys)],
             sample_weight=sample_weight,
             name="daskgmm-kmeans-parallel",
         )

@@ -56,6 +56,26 @@ def test_kmeans_finds_separated_clusters(rng, method):
         assert adjusted_rand_score(data.Y, labels) > 0.99
 
 
+@pytest.mark.parametrize("n_components", [2, 200])
+def test_kmeans_parallel_draws_at_most_l_candidates_per_round(rng, n_components):
+    """k-means|| (Bahmani et al.): up to l = OVERSAMPLING * K candidates per round.
+
+    Fewer where the cost drops within a round (each round samples against the
+    previous pass's cost), but at least 2K. A factor of the current candidate
+    count instead (the first sessions' code) let them grow up to threefold a
+    round whatever K: here 40 for K=2 and for K=200 alike, too many for K=2
+    (up to 243: a slow sizes pass) and too few to choose 200 centres from.
+    """
+    from daskgmm._init import N_ROUNDS, OVERSAMPLING, _kmeans_parallel_seeds
+
+    data = RandomData(rng, n_samples=20000, n_components=3, n_features=2)
+    X = da.from_array(data.X["full"], chunks=3000)
+    centers, sizes = _kmeans_parallel_seeds(X, n_components, [np.random.RandomState(0)], None)
+    most = 1 + N_ROUNDS * OVERSAMPLING * n_components
+    assert 2 * n_components <= len(centers[0]) < 1.3 * most
+    assert sizes[0].sum() == len(X)
+
+
 def test_kmeans_never_brings_the_data_to_the_driver(rng, counting_scheduler):
     data = RandomData(rng, n_samples=20000, n_components=3, n_features=4)
     X = da.from_array(data.X["full"], chunks=2000)
