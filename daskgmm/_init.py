@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from ._covariance import get_covariance_model
+from ._covariance import Workspace, get_covariance_model
 from ._reduction import map_reduce, map_reduce_per_restart
 from ._stats import (
     GMMParams,
@@ -104,6 +104,7 @@ def _kmeans_parallel_chunk(
     """
     picked = [np.empty((0, X.shape[1]))]
     total = 0.0
+    ws = Workspace()
     # tile by tile, so the temporaries stay small whatever the block size
     for start, Xc, _, d2 in _nearest_tiles(X, centers, shift):
         tile = X[start : start + len(Xc)]
@@ -112,7 +113,7 @@ def _kmeans_parallel_chunk(
         wd2 = d2 if sample_weight is None else sample_weight[start : start + len(Xc)] * d2
         total += float(np.sum(wd2, dtype=np.float64))
         if cost > 0:
-            u = uniform_rows(key, row_offset + start, len(Xc), 1)[:, 0]
+            u = uniform_rows(key, row_offset + start, len(Xc), 1, ws)[:, 0]
             picked.append(tile[u < OVERSAMPLING * n_components * wd2 / cost].astype(np.float64))
     return _Candidates(np.concatenate(picked), total, len(X))
 
