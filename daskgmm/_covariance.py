@@ -730,6 +730,8 @@ class Full(CovarianceModel):
     def centre(self, tile, shift, ws, prepared=None):
         if isinstance(prepared, _QuadraticPlan):
             return self._features(tile, shift, ws)[:, : tile.shape[1]]
+        if prepared is None:  # no E-step follows: contiguous rows (accumulate gathers them)
+            return super().centre(tile, shift, ws)
         # straight into the columns of [1, x - c] that the E-step GEMM reads
         augmented = ws.take("augmented", (tile.shape[0], tile.shape[1] + 1), tile.dtype)
         augmented[:, 0] = 1.0
@@ -787,9 +789,17 @@ class Full(CovarianceModel):
         root = np.sqrt(resp, out=ws.take("root", resp.shape, resp.dtype))
         buf = ws.take("diff", Xc.shape, Xc.dtype)
         for k in range(n_components):
-            np.subtract(Xc, deltas[k], out=buf)
-            buf *= root[:, k, None]
-            s2[k] = buf.T @ buf
+            rows = np.flatnonzero(root[:, k])
+            if len(rows) <= len(Xc) // 2:
+                # mostly zero weights (k-means's hard assignments): only the
+                # component's own rows (1e6 x 16, K=4, one core: 0.19 -> 0.10 s)
+                diff = np.take(Xc, rows, axis=0, out=buf[: len(rows)])
+                diff -= deltas[k]
+                diff *= root[rows, k, None]
+            else:
+                diff = np.subtract(Xc, deltas[k], out=buf)
+                diff *= root[:, k, None]
+            s2[k] = diff.T @ diff
         return _first_moment(Xc, resp, deltas), s2
 
     def accumulator(self, deltas, dtype, prepared=None):
