@@ -106,7 +106,7 @@ def _kmeans_parallel_chunk(
     total = 0.0
     ws = Workspace()
     # tile by tile, so the temporaries stay small whatever the block size
-    for start, Xc, _, d2 in _nearest_tiles(X, centers, shift):
+    for start, Xc, _, d2 in _nearest_tiles(X, centers, shift, labels=False):
         tile = X[start : start + len(Xc)]
         if not np.all(np.isfinite(d2)):
             _raise_nonfinite(tile, row_offset + start)
