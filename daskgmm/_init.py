@@ -49,6 +49,7 @@ from ._stats import (
     _nearest_tiles,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
+    kmeans_sizes_chunk,
     kmeans_stats_chunk,
     m_step,
     random_resp_stats_chunk,
@@ -201,7 +202,7 @@ def _kmeans_parallel_seeds(
             break
     sizes = map_reduce_per_restart(
         X,
-        kmeans_stats_chunk,
+        kmeans_sizes_chunk,
         [(c, shift) for c, shift in zip(centers, shifts)],
         sample_weight=sample_weight,
         name="daskgmm-kmeans-weights",

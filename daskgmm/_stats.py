@@ -27,6 +27,7 @@ __all__ = [
     "estimate_log_prob_resp",
     "estimate_weighted_log_prob",
     "hard_assignment_stats_chunk",
+    "kmeans_sizes_chunk",
     "kmeans_stats_chunk",
     "m_step",
     "per_restart_chunk",
@@ -573,11 +574,12 @@ def kmeans_stats_chunk(
     shift: Float,
     sample_weight: Float | None = None,
     row_offset: int = 0,
+    first_moments: bool = True,
 ) -> KMeansStats:
     """Counts, first moments and inertia of the nearest-centre assignment of one block.
 
-    Only what a Lloyd step (and the sizes of k-means|| candidates) needs: no
-    second moments, tiled temporaries.
+    Only what a Lloyd step needs: no second moments, tiled temporaries.
+    ``first_moments=False`` leaves ``s1`` zero (see :func:`kmeans_sizes_chunk`).
     """
     n_centers, n_features = centers.shape
     nk = np.zeros(n_centers)
@@ -591,17 +593,34 @@ def kmeans_stats_chunk(
         if len(onehot_buffer) < len(Xc):  # one per block, not per tile (see _nearest)
             onehot_buffer = np.empty((len(Xc), n_centers), dtype=X.dtype)
         w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
-        counts = np.bincount(labels, weights=w, minlength=n_centers)
-        nk += counts
+        nk += np.bincount(labels, weights=w, minlength=n_centers)
+        inertia += float(np.sum(d2, dtype=np.float64) if w is None else w @ d2)
+        weight_sum += len(Xc) if w is None else float(np.sum(w, dtype=np.float64))
+        if not first_moments:
+            continue
         # per-centre sums of rows as one GEMM with the (weighted) one-hot matrix
         onehot = onehot_buffer[: len(Xc)]
         onehot[...] = 0.0
         onehot[np.arange(len(Xc)), labels] = 1.0 if w is None else w
         s1 += (onehot.T @ Xc).astype(np.float64)
-        inertia += float(np.sum(d2, dtype=np.float64) if w is None else w @ d2)
-        weight_sum += len(Xc) if w is None else float(np.sum(w, dtype=np.float64))
-    s1 -= nk[:, None] * (centers - shift)
+    if first_moments:
+        s1 -= nk[:, None] * (centers - shift)
     return KMeansStats(nk, s1, inertia, weight_sum)
+
+
+def kmeans_sizes_chunk(
+    X: Float,
+    centers: Float,
+    shift: Float,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> KMeansStats:
+    """:func:`kmeans_stats_chunk` without first moments: the sizes of k-means|| candidates.
+
+    One core, 1e6 x 16 float32, 41 candidates: 0.14 -> 0.11 s without the
+    one-hot GEMM.
+    """
+    return kmeans_stats_chunk(X, centers, shift, sample_weight, row_offset, first_moments=False)
 
 
 def hard_assignment_stats_chunk(

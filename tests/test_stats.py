@@ -368,7 +368,7 @@ def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
 
 def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     """Counts, sums and inertia of the nearest-centre assignment, tiled across many centres."""
-    from daskgmm._stats import _nearest_tiles, kmeans_stats_chunk
+    from daskgmm._stats import _nearest_tiles, kmeans_sizes_chunk, kmeans_stats_chunk
 
     X = rng.normal(size=(3000, 3)) * 5
     centers = rng.normal(size=(700, 3)) * 5  # 700 centres: tiles of a few hundred rows
@@ -382,6 +382,11 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     got_d2 = np.concatenate([d2 for _, _, _, d2 in tiles])
     np.testing.assert_array_equal(got_labels, labels)
     np.testing.assert_allclose(got_d2, d2_all.min(axis=1), rtol=1e-9, atol=1e-9)
+    distances_only = list(_nearest_tiles(X, centers, shift, labels=False))
+    assert all(labels is None for _, _, labels, _ in distances_only)
+    np.testing.assert_allclose(
+        np.concatenate([d2 for _, _, _, d2 in distances_only]), got_d2, rtol=1e-12, atol=1e-9
+    )
     stats = kmeans_stats_chunk(X, centers, shift, sample_weight=w)
     nk = np.bincount(labels, weights=w, minlength=700)
     s1 = np.array(
@@ -391,6 +396,10 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
     assert stats.inertia == pytest.approx(w @ d2_all.min(axis=1), rel=1e-10)
     assert stats.weight_sum == w.sum()
+    sizes = kmeans_sizes_chunk(X, centers, shift, sample_weight=w)
+    np.testing.assert_array_equal(sizes.nk, stats.nk)
+    assert (sizes.inertia, sizes.weight_sum) == (stats.inertia, stats.weight_sum)
+    assert not sizes.s1.any()
     halves = kmeans_stats_chunk(X[:1234], centers, shift, w[:1234]) + kmeans_stats_chunk(
         X[1234:], centers, shift, w[1234:]
     )
