@@ -323,10 +323,11 @@ def _use_quadratic(deltas: Float, precisions_cholesky: Float, dtype: np.dtype) -
     and second moment. That halves the flops of the whitened E-step's two GEMMs
     and replaces its (rows, K*D) elementwise passes by a (rows, D(D+1)/2) one,
     which pays while ``D <= 2K + 8``. Measured on one core per 1e6 samples
-    (whitened -> quadratic, float64 / float32): D=16 K=8 0.52 -> 0.28 /
-    0.29 -> 0.23 s; D=16 K=32 1.77 -> 0.78 / 1.22 -> 0.39 s; D=2 K=3 0.063 ->
-    0.025 / 0.054 -> 0.019 s; D=64 K=32 15.3 -> 8.9 / 6.5 -> 4.5 s; but D=32
-    K=8 0.99 -> 1.37 s and D=64 K=16 7.3 -> 7.6 s.
+    (whitened -> quadratic, float64 / float32): D=16 K=8 0.38-0.45 -> 0.22 /
+    0.27-0.31 -> 0.14 s; D=16 K=32 1.7-2.2 -> 0.78 / 1.1-1.2 -> 0.46 s; D=8
+    K=8 0.22 -> 0.12-0.16 / 0.17 -> 0.09-0.12 s. A first version also gave
+    D=64 K=32 15.3 -> 8.9 / 6.5 -> 4.5 s, but D=32 K=8 0.99 -> 1.37 s and D=64
+    K=16 7.3 -> 7.6 s.
 
     The price is accuracy: the expansion cancels, with an error of about
     ``eps * reach**2`` relative to each covariance, where ``reach`` is the
@@ -389,8 +390,8 @@ def _gemm_rows(n_columns: int, n_components: int) -> int:
 class _QuadraticAccumulator(Accumulator):
     """Full-covariance moments from the E-step's quadratic features (:class:`_QuadraticPlan`).
 
-    Per tile one GEMM, ``phi^T r``: its rows are ``nk``, ``sum r z`` and the
-    packed ``sum r z z^T`` of every component; :meth:`finish` unpacks them and
+    Per tile one GEMM, ``phi^T r``: its rows are ``sum r z``, the packed
+    ``sum r z z^T`` and ``nk`` of every component; :meth:`finish` unpacks them and
     moves them from the shift to the means (an ``eps * reach**2`` relative
     error, see :func:`_use_quadratic`).
     """
@@ -792,7 +793,8 @@ class Full(CovarianceModel):
             rows = np.flatnonzero(root[:, k])
             if len(rows) <= len(Xc) // 2:
                 # mostly zero weights (k-means's hard assignments): only the
-                # component's own rows (1e6 x 16, K=4, one core: 0.19 -> 0.10 s)
+                # component's own rows (the initialisation's last pass, 1e6 x 16
+                # float32, K=4, one core: 0.21 -> 0.14 s)
                 diff = np.take(Xc, rows, axis=0, out=buf[: len(rows)])
                 diff -= deltas[k]
                 diff *= root[rows, k, None]
