@@ -313,12 +313,19 @@ def _quadratic_pairs(n_features: int) -> tuple[NDArray[np.intp], NDArray[np.intp
 _QUADRATIC_ERROR = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
-def _use_quadratic(deltas: Float, precisions_cholesky: Float, dtype: np.dtype) -> bool:
+def _quadratic_pays(n_components: int, n_features: int) -> bool:
+    """Whether quadratic features beat the whitened E-step on speed (see :func:`_use_quadratic`)."""
+    return n_features <= 2 * n_components + 8
+
+
+def _use_quadratic(whitened: Float, dtype: np.dtype) -> bool:
     """Whether the full E-step should run on quadratic features of the samples.
 
+    ``whitened`` holds ``U_k^T d_k`` for every component, shape (K, D).
+
     ``(x-mu)^T P (x-mu) = z^T P z - 2 (P d)^T z + d^T P d`` with ``z = x - c``,
-    ``d = mu - c``: one GEMM of the features ``[1, z, z_i z_j]`` (shared by all
-    components) against ``(1 + D + D(D+1)/2, K)`` coefficients gives every
+    ``d = mu - c``: one GEMM of the features ``[z, z_i z_j, 1]`` (shared by all
+    components) against ``(D + D(D+1)/2 + 1, K)`` coefficients gives every
     distance, and the same features times the responsibilities give every first
     and second moment. That halves the flops of the whitened E-step's two GEMMs
     and replaces its (rows, K*D) elementwise passes by a (rows, D(D+1)/2) one,
@@ -336,10 +343,9 @@ def _use_quadratic(deltas: Float, precisions_cholesky: Float, dtype: np.dtype) -
     :data:`_QUADRATIC_ERROR` (float32: ``reach`` ~29, float64: ~670) the
     whitened path runs instead.
     """
-    n_components, n_features = deltas.shape
-    if n_features > 2 * n_components + 8:
+    n_components, n_features = whitened.shape
+    if not _quadratic_pays(n_components, n_features):
         return False
-    whitened = np.einsum("kd,kde->ke", deltas, precisions_cholesky)
     reach = float(np.sqrt(np.max(np.sum(whitened**2, axis=1)))) + math.sqrt(n_features) + 3.0
     dtype = np.dtype(dtype)
     return bool(np.finfo(dtype).eps * reach**2 <= _QUADRATIC_ERROR[dtype])
@@ -640,7 +646,7 @@ class Full(CovarianceModel):
     name = "full"
 
     def tile_rows(self, n_components, n_features):
-        if n_features <= 2 * n_components + 8:  # quadratic features, _use_quadratic
+        if _quadratic_pays(n_components, n_features):
             # 4 MiB of features (float64) per tile, its GEMMs in _gemm_rows
             # pieces: fewer NumPy calls per sample, which matters most on the
             # threaded scheduler (every call hands the GIL over). Two threads,
@@ -696,7 +702,7 @@ class Full(CovarianceModel):
     def prepare(self, deltas, precisions_cholesky, dtype):
         n_features = deltas.shape[1]
         whitened = np.einsum("kd,kde->ke", deltas, precisions_cholesky)  # U_k^T d_k
-        if _use_quadratic(deltas, precisions_cholesky, dtype):
+        if _use_quadratic(whitened, dtype):
             # z^T P z - 2 (P d)^T z + d^T P d, with P d = U (U^T d); off-diagonal
             # products appear once in the features, so their coefficients double
             rows, cols = _quadratic_pairs(n_features)

@@ -344,9 +344,9 @@ def test_quadratic_features_are_chosen_by_shape_and_reach():
     from daskgmm._covariance import _use_quadratic
 
     def use(k, d, distance, dtype):
-        deltas = np.zeros((k, d))
-        deltas[0, 0] = distance
-        return _use_quadratic(deltas, np.stack([np.eye(d)] * k), dtype)
+        whitened = np.zeros((k, d))  # U_k^T d_k: one mean `distance` sigmas from the shift
+        whitened[0, 0] = distance
+        return _use_quadratic(whitened, dtype)
 
     assert use(8, 16, 5.0, np.float32) and use(8, 24, 5.0, np.float64)
     assert not use(8, 25, 5.0, np.float64) and use(32, 64, 5.0, np.float64)
