@@ -586,12 +586,10 @@ def kmeans_stats_chunk(
     s1 = np.zeros((n_centers, n_features))
     inertia = 0.0
     weight_sum = 0.0
-    onehot_buffer = np.empty((0, n_centers), dtype=X.dtype)
+    ws = Workspace()  # one one-hot matrix per block, not per tile (see _nearest)
     for start, Xc, labels, d2 in _nearest_tiles(X, centers, shift):
         if not np.all(np.isfinite(d2)):
             _raise_nonfinite(X[start : start + len(Xc)], row_offset + start)
-        if len(onehot_buffer) < len(Xc):  # one per block, not per tile (see _nearest)
-            onehot_buffer = np.empty((len(Xc), n_centers), dtype=X.dtype)
         w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
         nk += np.bincount(labels, weights=w, minlength=n_centers)
         inertia += float(np.sum(d2, dtype=np.float64) if w is None else w @ d2)
@@ -599,7 +597,7 @@ def kmeans_stats_chunk(
         if not first_moments:
             continue
         # per-centre sums of rows as one GEMM with the (weighted) one-hot matrix
-        onehot = onehot_buffer[: len(Xc)]
+        onehot = ws.take("onehot", (len(Xc), n_centers), X.dtype)
         onehot[...] = 0.0
         onehot[np.arange(len(Xc)), labels] = 1.0 if w is None else w
         s1 += (onehot.T @ Xc).astype(np.float64)
