@@ -279,9 +279,9 @@ class _WhitenedPlan(NamedTuple):
 class _QuadraticPlan(NamedTuple):
     """:meth:`Full.prepare` for the quadratic-feature E-step (see :func:`_use_quadratic`).
 
-    ``coefficients`` has shape ``(D + D(D+1)/2 + 1, K)``: the squared Mahalanobis
-    distances of a tile are its quadratic features (:func:`_quadratic_features`)
-    times these.
+    ``coefficients`` has shape ``(K, D + D(D+1)/2 + 1)``: the squared Mahalanobis
+    distances of a tile, laid out (K, rows), are these times the transposed
+    quadratic features (:func:`_quadratic_features`).
     """
 
     coefficients: Float
@@ -412,6 +412,13 @@ class _QuadraticAccumulator(Accumulator):
         if buffer is None or buffer.shape[0] != len(Xc):
             raise RuntimeError("add() must follow squared_mahalanobis() of the same tile")
         phi = buffer[:, Xc.shape[1] :]
+        if not resp.flags.c_contiguous:
+            # the E-step's (K, rows) layout: row-major again for this GEMM, which
+            # is half as fast on the transposed operand (0.055 against 0.11 s
+            # per 1e6 samples, D=16 K=8 float64, the copy included)
+            rows_first = ws.take("resp-rows", resp.shape, resp.dtype)
+            rows_first[...] = resp
+            resp = rows_first
         out = ws.take("moments", (phi.shape[1], resp.shape[1]), resp.dtype)
         step = _gemm_rows(phi.shape[1], resp.shape[1])
         for start in range(0, len(phi), step):
@@ -714,7 +721,7 @@ class Full(CovarianceModel):
                     np.sum(whitened**2, axis=1)[None],
                 ]
             )
-            return _QuadraticPlan(np.ascontiguousarray(coefficients, dtype=dtype))
+            return _QuadraticPlan(np.ascontiguousarray(coefficients.T, dtype=dtype))
         # Per component, [1, x - c] @ [-delta_k^T U_k; U_k] = (x - mu_k)^T U_k: the
         # subtraction of each mean happens inside the GEMM.
         factors = np.concatenate([-whitened[:, None], precisions_cholesky], axis=1).astype(dtype)
@@ -759,13 +766,20 @@ class Full(CovarianceModel):
             phi = None if buffer is None else buffer[:, n_features:]
             if phi is None or not _is_view(Xc, phi[:, :n_features]):
                 phi = self._features(Xc, None, ws)
+            # laid out (K, rows): the GEMM runs with the long side last, and the
+            # normalisation then works along contiguous rows (see
+            # _stats._normalise_inplace). One core, per 1e6 samples, D=16 K=8,
+            # (rows, K) -> (K, rows), float64 / float32: GEMM 0.066 -> 0.062 /
+            # 0.042 -> 0.036 s, normalisation 0.032 -> 0.021 / 0.024 -> 0.014 s;
+            # whole kernel 0.223 -> 0.211 / 0.143 -> 0.132 s, and at K=32 0.78 ->
+            # 0.65 / 0.46 -> 0.35 s.
             coefficients = prepared.coefficients
-            out = ws.take("mahalanobis", (n, coefficients.shape[1]), Xc.dtype)
+            out = ws.take("mahalanobis-t", (len(coefficients), n), Xc.dtype)
             step = _gemm_rows(*coefficients.shape)
             for start in range(0, n, step):
                 stop = start + step
-                np.matmul(phi[start:stop], coefficients, out=out[start:stop])
-            return np.maximum(out, 0.0, out=out)
+                np.matmul(coefficients, phi[start:stop].T, out=out[:, start:stop])
+            return np.maximum(out, 0.0, out=out).T
         left, right, ones = prepared.left, prepared.right, prepared.ones
         augmented = ws.last("augmented")
         if augmented is None or not _is_view(Xc, augmented[:, 1:]):

@@ -270,8 +270,19 @@ def _normalise_inplace(wlp: Float) -> Float:
     """Turn weighted log-probs into responsibilities in place; return ``log p(x)``.
 
     Row maxima by column passes and row sums by a GEMV: reductions along a short
-    last axis are slow in NumPy.
+    last axis are slow in NumPy. ``wlp`` may be the transpose of a C-ordered
+    (n_components, n_samples) array; its columns are then contiguous.
     """
+    if not wlp.flags.c_contiguous and wlp.T.flags.c_contiguous:
+        by_component = wlp.T
+        top = by_component[0].copy()
+        for row in by_component[1:]:
+            np.maximum(top, row, out=top)
+        by_component -= top
+        np.exp(by_component, out=by_component)
+        total = np.ones(len(by_component), dtype=wlp.dtype) @ by_component
+        by_component /= total
+        return top + np.log(total)
     top = wlp[:, 0].copy()
     for k in range(1, wlp.shape[1]):
         np.maximum(top, wlp[:, k], out=top)

@@ -58,6 +58,25 @@ def test_weighted_log_prob_matches_scipy(rng, ct):
     np.testing.assert_allclose(np.exp(log_resp).sum(axis=1), 1.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["rows", "components"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_normalise_matches_logsumexp_in_either_layout(rng, layout, dtype):
+    """Responsibilities and log p(x) in place, for (rows, K) and for the transpose
+    of a (K, rows) array (the quadratic E-step's layout), with underflowing terms."""
+    from daskgmm._stats import _normalise_inplace
+
+    wlp = rng.normal(scale=30.0, size=(500, 7)) - 200.0
+    expected_norm = logsumexp(wlp, axis=1)
+    expected_resp = np.exp(wlp - expected_norm[:, None])
+    got = wlp.astype(dtype) if layout == "rows" else np.ascontiguousarray(wlp.T, dtype=dtype).T
+    assert got.flags.c_contiguous == (layout == "rows")
+    with np.errstate(under="ignore"):
+        log_norm = _normalise_inplace(got)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(log_norm, expected_norm, rtol=rtol)
+    np.testing.assert_allclose(got, expected_resp, rtol=rtol * 10, atol=rtol)
+
+
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
 def test_suffstats_then_m_step_match_naive_em(rng, ct):
     """One EM step from the statistics equals the textbook formulas."""
