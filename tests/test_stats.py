@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import subprocess
 import sys
@@ -272,11 +273,17 @@ def test_nonfinite_block_names_the_row(rng, bad, message):
     assert "(first in row 1017)" in str(err.value)
 
 
-def test_uniform_rows_do_not_depend_on_blocks():
-    whole = uniform_rows(7, 0, 100, 3)
-    parts = np.vstack([uniform_rows(7, 0, 31, 3), uniform_rows(7, 31, 69, 3)])
-    np.testing.assert_array_equal(whole, parts)
-    assert not np.array_equal(uniform_rows(8, 0, 100, 3), whole)
+@pytest.mark.parametrize("n_cols", [1, 3, 4])
+def test_uniform_rows_do_not_depend_on_blocks(n_cols):
+    whole = uniform_rows(7, 0, 100, n_cols)
+    assert whole.shape == (100, n_cols)
+    for cuts in ([31], [1, 2, 3, 50], [97]):
+        bounds = [0, *cuts, 100]
+        parts = [uniform_rows(7, a, b - a, n_cols) for a, b in itertools.pairwise(bounds)]
+        np.testing.assert_array_equal(whole, np.vstack(parts))
+    assert not np.array_equal(uniform_rows(8, 0, 100, n_cols), whole)
+    # every draw distinct: no two rows share a Philox output
+    assert len(np.unique(whole)) == whole.size
 
 
 def test_stats_module_does_not_import_dask():
