@@ -24,7 +24,10 @@ same initialisation whatever the chunking.
 
 With ``n_init`` restarts, every pass serves all of them (:func:`initialize_many`):
 restart ``i`` draws from its own seed, so the passes are shared without changing
-any restart's result.
+any restart's result beyond rounding. The restarts' distances are all taken
+around the first restart's shift, so that each tile is centred once and one
+GEMM gives the distances to every restart's centres (the first restart
+computes exactly as it would alone).
 
 .. warning:: ``'kmeans'`` reads the data ``3 + n_rounds + n_lloyd`` times
    (typically 10-20 passes, whatever ``n_init``); prefer ``'k-means++'`` or
@@ -46,11 +49,12 @@ from ._covariance import Workspace, get_covariance_model
 from ._reduction import map_reduce, map_reduce_per_restart
 from ._stats import (
     GMMParams,
+    ManyStats,
     _nearest_tiles,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
     kmeans_sizes_chunk,
-    kmeans_stats_chunk,
+    kmeans_stats_chunk_many,
     m_step,
     random_resp_stats_chunk,
     uniform_rows,
@@ -89,34 +93,44 @@ class _Candidates:
 
 def _kmeans_parallel_chunk(
     X: Float,
-    centers: Float,
+    rounds: Sequence[tuple[Float, float, int]],
     shift: Float,
-    cost: float,
-    key: int,
     n_components: int,
     sample_weight: Float | None = None,
     row_offset: int = 0,
-) -> _Candidates:
-    """One k-means|| round on a block: cost of ``centers`` and the rows it samples.
+) -> ManyStats:
+    """One k-means|| round of each restart on a block: its centres' cost and sampled rows.
 
-    A row is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost``
-    is the (weighted) cost found by the previous pass (``0`` samples nothing) and
-    ``l = OVERSAMPLING * n_components``: about ``l`` rows per round in all.
+    ``rounds`` holds each restart's ``(centers, cost, key)``, all centres taken
+    around the one ``shift`` (:func:`_nearest_tiles` shares the tiles). A row
+    is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost`` is
+    the (weighted) cost found by the restart's previous pass (``0`` samples
+    nothing) and ``l = OVERSAMPLING * n_components``: about ``l`` rows per round
+    in all.
     """
-    picked = [np.empty((0, X.shape[1]))]
-    total = 0.0
+    picked: list[list[Float]] = [[np.empty((0, X.shape[1]))] for _ in rounds]
+    totals = [0.0] * len(rounds)
     ws = Workspace()
+    centers = [c for c, _, _ in rounds]
     # tile by tile, so the temporaries stay small whatever the block size
-    for start, Xc, _, d2 in _nearest_tiles(X, centers, shift, labels=False):
+    for start, Xc, found in _nearest_tiles(X, centers, shift, labels=False):
         tile = X[start : start + len(Xc)]
-        if not np.all(np.isfinite(d2)):
-            _raise_nonfinite(tile, row_offset + start)
-        wd2 = d2 if sample_weight is None else sample_weight[start : start + len(Xc)] * d2
-        total += float(np.sum(wd2, dtype=np.float64))
-        if cost > 0:
-            u = uniform_rows(key, row_offset + start, len(Xc), 1, ws)[:, 0]
-            picked.append(tile[u < OVERSAMPLING * n_components * wd2 / cost].astype(np.float64))
-    return _Candidates(np.concatenate(picked), total, len(X))
+        w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
+        for i, ((_, cost, key), (_, d2)) in enumerate(zip(rounds, found, strict=True)):
+            if not np.all(np.isfinite(d2)):
+                _raise_nonfinite(tile, row_offset + start)
+            wd2 = d2 if w is None else w * d2
+            totals[i] += float(np.sum(wd2, dtype=np.float64))
+            if cost > 0:
+                u = uniform_rows(key, row_offset + start, len(Xc), 1, ws)[:, 0]
+                chosen = u < OVERSAMPLING * n_components * wd2 / cost
+                picked[i].append(tile[chosen].astype(np.float64))
+    return ManyStats(
+        tuple(
+            _Candidates(np.concatenate(rows), total, len(X))
+            for rows, total in zip(picked, totals, strict=True)
+        )
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,18 +188,22 @@ def _kmeans_parallel_seeds(
     """k-means|| candidates and their (weighted) sizes, for each restart."""
     firsts = _take_rows(X, np.array([rng.randint(X.shape[0]) for rng in rngs]))
     centers = [firsts[i : i + 1] for i in range(len(rngs))]
-    shifts = [c[0] for c in centers]
+    # every restart's distances around the first restart's first row (a sample,
+    # so near the data), which lets them share each tile (see _nearest_tiles)
+    shift = firsts[0]
     costs = [0.0] * len(rngs)
     active = list(range(len(rngs)))
     for round_ in range(N_ROUNDS + 1):
         keys = [int(rngs[i].randint(2**31 - 1)) for i in active]
-        found = map_reduce_per_restart(
+        found = map_reduce(
             X,
             _kmeans_parallel_chunk,
-            [(centers[i], shifts[i], costs[i], key, n_components) for i, key in zip(active, keys)],
+            tuple((centers[i], costs[i], key) for i, key in zip(active, keys, strict=True)),
+            shift,
+            n_components,
             sample_weight=sample_weight,
             name="daskgmm-kmeans-parallel",
-        )
+        ).parts
         for i, candidates in zip(active, found):
             costs[i] = candidates.cost
             if round_:
@@ -200,13 +218,14 @@ def _kmeans_parallel_seeds(
         active = [i for i in active if costs[i] != 0.0]
         if not active:
             break
-    sizes = map_reduce_per_restart(
+    sizes = map_reduce(
         X,
         kmeans_sizes_chunk,
-        [(c, shift) for c, shift in zip(centers, shifts)],
+        tuple(centers),
+        shift,
         sample_weight=sample_weight,
         name="daskgmm-kmeans-weights",
-    )
+    ).parts
     return centers, [stats.nk for stats in sizes]
 
 
@@ -245,14 +264,17 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
     centers = list(centers)
     active = list(range(len(centers)))
     for it in range(LLOYD_MAX_ITER):
-        shifts = [centers[i].mean(axis=0) for i in active]
-        parts = map_reduce_per_restart(
+        # one shift for all (the first active restart's centroid), so that the
+        # restarts share each tile; that restart computes as it would alone
+        shift = centers[active[0]].mean(axis=0)
+        parts = map_reduce(
             X,
-            kmeans_stats_chunk,
-            [(centers[i], shift) for i, shift in zip(active, shifts)],
+            kmeans_stats_chunk_many,
+            tuple(centers[i] for i in active),
+            shift,
             sample_weight=sample_weight,
             name="daskgmm-lloyd",
-        )
+        ).parts
         still = []
         for i, stats in zip(active, parts):
             moved = np.where(
@@ -317,17 +339,19 @@ def _params_from_data(
         if init_params == "k-means++":
             return [_point_params(c, covariance_type, reg_covar) for c in centers]
         centers = _lloyd(X, centers, sample_weight)
-        shifts = [c.mean(axis=0) for c in centers]
-        parts = map_reduce_per_restart(
+        shift = centers[0].mean(axis=0)
+        parts = map_reduce(
             X,
             hard_assignment_stats_chunk,
-            [(c, shift, covariance_type) for c, shift in zip(centers, shifts)],
+            tuple(centers),
+            shift,
+            covariance_type,
             sample_weight=sample_weight,
             name="daskgmm-kmeans-init",
-        )
+        ).parts
         return [
             m_step(stats, c, shift, covariance_type, reg_covar)
-            for stats, c, shift in zip(parts, centers, shifts)
+            for stats, c in zip(parts, centers, strict=True)
         ]
     if init_params == "random_from_data":
         indices = [rng.choice(X.shape[0], size=n_components, replace=False) for rng in rngs]
@@ -371,8 +395,9 @@ def initialize_many(
     """Initial parameters of several restarts, as scikit-learn's ``_initialize_parameters``.
 
     Restart ``i`` draws from ``RandomState(seeds[i])`` only, so its result does
-    not depend on how many restarts are initialised together; every pass over
-    the data (k-means|| rounds, Lloyd iterations, statistics) serves all of them.
+    not depend on how many restarts are initialised together (beyond rounding:
+    they share the first one's shift); every pass over the data (k-means||
+    rounds, Lloyd iterations, statistics) serves all of them.
     User-given ``weights_init``/``means_init``/``precisions_init`` (already
     validated) replace the corresponding computed parameters; when all three
     are given the data are not read.

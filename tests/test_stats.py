@@ -380,6 +380,39 @@ def test_quadratic_features_are_chosen_by_shape_and_reach():
     assert use(3, 5, 600.0, np.float64) and not use(3, 5, 700.0, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_center_sets_sharing_tiles_compute_as_alone(rng, dtype):
+    """Restarts' k-means passes from one read: each set of centres gets what it would alone.
+
+    Sets of different sizes (a k-means|| round's candidates), ties between
+    centres (argmin's lowest index), weights and a NaN row named in the error.
+    """
+    from daskgmm._stats import _nearest_tiles, hard_assignment_stats_chunk, kmeans_stats_chunk_many
+
+    X = (rng.normal(size=(5000, 3)) * 4).astype(dtype)
+    sets = [rng.normal(size=(n, 3)) * 4 for n in (1, 7, 40)]
+    sets[1][3] = sets[1][5]  # a tie: the lower index wins
+    shift = sets[0][0]
+    w = rng.uniform(0.5, 2.0, size=5000)
+    together = kmeans_stats_chunk_many(X, sets, shift, sample_weight=w).parts
+    for centers, got in zip(sets, together, strict=True):
+        (alone,) = kmeans_stats_chunk_many(X, [centers], shift, sample_weight=w).parts
+        for name in ("nk", "s1", "inertia", "weight_sum"):
+            np.testing.assert_allclose(getattr(got, name), getattr(alone, name), rtol=1e-12)
+        d2 = ((X.astype(float)[:, None] - centers[None]) ** 2).sum(-1)
+        nk = np.bincount(d2.argmin(axis=1), weights=w, minlength=len(centers))
+        np.testing.assert_allclose(got.nk, nk, rtol=1e-12)
+    labels = np.concatenate([found[1][0].copy() for _, _, found in _nearest_tiles(X, sets, shift)])
+    assert not np.any(labels == 5)  # always 3, never 5: the tie
+    hard = hard_assignment_stats_chunk(X, sets[1:], shift, "full", w).parts
+    for centers, got in zip(sets[1:], hard, strict=True):
+        (alone,) = hard_assignment_stats_chunk(X, [centers], shift, "full", w).parts
+        np.testing.assert_allclose(got.s2, alone.s2, rtol=1e-12)
+    X[4321, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*\(first in row 4321\)"):
+        kmeans_stats_chunk_many(X, sets, shift)
+
+
 def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
     from daskgmm._covariance import Workspace, get_covariance_model
 
@@ -402,16 +435,22 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     d2_all = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
     labels = d2_all.argmin(axis=1)
     shift = centers.mean(axis=0)
-    tiles = list(_nearest_tiles(X, centers, shift))
+    tiles = [
+        (labels.copy(), d2.copy()) for _, _, ((labels, d2),) in _nearest_tiles(X, [centers], shift)
+    ]
     assert len(tiles) > 1
-    got_labels = np.concatenate([labels for _, _, labels, _ in tiles])
-    got_d2 = np.concatenate([d2 for _, _, _, d2 in tiles])
+    got_labels = np.concatenate([labels for labels, _ in tiles])
+    got_d2 = np.concatenate([d2 for _, d2 in tiles])
     np.testing.assert_array_equal(got_labels, labels)
     np.testing.assert_allclose(got_d2, d2_all.min(axis=1), rtol=1e-9, atol=1e-9)
-    distances_only = list(_nearest_tiles(X, centers, shift, labels=False))
-    assert all(labels is None for _, _, labels, _ in distances_only)
+    # the yielded arrays live in the pass's workspace: copy them before the next tile
+    distances_only = [
+        (labels, d2.copy())
+        for _, _, ((labels, d2),) in _nearest_tiles(X, [centers], shift, labels=False)
+    ]
+    assert all(labels is None for labels, _ in distances_only)
     np.testing.assert_allclose(
-        np.concatenate([d2 for _, _, _, d2 in distances_only]), got_d2, rtol=1e-12, atol=1e-9
+        np.concatenate([d2 for _, d2 in distances_only]), got_d2, rtol=1e-12, atol=1e-9
     )
     stats = kmeans_stats_chunk(X, centers, shift, sample_weight=w)
     nk = np.bincount(labels, weights=w, minlength=700)
@@ -422,7 +461,7 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     np.testing.assert_allclose(stats.s1, s1, rtol=1e-9, atol=1e-9)
     assert stats.inertia == pytest.approx(w @ d2_all.min(axis=1), rel=1e-10)
     assert stats.weight_sum == w.sum()
-    sizes = kmeans_sizes_chunk(X, centers, shift, sample_weight=w)
+    (sizes,) = kmeans_sizes_chunk(X, [centers], shift, sample_weight=w).parts
     np.testing.assert_array_equal(sizes.nk, stats.nk)
     assert (sizes.inertia, sizes.weight_sum) == (stats.inertia, stats.weight_sum)
     assert not sizes.s1.any()
