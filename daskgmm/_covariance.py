@@ -452,8 +452,8 @@ class CovarianceModel(ABC):
 
     name: ClassVar[str]
 
-    def tile_rows(self, n_components: int, n_features: int) -> int:
-        """Rows per tile of the per-block kernels.
+    def tile_rows(self, n_components: int, n_features: int, itemsize: int = 8) -> int:
+        """Rows per tile of the per-block kernels, for data of ``itemsize`` bytes per value.
 
         Smaller tiles cost more Python calls (and GIL hand-offs under the
         threaded scheduler) per sample; larger ones fall out of cache. This
@@ -652,15 +652,17 @@ class Full(CovarianceModel):
 
     name = "full"
 
-    def tile_rows(self, n_components, n_features):
+    def tile_rows(self, n_components, n_features, itemsize=8):
         if _quadratic_pays(n_components, n_features):
-            # 4 MiB of features (float64) per tile, its GEMMs in _gemm_rows
-            # pieces: fewer NumPy calls per sample, which matters most on the
-            # threaded scheduler (every call hands the GIL over). Two threads,
-            # per 1e6 samples, D=16 K=8 (float64 / float32): 1 MiB 0.44 / 0.31 s,
-            # 2 MiB 0.30 / 0.21 s, 4 MiB 0.22 / 0.16 s, 8 MiB 0.25 / 0.15 s.
+            # 4 MiB of features per tile, its GEMMs in _gemm_rows pieces: fewer
+            # NumPy calls per sample, which matters most on the threaded
+            # scheduler (every call hands the GIL over). Two threads, per 1e6
+            # samples, D=16 K=8 (float64 / float32): 1 MiB 0.44 / 0.31 s, 2 MiB
+            # 0.30 / 0.21 s, 4 MiB 0.22 / 0.16 s, 8 MiB 0.25 / 0.15 s. float32
+            # takes the same bytes, twice the rows (one core, 3102 -> 6204
+            # rows: 0.131 -> 0.123 s; two threads 0.12-0.14 -> 0.10 s).
             n_columns = n_features + _n_quadratic(n_features)
-            return int(min(8192, max(256, (4 << 20) // (n_columns * 8))))
+            return int(min(8192, max(256, (4 << 20) // (n_columns * itemsize))))
         # Three (rows, K*D) temporaries per tile. Measured through Dask on 2
         # threads, N=1e6, float64: at D=16 (K=8 and 32) 2 MiB beats 1 MiB by
         # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row

@@ -256,7 +256,7 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     shift = ep.shift.astype(X.dtype)
     model = get_covariance_model(ep.covariance_type)
     prepared, offset = _log_prob_constants(ep, X.dtype)
-    step = model.tile_rows(n_components, X.shape[1])
+    step = model.tile_rows(n_components, X.shape[1], X.dtype.itemsize)
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
@@ -358,7 +358,7 @@ def _accumulate_chunk_many(
     loglik = [0.0] * len(parts)
     weight_sum = 0.0
     shift_x = shift.astype(X.dtype)
-    step = model.tile_rows(n_components, n_features)
+    step = model.tile_rows(n_components, n_features, X.dtype.itemsize)
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
