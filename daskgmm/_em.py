@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import dask.array as da
 
-from ._reduction import map_reduce
+from ._reduction import map_reduce, one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 
@@ -90,7 +90,8 @@ def fit_em_many(
         if not active:
             return states
         tic = time.perf_counter()
-        eps = _estep_params([states[i].params for i in active])
+        with one_blas_thread():  # tiny matrices; see one_blas_thread
+            eps = _estep_params([states[i].params for i in active])
         totals = map_reduce(
             X, suffstats_chunk_many, eps, sample_weight=sample_weight, split_every=split_every
         ).parts
@@ -103,9 +104,10 @@ def fit_em_many(
                     "sample_weight sums to zero; at least one weight must be positive."
                 )
             lower_bound = stats.loglik / stats.weight_sum
-            params = m_step(
-                stats, state.params.means, ep.shift, state.params.covariance_type, reg_covar
-            )
+            with one_blas_thread():
+                params = m_step(
+                    stats, state.params.means, ep.shift, state.params.covariance_type, reg_covar
+                )
             change = lower_bound - state.lower_bound
             history = (*state.lower_bounds, lower_bound)
             states[i] = EMResult(
