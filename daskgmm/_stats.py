@@ -268,31 +268,39 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     return out
 
 
-def _normalise_inplace(wlp: Float) -> Float:
+def _normalise_inplace(wlp: Float, ws: Workspace | None = None) -> Float:
     """Turn weighted log-probs into responsibilities in place; return ``log p(x)``.
 
     Row maxima by column passes and row sums by a GEMV: reductions along a short
     last axis are slow in NumPy. ``wlp`` may be the transpose of a C-ordered
-    (n_components, n_samples) array; its columns are then contiguous.
+    (n_components, n_samples) array; its columns are then contiguous. The
+    per-row temporaries live in ``ws`` when given (see :func:`_nearest`); the
+    result too, until the next call.
     """
+    ws = ws or Workspace()
+    n, n_components = wlp.shape
+    top = ws.take("top", (n,), wlp.dtype)
+    total = ws.take("total", (n,), wlp.dtype)
+    ones = ws.take("ones-k", (n_components,), wlp.dtype)
+    ones[...] = 1.0
     if not wlp.flags.c_contiguous and wlp.T.flags.c_contiguous:
         by_component = wlp.T
-        top = by_component[0].copy()
-        for row in by_component[1:]:
-            np.maximum(top, row, out=top)
+        np.maximum.reduce(by_component, axis=0, out=top)
         by_component -= top
         np.exp(by_component, out=by_component)
-        total = np.ones(len(by_component), dtype=wlp.dtype) @ by_component
+        np.matmul(ones, by_component, out=total)
         by_component /= total
-        return top + np.log(total)
-    top = wlp[:, 0].copy()
-    for k in range(1, wlp.shape[1]):
-        np.maximum(top, wlp[:, k], out=top)
-    wlp -= top[:, None]
-    np.exp(wlp, out=wlp)
-    total = wlp @ np.ones(wlp.shape[1], dtype=wlp.dtype)
-    wlp /= total[:, None]
-    return top + np.log(total)
+    else:
+        top[...] = wlp[:, 0]
+        for k in range(1, n_components):
+            np.maximum(top, wlp[:, k], out=top)
+        wlp -= top[:, None]
+        np.exp(wlp, out=wlp)
+        np.matmul(wlp, ones, out=total)
+        wlp /= total[:, None]
+    np.log(total, out=total)
+    total += top
+    return total
 
 
 def estimate_log_prob_resp(X: Float, ep: EStepParams) -> tuple[Float, Float]:
@@ -380,7 +388,9 @@ def _accumulate_chunk_many(
             else:
                 resp *= w[:, None].astype(resp.dtype)
                 loglik[i] += float(w.astype(np.float64) @ score.astype(np.float64))
-            nk[i] += np.ones(len(resp), dtype=resp.dtype) @ resp
+            ones = ws.take("ones-n", (len(resp),), resp.dtype)
+            ones[...] = 1.0
+            nk[i] += ones @ resp
             accumulator.add(Xc, resp, ws)
     return [
         SuffStats(nk[i], *acc.finish(nk[i]), loglik[i], weight_sum, n_samples)
@@ -429,7 +439,7 @@ def _estep_part(ep: EStepParams, dtype: np.dtype) -> tuple[tuple, Accumulator, C
 
     def responsibilities(Xc, start, ws):
         wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
-        return wlp, _normalise_inplace(wlp)
+        return wlp, _normalise_inplace(wlp, ws)
 
     return prepared, model.accumulator(ep.deltas, dtype, prepared), responsibilities
 
