@@ -24,6 +24,7 @@ the shift (:func:`_use_quadratic`), else the whitened ``U_k^T (x - mu_k)``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
@@ -183,12 +184,12 @@ class _WhitenedAccumulator(Accumulator):
     def __init__(self, model, deltas, dtype, precisions_cholesky):
         super().__init__(model, deltas, dtype)
         self.precisions_cholesky = precisions_cholesky
-        # rows of Y_k computed in full; the rows below take the block right of
-        # the diagonal only, and finish() mirrors the rest. Where the E-step
-        # keeps one GEMM (small D), one product of all rows is faster too:
-        # float32, D=16, K=8, one core: 0.047 s per 1e6 samples against 0.069 s.
+        # Y_k by blocks of rows, each from its diagonal block rightwards;
+        # finish() mirrors the rest. Where the E-step keeps one GEMM (small D),
+        # one product of all rows is faster too: float32, D=16, K=8, one core:
+        # 0.047 s per 1e6 samples against 0.069 s.
         n_features = deltas.shape[1]
-        self.split = n_features // 2 if _left_columns(n_features, dtype) else n_features
+        self.bounds = _moment_blocks(n_features, dtype)
 
     def add(self, Xc, resp, ws):
         y = ws.last("whitened")
@@ -200,28 +201,20 @@ class _WhitenedAccumulator(Accumulator):
         self.s1 += resp.T @ Xc
         y3 = y.reshape(n, n_components, n_features)
         ry = np.multiply(y3, resp[:, :, None], out=ws.take("weighted", y3.shape, y.dtype))
-        # Y_k = (r y_k)^T y_k, by rows: the first h rows in full, then the block
-        # right of the diagonal; the rest is the transpose. Distinct operands keep
-        # NumPy on GEMM (for A.T @ A it calls SYRK, 1.3x slower here), and the
-        # skipped block saves a quarter of the flops: 25-30 % of this step at
-        # D=16 and 64 (K=8, one core).
-        h = self.split
-        for rows, a, b in (
-            (slice(0, h), ry[:, :, :h], y3),
-            (slice(h, None), ry[:, :, h:], y3[:, :, h:]),
-        ):
-            if a.shape[2]:
-                out = ws.take(
-                    f"moments-{rows.start}", (n_components, a.shape[2], b.shape[2]), y.dtype
-                )
-                self.s2[:, rows, rows.start :] += np.matmul(
-                    a.transpose(1, 2, 0), b.transpose(1, 0, 2), out=out
-                )
+        # Y_k = (r y_k)^T y_k, by blocks of rows, each from its diagonal block
+        # rightwards; the rest is the transpose. Distinct operands keep NumPy on
+        # GEMM (for A.T @ A it calls SYRK, 1.3x slower here), and the skipped
+        # blocks save a quarter of the flops with two blocks: 25-30 % of this
+        # step at D=16 and 64 (K=8, one core).
+        for lo, hi in itertools.pairwise(self.bounds):
+            a, b = ry[:, :, lo:hi], y3[:, :, lo:]
+            out = ws.take(f"moments-{lo}", (n_components, hi - lo, n_features - lo), y.dtype)
+            self.s2[:, lo:hi, lo:] += np.matmul(a.transpose(1, 2, 0), b.transpose(1, 0, 2), out=out)
 
     def finish(self, nk):
         s1 = self.s1 - nk[:, None] * self.deltas
-        h = self.split
-        self.s2[:, h:, :h] = self.s2[:, :h, h:].transpose(0, 2, 1)
+        for lo, hi in itertools.pairwise(self.bounds):
+            self.s2[:, hi:, lo:hi] = self.s2[:, lo:hi, hi:].transpose(0, 2, 1)
         # S = U^{-T} Y U^{-1}: two batched solves with U^T (K tiny D x D systems)
         factors_t = self.precisions_cholesky.transpose(0, 2, 1)
         m = np.linalg.solve(factors_t, self.s2)
@@ -250,28 +243,55 @@ def _is_view(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def _left_columns(n_features: int, dtype: np.dtype) -> int:
-    """Columns of :meth:`Full.prepare`'s left GEMM: 0 for one GEMM of all columns.
+def _splits(n_features: int, n_blocks: int) -> tuple[int, ...]:
+    """Bounds of ``n_blocks`` near-equal blocks of ``range(n_features)``."""
+    return tuple(round(i * n_features / n_blocks) for i in range(n_blocks + 1))
 
-    ``U_k`` is upper triangular, so the first ``h`` outputs need only the first
-    ``h`` features: a batched GEMM for those columns and one for the rest skip
-    a quarter of the flops. Measured on one core, K=8, per 1e6 samples, one
-    GEMM -> two: float64 0.12 -> 0.09 s at D=16, 1.46 -> 0.96 s at D=64, but
-    0.004 -> 0.034 s at D=2 (K tiny GEMMs instead of one); float32 0.06 ->
-    0.09 s at D=16, 0.12 -> 0.10 s at D=24, 0.79 -> 0.48 s at D=64.
+
+def _column_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
+    """Bounds of the column blocks of :meth:`Full.prepare`'s GEMMs: ``(0, D)`` for one GEMM.
+
+    ``U_k`` is upper triangular, so the outputs of a block of columns ending at
+    ``hi`` need only the first ``hi`` features: a batched GEMM per block skips
+    the zeros below the diagonal, a quarter of the flops with two blocks, 3/8
+    with four. Blocks of ~16 columns, at least two. Measured on one core, K=8,
+    per 1e6 samples, one GEMM -> two: float64 0.12 -> 0.09 s at D=16, 1.46 ->
+    0.96 s at D=64, but 0.004 -> 0.034 s at D=2 (K tiny GEMMs instead of one);
+    float32 0.06 -> 0.09 s at D=16, 0.12 -> 0.10 s at D=24, 0.79 -> 0.48 s at
+    D=64. Two -> four blocks at D=64: 0.95 -> 0.82 s (float64), 0.47 -> 0.41 s
+    (float32); D=128 two -> eight: 4.4 -> 2.9 s, 2.2 -> 1.5 s.
     """
     smallest = 16 if np.dtype(dtype).itemsize == 8 else 24
-    return n_features // 2 if n_features >= smallest else 0
+    if n_features < smallest:
+        return (0, n_features)
+    return _splits(n_features, max(2, n_features // 16))
+
+
+def _moment_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
+    """Bounds of the row blocks of :class:`_WhitenedAccumulator`'s products.
+
+    Wider than the E-step's (~32 rows, at least two where the E-step splits):
+    these GEMMs run along the tile's rows, and narrow blocks lose more in
+    speed than they save in flops. One core, K=8, per 1e6 samples, two -> four
+    blocks: D=64 1.33 -> 1.42 s (float64), D=128 5.3 -> 4.3 s.
+    """
+    if len(_column_blocks(n_features, dtype)) == 2:
+        return (0, n_features)
+    return _splits(n_features, max(2, n_features // 32))
 
 
 class _WhitenedPlan(NamedTuple):
     """:meth:`Full.prepare` for the whitened E-step: ``y = [1, x - c] @ factors``.
 
-    ``left`` is None for one GEMM of all columns (see :func:`_left_columns`).
+    Either ``stacked``, the factors side by side for one GEMM, shape
+    ``(D+1, K*D)``, or ``blocks``: per block of columns ``lo:hi`` (``bounds``,
+    see :func:`_column_blocks`) the factors' rows ``:hi+1``, shape
+    ``(K, hi+1, hi-lo)``.
     """
 
-    left: Float | None
-    right: Float
+    stacked: Float | None
+    blocks: tuple[Float, ...]
+    bounds: tuple[int, ...]
     ones: Float
     precisions_cholesky: Float
 
@@ -728,20 +748,17 @@ class Full(CovarianceModel):
         # subtraction of each mean happens inside the GEMM.
         factors = np.concatenate([-whitened[:, None], precisions_cholesky], axis=1).astype(dtype)
         ones = np.ones(n_features, dtype=dtype)
-        h = _left_columns(n_features, dtype)
-        if not h:  # one GEMM with the factors side by side, (D+1, K*D)
+        bounds = _column_blocks(n_features, dtype)
+        if len(bounds) == 2:  # one GEMM with the factors side by side, (D+1, K*D)
+            stacked = factors.transpose(1, 0, 2).reshape(n_features + 1, -1)
             return _WhitenedPlan(
-                None,
-                np.ascontiguousarray(factors.transpose(1, 0, 2).reshape(n_features + 1, -1)),
-                ones,
-                precisions_cholesky,
+                np.ascontiguousarray(stacked), (), bounds, ones, precisions_cholesky
             )
-        return _WhitenedPlan(
-            np.ascontiguousarray(factors[:, : h + 1, :h]),
-            np.ascontiguousarray(factors[:, :, h:]),
-            ones,
-            precisions_cholesky,
+        blocks = tuple(
+            np.ascontiguousarray(factors[:, : hi + 1, lo:hi])
+            for lo, hi in itertools.pairwise(bounds)
         )
+        return _WhitenedPlan(None, blocks, bounds, ones, precisions_cholesky)
 
     def centre(self, tile, shift, ws, prepared=None):
         if isinstance(prepared, _QuadraticPlan):
@@ -782,26 +799,29 @@ class Full(CovarianceModel):
                 stop = start + step
                 np.matmul(coefficients, phi[start:stop].T, out=out[:, start:stop])
             return np.maximum(out, 0.0, out=out).T
-        left, right, ones = prepared.left, prepared.right, prepared.ones
         augmented = ws.last("augmented")
         if augmented is None or not _is_view(Xc, augmented[:, 1:]):
             augmented = ws.take("augmented", (n, n_features + 1), Xc.dtype)
             augmented[:, 0] = 1.0
             augmented[:, 1:] = Xc
         # y[n, k*D:(k+1)*D] = U_k^T (x_n - mu_k), kept for _WhitenedAccumulator
-        n_components = right.shape[-1] // n_features if left is None else len(right)
-        y = ws.take("whitened", (n, n_components * n_features), Xc.dtype)
-        if left is None:
-            np.matmul(augmented, right, out=y)
+        stacked = prepared.stacked
+        if stacked is not None:
+            n_components = stacked.shape[1] // n_features
+            y = ws.take("whitened", (n, n_components * n_features), Xc.dtype)
+            np.matmul(augmented, stacked, out=y)
         else:
-            h = left.shape[2]
+            n_components = len(prepared.blocks[0])
+            y = ws.take("whitened", (n, n_components * n_features), Xc.dtype)
             by_component = y.reshape(n, n_components, n_features).transpose(1, 0, 2)
-            np.matmul(augmented[None, :, : h + 1], left, out=by_component[:, :, :h])
-            np.matmul(augmented[None], right, out=by_component[:, :, h:])
+            for (lo, hi), block in zip(
+                itertools.pairwise(prepared.bounds), prepared.blocks, strict=True
+            ):
+                np.matmul(augmented[None, :, : hi + 1], block, out=by_component[:, :, lo:hi])
         squares = np.square(y, out=ws.take("squares", y.shape, Xc.dtype))
         # row sums of each component's D squares as one GEMV (faster than einsum)
         sums = ws.take("sums", (n * n_components,), Xc.dtype)
-        np.matmul(squares.reshape(-1, n_features), ones, out=sums)
+        np.matmul(squares.reshape(-1, n_features), prepared.ones, out=sums)
         return sums.reshape(n, n_components)
 
     def accumulate(self, Xc, resp, deltas, ws=None):

@@ -108,12 +108,13 @@ def test_suffstats_then_m_step_match_naive_em(rng, ct):
     np.testing.assert_allclose(new.covariances, expected_cov, rtol=1e-9)
 
 
-@pytest.mark.parametrize("n_features", [1, 2, 15, 16, 17, 64, 65])
+@pytest.mark.parametrize("n_features", [1, 2, 15, 16, 17, 64, 65, 100])
 def test_full_kernel_matches_the_textbook_in_any_dimension(rng, n_features):
-    """The full E-step (one GEMM below D=16, two from there) and its second moments.
+    """The full E-step (one GEMM below D=16, blocks of ~16 columns from there) and moments.
 
-    Odd and even D, D=1 (an empty first row block of the second moments) and
-    D=64 (the benchmark's shape): scipy's log-density and the naive M-step.
+    Odd and even D, D=1, D=64 (the benchmark's shape: four column blocks, two
+    row blocks of second moments) and D=100 (six and three, uneven): scipy's
+    log-density and the naive M-step.
     """
     data = RandomData(rng, n_samples=600, n_components=3, n_features=n_features, scale=4)
     X, params = data.X["full"], _params(data, "full")
