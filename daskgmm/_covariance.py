@@ -905,19 +905,21 @@ class Tied(CovarianceModel):
         b = deltas @ precisions_cholesky
         return (
             precisions_cholesky.astype(dtype),
-            (-2.0 * b.T).astype(dtype),
-            np.einsum("kd,kd->k", b, b).astype(dtype),
+            np.ascontiguousarray(-2.0 * b, dtype=dtype),
+            np.einsum("kd,kd->k", b, b).astype(dtype)[:, None],
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        # laid out (K, rows), as Full's quadratic path (see there)
         ws = ws or Workspace()
         factor, cross, const = prepared
         y = np.matmul(Xc, factor, out=ws.take("whitened", Xc.shape, Xc.dtype))
-        out = np.matmul(y, cross, out=ws.take("mahalanobis", (len(Xc), len(const)), Xc.dtype))
-        out += np.einsum("nd,nd->n", y, y)[:, None]
+        shape = (len(const), len(Xc))
+        out = np.matmul(cross, y.T, out=ws.take("mahalanobis-t", shape, Xc.dtype))
+        out += np.einsum("nd,nd->n", y, y)
         out += const
         np.maximum(out, 0.0, out=out)
-        return out
+        return out.T
 
     def accumulate(self, Xc, resp, deltas, ws=None):
         ws = ws or Workspace()
@@ -1005,21 +1007,22 @@ class Diag(_Diagonal):
     def prepare(self, deltas, precisions_cholesky, dtype):
         prec = precisions_cholesky**2
         return (
-            np.ascontiguousarray(prec.T, dtype=dtype),
-            np.ascontiguousarray((-2.0 * deltas * prec).T, dtype=dtype),
-            np.sum(deltas**2 * prec, axis=1).astype(dtype),
+            np.ascontiguousarray(prec, dtype=dtype),
+            np.ascontiguousarray(-2.0 * deltas * prec, dtype=dtype),
+            np.sum(deltas**2 * prec, axis=1).astype(dtype)[:, None],
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        # laid out (K, rows), as Full's quadratic path (see there)
         ws = ws or Workspace()
-        prec_t, cross, const = prepared
-        shape = (len(Xc), len(const))
+        prec, cross, const = prepared
+        shape = (len(const), len(Xc))
         squares = np.multiply(Xc, Xc, out=ws.take("squares", Xc.shape, Xc.dtype))
-        out = np.matmul(squares, prec_t, out=ws.take("mahalanobis", shape, Xc.dtype))
-        out += np.matmul(Xc, cross, out=ws.take("cross", shape, Xc.dtype))
+        out = np.matmul(prec, squares.T, out=ws.take("mahalanobis-t", shape, Xc.dtype))
+        out += np.matmul(cross, Xc.T, out=ws.take("cross-t", shape, Xc.dtype))
         out += const
         np.maximum(out, 0.0, out=out)
-        return out
+        return out.T
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         return self._diagonal_covariances(nk, s1, s2, reg_covar)
@@ -1053,20 +1056,22 @@ class Spherical(_Diagonal):
 
     def prepare(self, deltas, precisions_cholesky, dtype):
         return (
-            np.ascontiguousarray(-2.0 * deltas.T, dtype=dtype),
-            np.einsum("kd,kd->k", deltas, deltas).astype(dtype),
-            (precisions_cholesky**2).astype(dtype),
+            np.ascontiguousarray(-2.0 * deltas, dtype=dtype),
+            np.einsum("kd,kd->k", deltas, deltas).astype(dtype)[:, None],
+            (precisions_cholesky**2).astype(dtype)[:, None],
         )
 
     def squared_mahalanobis(self, Xc, prepared, ws=None):
+        # laid out (K, rows), as Full's quadratic path (see there)
         ws = ws or Workspace()
         cross, const, prec = prepared
-        out = np.matmul(Xc, cross, out=ws.take("mahalanobis", (len(Xc), len(const)), Xc.dtype))
-        out += np.einsum("nd,nd->n", Xc, Xc)[:, None]
+        shape = (len(const), len(Xc))
+        out = np.matmul(cross, Xc.T, out=ws.take("mahalanobis-t", shape, Xc.dtype))
+        out += np.einsum("nd,nd->n", Xc, Xc)
         out += const
         np.maximum(out, 0.0, out=out)
         out *= prec
-        return out
+        return out.T
 
     def s2_shape(self, n_components, n_features):
         return (n_components,)
