@@ -64,13 +64,6 @@ def blas_threads_guard(*collections: Any) -> contextlib.AbstractContextManager:
     return one_blas_thread()
 
 
-@functools.cache
-def _threadpools() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def one_blas_thread() -> contextlib.AbstractContextManager:
     """Limit this process's BLAS to one thread for the duration of the context.
 
@@ -79,8 +72,12 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     multithreaded BLAS call there left OpenBLAS's threads spinning into the
     next pass, taking a core from its tasks on the same machine (2 cores,
     threaded scheduler, N=1e6 D=16 K=8 float32: 0.117 against 0.093 s per pass).
+    The libraries are looked up at every use (0.25 ms), so BLAS builds loaded
+    late are limited too.
     """
-    return _threadpools().limit(limits=1, user_api="blas")
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _apply_block(
