@@ -13,7 +13,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -508,25 +508,6 @@ def per_restart_chunk(
     )
 
 
-def _nearest(
-    Xc: Float, deltas: Float, ws: Workspace | None = None
-) -> tuple[NDArray[np.intp], Float]:
-    """Index of and squared Euclidean distance to the nearest of ``deltas``.
-
-    The (rows, centres) distances live in ``ws``: on distributed's workers
-    (``MALLOC_TRIM_THRESHOLD_`` set) a fresh one per tile made the k-means
-    passes 2-3x slower (one core, 1e6 x 16 float32, 41 centres: 0.37 against
-    0.14 s).
-    """
-    ws = ws or Workspace()
-    d2 = np.matmul(Xc, -2.0 * deltas.T, out=ws.take("d2", (len(Xc), len(deltas)), Xc.dtype))
-    d2 += np.einsum("kd,kd->k", deltas, deltas)
-    labels = np.argmin(d2, axis=1)
-    best = d2[np.arange(len(Xc)), labels]
-    best += np.einsum("nd,nd->n", Xc, Xc)
-    return labels, np.maximum(best, 0.0, out=best)
-
-
 def _first_minimum(block: Float, best: Float, ws: Workspace, name: str) -> NDArray[np.intp]:
     """``np.argmin(block, axis=0)`` of (centres, rows) distances, given their minimum ``best``.
 
@@ -548,47 +529,72 @@ def _first_minimum(block: Float, best: Float, ws: Workspace, name: str) -> NDArr
 _NEAREST_TILE_BYTES = 1 << 20
 
 
+class _CentreSets(NamedTuple):
+    """Several sets of centres (one per restart) around one shift, stacked for one GEMM."""
+
+    neg2: Float  # -2 (centres - shift), all sets' rows stacked, in the data's dtype
+    squares: Float  # |centres - shift|^2, a column
+    bounds: tuple[int, ...]  # set i is rows bounds[i]:bounds[i+1]
+
+    @classmethod
+    def of(cls, centers: Sequence[Float], shift: Float, dtype: np.dtype) -> _CentreSets:
+        deltas = (np.concatenate(centers) - shift).astype(dtype)
+        bounds = tuple(int(b) for b in np.cumsum([0, *(len(c) for c in centers)]))
+        return cls(-2.0 * deltas, np.einsum("kd,kd->k", deltas, deltas)[:, None], bounds)
+
+
+def _nearest(
+    Xc: Float, sets: _CentreSets, ws: Workspace, labels: bool = True
+) -> list[tuple[NDArray[np.intp] | None, Float]]:
+    """``(labels, d2)`` per set: index of and squared distance to each row's nearest centre.
+
+    One GEMM gives the distances of the centred rows ``Xc`` to every centre of
+    every set, and the row norms are added once per set after its minimum. The
+    distances are laid out (centres, rows), so that each set's minimum is a
+    reduction over the first axis, vectorised along the rows (NumPy's minimum
+    or argmin along a short last axis costs more than the GEMM: one core, 1e6
+    x 16 float32, 25 centres, argmin 0.055 s against 0.022 s for this layout's
+    GEMM and minimum). Everything lives in ``ws``: on distributed's workers
+    (``MALLOC_TRIM_THRESHOLD_`` set) fresh tile temporaries made the k-means
+    passes 2-3x slower (one core, 1e6 x 16 float32, 41 centres: 0.37 against
+    0.14 s). ``labels=False`` gives None for the labels and skips them.
+    """
+    n = len(Xc)
+    found = []
+    with np.errstate(invalid="ignore", over="ignore"):
+        d2 = np.matmul(sets.neg2, Xc.T, out=ws.take("d2t", (len(sets.neg2), n), Xc.dtype))
+        d2 += sets.squares
+        norms = np.einsum("nd,nd->n", Xc, Xc)
+        for i, (lo, hi) in enumerate(itertools.pairwise(sets.bounds)):
+            block = d2[lo:hi]
+            best = np.minimum.reduce(block, axis=0, out=ws.take(f"best-{i}", (n,), Xc.dtype))
+            nearest = _first_minimum(block, best, ws, f"labels-{i}") if labels else None
+            best += norms
+            found.append((nearest, np.maximum(best, 0.0, out=best)))
+    return found
+
+
 def _nearest_tiles(X: Float, centers: Sequence[Float], shift: Float, labels: bool = True):
     """Yield ``(start, Xc, found)`` per tile; ``found[i]`` is ``(labels, d2)`` for ``centers[i]``.
 
     ``centers`` holds one set of centres per restart, all taken around the one
-    ``shift``: each tile is centred once, one GEMM gives its distances to every
-    centre of every set, and the row norms are added once per set after its
-    minimum. The distances are laid out (centres, rows), so that each set's
-    minimum is a reduction over the first axis, vectorised along the rows
-    (NumPy's minimum or argmin along a short last axis costs more than the
-    GEMM: one core, 1e6 x 16 float32, 25 centres, argmin 0.055 s against 0.022
-    s for this layout's GEMM and minimum). A tile holds ~1 MiB of distances per
-    set, whatever the number of centres (k-means|| rounds hold hundreds): one
-    core, 1e6 x 16 float32, 41 centres, a round takes 0.063 s for one set and
-    0.17 s for four at ~6400 rows, but 0.076 s for one at 8192 rows and 0.26 s
-    for four at 1600. ``labels=False`` yields None for the labels and skips them.
+    ``shift``: each tile is centred once, and one GEMM gives its distances to
+    every centre of every set (:func:`_nearest`). A tile holds ~1 MiB of
+    distances per set, whatever the number of centres (k-means|| rounds hold
+    hundreds): one core, 1e6 x 16 float32, 41 centres, a round takes 0.063 s
+    for one set and 0.17 s for four at ~6400 rows, but 0.076 s for one at 8192
+    rows and 0.26 s for four at 1600. ``labels=False`` yields None for the
+    labels and skips them.
     """
-    sizes = [len(c) for c in centers]
-    bounds = np.cumsum([0, *sizes])
-    deltas = (np.concatenate(centers) - shift).astype(X.dtype)
-    neg2 = -2.0 * deltas
-    squares = np.einsum("kd,kd->k", deltas, deltas)[:, None]
+    sets = _CentreSets.of(centers, shift, X.dtype)
     shift_x = shift.astype(X.dtype)
-    per_row = max(sizes) * X.dtype.itemsize
+    per_row = max(len(c) for c in centers) * X.dtype.itemsize
     step = int(min(8192, max(256, _NEAREST_TILE_BYTES // per_row)))
     ws = Workspace()
     for start in range(0, len(X), step):
         tile = X[start : start + step]
-        n = len(tile)
         Xc = np.subtract(tile, shift_x, out=ws.take("xc", tile.shape, X.dtype))
-        found = []
-        with np.errstate(invalid="ignore", over="ignore"):
-            d2 = np.matmul(neg2, Xc.T, out=ws.take("d2t", (len(deltas), n), X.dtype))
-            d2 += squares
-            norms = np.einsum("nd,nd->n", Xc, Xc)
-            for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                block = d2[lo:hi]
-                best = np.minimum.reduce(block, axis=0, out=ws.take(f"best-{i}", (n,), X.dtype))
-                nearest = _first_minimum(block, best, ws, f"labels-{i}") if labels else None
-                best += norms
-                found.append((nearest, np.maximum(best, 0.0, out=best)))
-        yield start, Xc, found
+        yield start, Xc, _nearest(Xc, sets, ws, labels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -705,15 +711,14 @@ def hard_assignment_stats_chunk(
     model = get_covariance_model(covariance_type)
     parts = []
     for c in centers:
-        deltas = c - shift
-        deltas_x = deltas.astype(X.dtype)
+        sets = _CentreSets.of([c], shift, X.dtype)
         eye = np.eye(len(c), dtype=X.dtype)
 
-        def responsibilities(Xc, start, ws, deltas_x=deltas_x, eye=eye):
-            labels, d2 = _nearest(Xc, deltas_x, ws)
+        def responsibilities(Xc, start, ws, sets=sets, eye=eye):
+            ((labels, d2),) = _nearest(Xc, sets, ws)
             return eye[labels], d2
 
-        parts.append((model.accumulator(deltas, X.dtype), responsibilities))
+        parts.append((model.accumulator(c - shift, X.dtype), responsibilities))
     return ManyStats(tuple(_accumulate_chunk_many(X, parts, shift, sample_weight, row_offset)))
 
 
