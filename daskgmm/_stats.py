@@ -367,6 +367,7 @@ def _accumulate_chunk_many(
     weight_sum = 0.0
     shift_x = shift.astype(X.dtype)
     step = model.tile_rows(n_components, n_features, X.dtype.itemsize)
+    ones = np.ones(min(step, n_samples), dtype=X.dtype)  # nk of a tile as one GEMV
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
@@ -388,9 +389,7 @@ def _accumulate_chunk_many(
             else:
                 resp *= w[:, None].astype(resp.dtype)
                 loglik[i] += float(w.astype(np.float64) @ score.astype(np.float64))
-            ones = ws.take("ones-n", (len(resp),), resp.dtype)
-            ones[...] = 1.0
-            nk[i] += ones @ resp
+            nk[i] += ones[: len(resp)] @ resp
             accumulator.add(Xc, resp, ws)
     return [
         SuffStats(nk[i], *acc.finish(nk[i]), loglik[i], weight_sum, n_samples)
