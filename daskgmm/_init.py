@@ -54,7 +54,7 @@ from ._stats import (
     _raise_nonfinite,
     hard_assignment_stats_chunk,
     kmeans_sizes_chunk,
-    kmeans_stats_chunk_many,
+    kmeans_stats_chunk,
     m_step,
     random_resp_stats_chunk,
     uniform_rows,
@@ -269,7 +269,7 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
         shift = centers[active[0]].mean(axis=0)
         parts = map_reduce(
             X,
-            kmeans_stats_chunk_many,
+            kmeans_stats_chunk,
             tuple(centers[i] for i in active),
             shift,
             sample_weight=sample_weight,

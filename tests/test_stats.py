@@ -388,16 +388,16 @@ def test_center_sets_sharing_tiles_compute_as_alone(rng, dtype):
     Sets of different sizes (a k-means|| round's candidates), ties between
     centres (argmin's lowest index), weights and a NaN row named in the error.
     """
-    from daskgmm._stats import _nearest_tiles, hard_assignment_stats_chunk, kmeans_stats_chunk_many
+    from daskgmm._stats import _nearest_tiles, hard_assignment_stats_chunk, kmeans_stats_chunk
 
     X = (rng.normal(size=(5000, 3)) * 4).astype(dtype)
     sets = [rng.normal(size=(n, 3)) * 4 for n in (1, 7, 40)]
     sets[1][3] = sets[1][5]  # a tie: the lower index wins
     shift = sets[0][0]
     w = rng.uniform(0.5, 2.0, size=5000)
-    together = kmeans_stats_chunk_many(X, sets, shift, sample_weight=w).parts
+    together = kmeans_stats_chunk(X, sets, shift, sample_weight=w).parts
     for centers, got in zip(sets, together, strict=True):
-        (alone,) = kmeans_stats_chunk_many(X, [centers], shift, sample_weight=w).parts
+        (alone,) = kmeans_stats_chunk(X, [centers], shift, sample_weight=w).parts
         for name in ("nk", "s1", "inertia", "weight_sum"):
             np.testing.assert_allclose(getattr(got, name), getattr(alone, name), rtol=1e-12)
         d2 = ((X.astype(float)[:, None] - centers[None]) ** 2).sum(-1)
@@ -411,7 +411,7 @@ def test_center_sets_sharing_tiles_compute_as_alone(rng, dtype):
         np.testing.assert_allclose(got.s2, alone.s2, rtol=1e-12)
     X[4321, 2] = np.nan
     with pytest.raises(ValueError, match=r"NaN.*\(first in row 4321\)"):
-        kmeans_stats_chunk_many(X, sets, shift)
+        kmeans_stats_chunk(X, sets, shift)
 
 
 def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
@@ -453,7 +453,7 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     np.testing.assert_allclose(
         np.concatenate([d2 for _, d2 in distances_only]), got_d2, rtol=1e-12, atol=1e-9
     )
-    stats = kmeans_stats_chunk(X, centers, shift, sample_weight=w)
+    (stats,) = kmeans_stats_chunk(X, [centers], shift, sample_weight=w).parts
     nk = np.bincount(labels, weights=w, minlength=700)
     s1 = np.array(
         [(w[labels == k, None] * (X[labels == k] - c)).sum(0) for k, c in enumerate(centers)]
@@ -466,10 +466,11 @@ def test_kmeans_stats_match_the_nearest_centre_definition(rng):
     np.testing.assert_array_equal(sizes.nk, stats.nk)
     assert (sizes.inertia, sizes.weight_sum) == (stats.inertia, stats.weight_sum)
     assert not sizes.s1.any()
-    halves = kmeans_stats_chunk(X[:1234], centers, shift, w[:1234]) + kmeans_stats_chunk(
-        X[1234:], centers, shift, w[1234:]
+    halves = kmeans_stats_chunk(X[:1234], [centers], shift, w[:1234]) + kmeans_stats_chunk(
+        X[1234:], [centers], shift, w[1234:]
     )
+    (halves,) = halves.parts
     np.testing.assert_allclose(halves.s1, stats.s1, rtol=1e-9, atol=1e-9)
     X[2500, 1] = np.nan
     with pytest.raises(ValueError, match=r"NaN.*\(first in row 2500\)"):
-        kmeans_stats_chunk(X, centers, shift)
+        kmeans_stats_chunk(X, [centers], shift)
