@@ -167,12 +167,12 @@ class _WhitenedAccumulator(Accumulator):
     """Full-covariance second moments from the E-step's whitened products.
 
     :meth:`Full.squared_mahalanobis` leaves ``y_nk = U_k^T (x_n - mu_k)`` of the
-    tile in the workspace. Scaled by ``r_nk``, one or two batched products give
-    ``Y_k = sum_n r_nk y_nk y_nk^T = U_k^T S_k U_k`` for all components (from
-    D=16, float64, or D=24, float32: only its blocks on and above the
-    diagonal), and at the end of the block ``S_k = U_k^{-T} Y_k U_k^{-1}``.
-    This replaces K subtractions, scalings and SYRKs per tile by one broadcast
-    product and one or two batched GEMMs.
+    tile in the workspace. Scaled by ``r_nk``, batched products give
+    ``Y_k = sum_n r_nk y_nk y_nk^T = U_k^T S_k U_k`` for all components (one
+    product, or from D=16, float64, or D=24, float32, one per block of rows of
+    :func:`_moment_blocks`, from its diagonal block rightwards), and at the end
+    of the block ``S_k = U_k^{-T} Y_k U_k^{-1}``. This replaces K subtractions,
+    scalings and SYRKs per tile by one broadcast product and a few batched GEMMs.
 
     Accuracy: ``y`` carries the E-step's rounding, ``eps`` times the whitened
     distance ``L`` of the component's mean from the shift, so ``S_k`` is exact
@@ -345,7 +345,7 @@ def _use_quadratic(whitened: Float, dtype: np.dtype) -> bool:
 
     ``(x-mu)^T P (x-mu) = z^T P z - 2 (P d)^T z + d^T P d`` with ``z = x - c``,
     ``d = mu - c``: one GEMM of the features ``[z, z_i z_j, 1]`` (shared by all
-    components) against ``(D + D(D+1)/2 + 1, K)`` coefficients gives every
+    components) and ``K`` rows of ``D + D(D+1)/2 + 1`` coefficients gives every
     distance, and the same features times the responsibilities give every first
     and second moment. That halves the flops of the whitened E-step's two GEMMs
     and replaces its (rows, K*D) elementwise passes by a (rows, D(D+1)/2) one,
