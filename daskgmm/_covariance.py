@@ -31,6 +31,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import scipy.linalg
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 __all__ = ["COVARIANCE_MODELS", "Accumulator", "CovarianceModel", "get_covariance_model"]
@@ -377,12 +378,14 @@ def _quadratic_features(Xc: Float, shift: Float | None, buffer: Float) -> Float:
     ``z = Xc - shift`` (``Xc`` itself if ``shift`` is None); the products are
     ordered as :func:`_quadratic_pairs`. ``buffer`` is column-major, of shape
     ``(rows, D + _n_quadratic(D))``: with ``z`` twice side by side, a wrapped
-    diagonal ``z_{(j+s) mod D}`` is the plain view ``[z, z][:, s:s+D]``, so each
-    diagonal is one NumPy call over whole columns (D=16, 800 rows: 1.6x faster
-    than one call per row of the triangle, whose broadcast runs a slow loop).
+    diagonal ``z_{(j+s) mod D}`` is the plain view ``[z, z][:, s:s+D]``, and
+    the full diagonals side by side are one strided view of it, so all the
+    products take one NumPy call (two for even ``D``, whose last diagonal is
+    half). Few calls per tile matter on the threaded scheduler, where each one
+    hands the GIL over (see :meth:`Full.tile_rows`).
     The features' first ``D`` columns are ``z`` (the ``Xc`` of the E-step).
     """
-    n_features = Xc.shape[1]
+    n, n_features = Xc.shape
     twice = buffer[:, : 2 * n_features]
     z = twice[:, n_features:]
     if shift is None:
@@ -390,13 +393,39 @@ def _quadratic_features(Xc: Float, shift: Float | None, buffer: Float) -> Float:
     else:
         np.subtract(Xc, shift, out=z)
     twice[:, :n_features] = z
-    start = 2 * n_features
-    for s in range(n_features // 2 + 1):
-        width = s if 2 * s == n_features else n_features
-        np.multiply(z[:, :width], twice[:, s : s + width], out=buffer[:, start : start + width])
-        start += width
+    rows, cols = buffer.strides
+    full = (n_features + 1) // 2  # diagonals s = 0 .. full-1 of width D
+    shape = (full, n, n_features)
+    np.multiply(
+        z[None],
+        as_strided(twice, shape, (cols, rows, cols), writeable=False),
+        out=as_strided(buffer[:, 2 * n_features :], shape, (n_features * cols, rows, cols)),
+    )
+    start = 2 * n_features + full * n_features
+    if n_features % 2 == 0:
+        half = n_features // 2
+        np.multiply(z[:, :half], twice[:, half:n_features], out=buffer[:, start : start + half])
+        start += half
     buffer[:, start] = 1.0
     return buffer[:, n_features:]
+
+
+def _pieces(a: Float, step: int) -> list[Float]:
+    """``a`` of shape (M, n) cut along its columns: stacked views of ``step`` columns.
+
+    Returns ``(n // step, M, step)`` and, if ``step`` does not divide ``n``, a
+    ``(1, M, rest)`` remainder. ``np.matmul`` of a stack runs one BLAS call per
+    piece within one NumPy call, so a tile's GEMMs run at the small-matrix
+    speed of :func:`_gemm_rows` with one or two calls instead of one per piece.
+    """
+    n_rows, n = a.shape
+    whole = n // step * step
+    out = []
+    if whole:
+        out.append(a[:, :whole].reshape(n_rows, n // step, step).transpose(1, 0, 2))
+    if whole < n:
+        out.append(a[None, :, whole:])
+    return out
 
 
 def _gemm_rows(n_columns: int, n_components: int) -> int:
@@ -439,11 +468,12 @@ class _QuadraticAccumulator(Accumulator):
             rows_first = ws.take("resp-rows", resp.shape, resp.dtype)
             rows_first[...] = resp
             resp = rows_first
-        out = ws.take("moments", (phi.shape[1], resp.shape[1]), resp.dtype)
         step = _gemm_rows(phi.shape[1], resp.shape[1])
-        for start in range(0, len(phi), step):
-            stop = start + step
-            self.moments += np.matmul(phi[start:stop].T, resp[start:stop], out=out)
+        for phi_t, resp_t in zip(_pieces(phi.T, step), _pieces(resp.T, step), strict=True):
+            # one (F, K) product per piece, summed in float64
+            out = ws.take("moments", (len(phi_t), phi.shape[1], resp.shape[1]), resp.dtype)
+            np.matmul(phi_t, resp_t.transpose(0, 2, 1), out=out)
+            self.moments += np.sum(out, axis=0, dtype=np.float64)
 
     def finish(self, nk):
         n_components, n_features = self.deltas.shape
@@ -674,15 +704,20 @@ class Full(CovarianceModel):
 
     def tile_rows(self, n_components, n_features, itemsize=8):
         if _quadratic_pays(n_components, n_features):
-            # 4 MiB of features per tile, its GEMMs in _gemm_rows pieces: fewer
-            # NumPy calls per sample, which matters most on the threaded
-            # scheduler (every call hands the GIL over). Two threads, per 1e6
-            # samples, D=16 K=8 (float64 / float32): 1 MiB 0.44 / 0.31 s, 2 MiB
-            # 0.30 / 0.21 s, 4 MiB 0.22 / 0.16 s, 8 MiB 0.25 / 0.15 s. float32
-            # takes the same bytes, twice the rows (one core, 3102 -> 6204
-            # rows: 0.131 -> 0.123 s; two threads 0.12-0.14 -> 0.10 s).
+            # ~4 MiB of features per tile, a whole number of _gemm_rows pieces
+            # (each GEMM then is one stacked call, see _pieces): fewer NumPy
+            # calls per sample, which matters most on the threaded scheduler
+            # (every call hands the GIL over). Two threads, per 1e6 samples,
+            # D=16 K=8 (float64 / float32): 1 MiB 0.44 / 0.31 s, 2 MiB 0.30 /
+            # 0.21 s, 4 MiB 0.22 / 0.16 s, 8 MiB 0.25 / 0.15 s. float32 takes
+            # the same bytes, twice the rows (one core, 3102 -> 6204 rows:
+            # 0.131 -> 0.123 s; two threads 0.12-0.14 -> 0.10 s).
             n_columns = n_features + _n_quadratic(n_features)
-            return int(min(8192, max(256, (4 << 20) // (n_columns * itemsize))))
+            rows = min(8192, max(256, (4 << 20) // (n_columns * itemsize)))
+            piece = _gemm_rows(_n_quadratic(n_features), n_components)
+            if piece < rows:
+                rows = max(1, round(rows / piece)) * piece
+            return int(rows)
         # Three (rows, K*D) temporaries per tile. Measured through Dask on 2
         # threads, N=1e6, float64: at D=16 (K=8 and 32) 2 MiB beats 1 MiB by
         # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row
@@ -796,9 +831,8 @@ class Full(CovarianceModel):
             coefficients = prepared.coefficients
             out = ws.take("mahalanobis-t", (len(coefficients), n), Xc.dtype)
             step = _gemm_rows(*coefficients.shape)
-            for start in range(0, n, step):
-                stop = start + step
-                np.matmul(coefficients, phi[start:stop].T, out=out[:, start:stop])
+            for phi_t, part in zip(_pieces(phi.T, step), _pieces(out, step), strict=True):
+                np.matmul(coefficients, phi_t, out=part)
             return np.maximum(out, 0.0, out=out).T
         augmented = ws.last("augmented")
         if augmented is None or not _is_view(Xc, augmented[:, 1:]):
