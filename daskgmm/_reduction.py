@@ -13,6 +13,7 @@ import contextlib
 import functools
 import operator
 import os
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,12 +73,23 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     multithreaded BLAS call there left OpenBLAS's threads spinning into the
     next pass, taking a core from its tasks on the same machine (2 cores,
     threaded scheduler, N=1e6 D=16 K=8 float32: 0.117 against 0.093 s per pass).
-    The libraries are looked up at every use (0.25 ms), so BLAS builds loaded
-    late are limited too.
-    """
-    from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1, user_api="blas")
+    Looking the BLAS libraries up takes 1.3-1.6 ms (a ctypes callback per
+    loaded shared library, ~200 with distributed imported), three times per EM
+    iteration, so the lookup is kept until ``sys.modules`` changes: a BLAS
+    loaded later comes with an import.
+    """
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+
+    key = len(sys.modules)
+    cached = _blas_controller
+    if cached is None or cached[0] != key:
+        cached = _blas_controller = (key, ThreadpoolController())
+    return cached[1].limit(limits=1, user_api="blas")
+
+
+_blas_controller: tuple[int, Any] | None = None
 
 
 def _apply_block(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import dask
 import dask.array as da
 import numpy as np
@@ -78,3 +80,32 @@ def test_one_blas_thread_per_task_on_the_threaded_scheduler(configured):
     with dask.config.set(scheduler="threads") if configured else nullcontext():
         total = map_reduce(X, _blas_threads)
     assert total[0] == 4  # four blocks, one BLAS thread each
+
+
+def test_one_blas_thread_keeps_its_lookup_until_an_import(monkeypatch):
+    """The BLAS lookup (1.3-1.6 ms, three times per iteration) is cached, but not past an import.
+
+    A BLAS loaded after the first use comes with a new module; the limit must
+    reach it too, and every library gets its own thread count back on exit.
+    """
+    import types
+
+    from threadpoolctl import threadpool_info
+
+    from daskgmm import _reduction
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    with _reduction.one_blas_thread():
+        assert set(blas_threads()) == {1}
+    first = _reduction._blas_controller
+    with _reduction.one_blas_thread():
+        pass
+    assert _reduction._blas_controller is first
+    monkeypatch.setitem(sys.modules, "daskgmm_late_import", types.ModuleType("late"))
+    with _reduction.one_blas_thread():
+        assert set(blas_threads()) == {1}
+    assert _reduction._blas_controller is not first
+    assert blas_threads() == before
