@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import dask.array as da
 
-from ._reduction import map_reduce, one_blas_thread
+from ._reduction import _nbytes, map_reduce, one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 
@@ -93,7 +93,12 @@ def fit_em_many(
         with one_blas_thread():  # tiny matrices; see one_blas_thread
             eps = _estep_params([states[i].params for i in active])
         totals = map_reduce(
-            X, suffstats_chunk_many, eps, sample_weight=sample_weight, split_every=split_every
+            X,
+            suffstats_chunk_many,
+            eps,
+            sample_weight=sample_weight,
+            split_every=split_every,
+            partial_nbytes=_nbytes(eps),  # the statistics: about the parameters' size
         ).parts
         seconds = time.perf_counter() - tic
         infos = []
