@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 
+import dask
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -116,76 +117,82 @@ def time_daskgmm(X, ct, k, init, mode, iters=5, client=None):
 
 
 def run(configs, modes, repeats):
-    modes = sorted(modes, key=lambda mode: mode == "cluster")  # threaded rows first, see below
+    # Every configuration's threaded rows first, then the LocalCluster rows. A
+    # cluster that has run, even closed again, leaves this process's threaded
+    # iterations slower (more objects for the garbage collector, distributed's
+    # offload thread): N=1e6 D=16 K=8 float32 read 0.077 s alone and 0.097 s
+    # after the float64 configuration's cluster rows, which made the float32 /
+    # float64 ratio depend on the order of the rows.
     rows = []
     rates = {}
-    client = None
-    for n, d, k, ct, dtype in configs:
+    reference = {}
+    for config in configs:
+        n, d, k, ct, dtype = config
         X, means = make_data(n, d, k, dtype)
         init = init_kwargs(ct, k, d, means)
-        key = (d, k, dtype)
-        if key not in rates:
-            rates[key] = gemm_rate(min(n, 65536), d, k * d, dtype)
+        if (d, k, dtype) not in rates:
+            rates[(d, k, dtype)] = gemm_rate(min(n, 65536), d, k * d, dtype)
         sk = [time_sklearn(X, ct, k, init) for _ in range(repeats)]
-        sk_time = statistics.median(t for t, _ in sk)
-        sk_ll = sk[0][1]
+        reference[config] = (statistics.median(t for t, _ in sk), sk[0][1])
         for mode in modes:
-            if mode == "cluster" and client is None:
-                from distributed import Client, LocalCluster
-
-                cluster = LocalCluster(
-                    n_workers=os.cpu_count(),
-                    threads_per_worker=1,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                )
-                client = Client(cluster)
-            ctx = client.as_current() if mode == "cluster" else _null()
-            with ctx:
-                import dask
-
-                with dask.config.set(scheduler=client if mode == "cluster" else "threads"):
+            if mode != "cluster":
+                with dask.config.set(scheduler="threads"):
                     ours = [time_daskgmm(X, ct, k, init, mode) for _ in range(repeats)]
-            t = statistics.median(o[0] for o in ours)
-            ll = ours[0][1]
-            rate = flops(n, d, k, ct) / t
-            rows.append(
-                {
-                    "N": n,
-                    "D": d,
-                    "K": k,
-                    "cov": ct,
-                    "dtype": np.dtype(dtype).name,
-                    "input": mode,
-                    "sklearn_s": sk_time,
-                    "daskgmm_s": t,
-                    "speedup": sk_time / t,
-                    "gflops": rate / 1e9,
-                    "gemm_fraction": rate / rates[key] if ct == "full" else None,
-                    "peak": max(o[2] for o in ours),
-                    "ll_sklearn": sk_ll,
-                    "ll_daskgmm": ll,
-                    "ll_rel": abs(ll - sk_ll) / abs(sk_ll),
-                }
-            )
-            _print_row(rows[-1])
-        if client is not None:
-            # A LocalCluster left running (scheduler, workers, the client's IO
-            # thread) took ~10 % from the next configuration's threaded rows
-            # on 2 cores (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per
-            # iteration), so each configuration starts its own.
-            client.close()
-            client.cluster.close()
-            client = None
+                rows.append(_row(config, mode, ours, reference[config], rates))
+    if "cluster" not in modes:
+        return rows, rates
+    from distributed import Client, LocalCluster
+
+    for config in configs:
+        n, d, k, ct, dtype = config
+        X, means = make_data(n, d, k, dtype)
+        init = init_kwargs(ct, k, d, means)
+        # A LocalCluster left running (scheduler, workers, the client's IO
+        # thread) took ~10 % from the next configuration's rows on 2 cores
+        # (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per iteration), so
+        # each configuration starts its own.
+        with (
+            LocalCluster(
+                n_workers=os.cpu_count(),
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+            client.as_current(),
+            dask.config.set(scheduler=client),
+        ):
+            ours = [time_daskgmm(X, ct, k, init, "cluster") for _ in range(repeats)]
+        rows.append(_row(config, "cluster", ours, reference[config], rates))
     return rows, rates
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def _row(config, mode, ours, reference, rates):
+    """One printed table row from daskgmm's repeats and scikit-learn's (time, ll)."""
+    n, d, k, ct, dtype = config
+    sk_time, sk_ll = reference
+    t = statistics.median(o[0] for o in ours)
+    ll = ours[0][1]
+    rate = flops(n, d, k, ct) / t
+    row = {
+        "N": n,
+        "D": d,
+        "K": k,
+        "cov": ct,
+        "dtype": np.dtype(dtype).name,
+        "input": mode,
+        "sklearn_s": sk_time,
+        "daskgmm_s": t,
+        "speedup": sk_time / t,
+        "gflops": rate / 1e9,
+        "gemm_fraction": rate / rates[(d, k, dtype)] if ct == "full" else None,
+        "peak": max(o[2] for o in ours),
+        "ll_sklearn": sk_ll,
+        "ll_daskgmm": ll,
+        "ll_rel": abs(ll - sk_ll) / abs(sk_ll),
+    }
+    _print_row(row)
+    return row
 
 
 HEADER = (
