@@ -55,10 +55,18 @@ def target_chunk_bytes() -> int:
 
 
 def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
-    """Rows per block for in-memory data: at most ~64 MB, at least two blocks per core."""
+    """Rows per block for in-memory data: at most ~64 MB, at least two blocks per core.
+
+    The blocks are near-equal and a whole number per core, so that the cores
+    finish a pass together: 10^6 x 64 float64 was 7 blocks of 131072 rows and
+    one of 82496 (one thread then ran 524288 rows, the other 475712), and is
+    now 8 of 125000.
+    """
+    cores = os.cpu_count() or 1
     cap = max(1, target_chunk_bytes() // max(1, n_features * itemsize))
-    per_core = math.ceil(n_samples / (2 * (os.cpu_count() or 1)))
-    return int(max(1, min(cap, max(per_core, 4096))))
+    n_blocks = max(math.ceil(n_samples / cap), 2 * cores)
+    n_blocks = math.ceil(n_blocks / cores) * cores
+    return int(max(1, min(cap, max(math.ceil(n_samples / n_blocks), 4096))))
 
 
 def unwrap_xarray(X: Any) -> Any:

@@ -217,3 +217,25 @@ def test_streamed_store_on_a_cluster_submits_each_block_key_one_way(
         gm = GaussianMixture(3, n_init=2, max_iter=5, tol=0, cache=False, random_state=0).fit(X)
     assert gm.n_iter_ == 5
     assert "run_spec" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "n_samples, n_features, itemsize",
+    [(1_000_000, 64, 8), (1_000_000, 16, 8), (10_000_000, 64, 8), (123_457, 3, 4)],
+)
+def test_in_memory_blocks_are_near_equal_and_a_whole_number_per_core(
+    monkeypatch, n_samples, n_features, itemsize
+):
+    """Cores finish a pass together: 10^6 x 64 float64 was 7 blocks of 131072 rows and one of
+    82496 on 2 cores; every block stays under the 64 MB target."""
+    import math
+
+    from daskgmm._data import row_chunks, target_chunk_bytes
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    rows = row_chunks(n_samples, n_features, itemsize)
+    n_blocks = math.ceil(n_samples / rows)
+    last = n_samples - (n_blocks - 1) * rows
+    assert n_blocks % 2 == 0 and n_blocks >= 4
+    assert rows - last < n_blocks
+    assert rows * n_features * itemsize <= target_chunk_bytes()
