@@ -59,7 +59,8 @@ def test_parity_with_scikit_learn_numpy(rng, ct):
 
 
 def test_parity_with_scikit_learn_full_in_64_dimensions(rng):
-    """The benchmark's D=64 shape: 512-row tiles, second moments in two row blocks."""
+    """The benchmark's D=64: the E-step in four column blocks, the second moments in two row
+    blocks (each 400-row block is one tile)."""
     data = RandomData(rng, n_samples=1500, n_components=3, n_features=64, scale=3)
     X = da.from_array(data.X["full"], chunks=(400, 64))
     sk, ours = _fit_both(X, "full", _init_kwargs(data, "full", rng))
