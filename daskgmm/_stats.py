@@ -118,8 +118,9 @@ class GMMParams:
 class EStepParams:
     """What one block needs for its E-step, prepared once per iteration on the driver.
 
-    Shipped to each worker once per iteration (a single graph key or a scattered
-    future). Never a tuple: a tuple would scatter into one future per item.
+    Shipped with the block tasks once per iteration (inside them while small,
+    else as a single graph key). Never a tuple: a tuple would scatter into one
+    future per item.
 
     Parameters
     ----------
