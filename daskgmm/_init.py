@@ -113,12 +113,10 @@ def _kmeans_parallel_chunk(
     ws = Workspace()
     centers = [c for c, _, _ in rounds]
     # tile by tile, so the temporaries stay small whatever the block size
-    for start, Xc, found in _nearest_tiles(X, centers, shift, labels=False):
+    for start, Xc, found in _nearest_tiles(X, centers, shift, labels=False, row_offset=row_offset):
         tile = X[start : start + len(Xc)]
         w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
         for i, ((_, cost, key), (_, d2)) in enumerate(zip(rounds, found, strict=True)):
-            if not np.all(np.isfinite(d2)):
-                _raise_nonfinite(tile, row_offset + start)
             wd2 = d2 if w is None else w * d2
             totals[i] += float(np.sum(wd2, dtype=np.float64))
             if cost > 0:

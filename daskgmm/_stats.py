@@ -573,7 +573,9 @@ def _nearest(
     return found
 
 
-def _nearest_tiles(X: Float, centers: Sequence[Float], shift: Float, labels: bool = True):
+def _nearest_tiles(
+    X: Float, centers: Sequence[Float], shift: Float, labels: bool = True, row_offset: int = 0
+):
     """Yield ``(start, Xc, found)`` per tile; ``found[i]`` is ``(labels, d2)`` for ``centers[i]``.
 
     ``centers`` holds one set of centres per restart, all taken around the one
@@ -583,7 +585,8 @@ def _nearest_tiles(X: Float, centers: Sequence[Float], shift: Float, labels: boo
     hundreds): one core, 1e6 x 16 float32, 41 centres, a round takes 0.063 s
     for one set and 0.17 s for four at ~6400 rows, but 0.076 s for one at 8192
     rows and 0.26 s for four at 1600. ``labels=False`` yields None for the
-    labels and skips them.
+    labels and skips them. Distances that are not finite are traced back to
+    NaN/inf in ``X``, naming the row (``row_offset`` is ``X``'s first).
     """
     sets = _CentreSets.of(centers, shift, X.dtype)
     shift_x = shift.astype(X.dtype)
@@ -593,7 +596,10 @@ def _nearest_tiles(X: Float, centers: Sequence[Float], shift: Float, labels: boo
     for start in range(0, len(X), step):
         tile = X[start : start + step]
         Xc = np.subtract(tile, shift_x, out=ws.take("xc", tile.shape, X.dtype))
-        yield start, Xc, _nearest(Xc, sets, ws, labels)
+        found = _nearest(Xc, sets, ws, labels)
+        if not all(np.all(np.isfinite(d2)) for _, d2 in found):
+            _raise_nonfinite(tile, row_offset + start)
+        yield start, Xc, found
 
 
 @dataclass(frozen=True, eq=False)
@@ -641,12 +647,10 @@ def kmeans_stats_chunk(
     inertia = [0.0] * len(centers)
     weight_sum = 0.0
     ws = Workspace()  # one one-hot matrix per block, not per tile (see _nearest)
-    for start, Xc, found in _nearest_tiles(X, centers, shift):
+    for start, Xc, found in _nearest_tiles(X, centers, shift, row_offset=row_offset):
         w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
         weight_sum += len(Xc) if w is None else float(np.sum(w, dtype=np.float64))
         for i, (labels, d2) in enumerate(found):
-            if not np.all(np.isfinite(d2)):
-                _raise_nonfinite(X[start : start + len(Xc)], row_offset + start)
             nk[i] += np.bincount(labels, weights=w, minlength=len(nk[i]))
             inertia[i] += float(np.sum(d2, dtype=np.float64) if w is None else w @ d2)
             if not first_moments:
