@@ -126,15 +126,17 @@ def scheduler(request, cluster_client):
 
 
 class CountingScheduler:
-    """A scheduler that counts computes and records the size of what they return
-    (after xarray's ``raise_if_dask_computes``)."""
+    """A scheduler that counts computes and records the graph each runs and the size of
+    what it returns (after xarray's ``raise_if_dask_computes``)."""
 
     def __init__(self):
         self.computes = 0
         self.result_nbytes = []
+        self.graphs = []
 
     def __call__(self, dsk, keys, **kwargs):
         self.computes += 1
+        self.graphs.append(dict(dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk))
         result = dask.get(dsk, keys, **kwargs)
         self.result_nbytes.append(_nbytes(result))
         return result

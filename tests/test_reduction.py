@@ -111,23 +111,14 @@ def test_one_blas_thread_keeps_its_lookup_until_an_import(monkeypatch):
     assert blas_threads() == before
 
 
-class _RecordingScheduler:
-    """The synchronous scheduler, keeping each graph it runs."""
-
-    def __init__(self):
-        self.graphs = []
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.graphs.append(dict(dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk))
-        return dask.get(dsk, keys, **kwargs)
-
-
 def _scaled_sum(block, scale, sample_weight=None, row_offset=0):
     return np.array([block.sum() * float(np.sum(scale))])
 
 
 @pytest.mark.parametrize("chunk_rows", [25, 7])
-def test_small_parameters_ride_in_tasks_and_small_results_meet_on_the_driver(chunk_rows):
+def test_small_parameters_ride_in_tasks_and_small_results_meet_on_the_driver(
+    chunk_rows, counting_scheduler
+):
     """Small arguments go inside the block tasks (no key to fetch first) and the top <= split_every
     partial sums are added on the driver (no last combine task), each saving a scheduler round
     trip per pass; large ones keep the key and the combine task."""
@@ -135,18 +126,16 @@ def test_small_parameters_ride_in_tasks_and_small_results_meet_on_the_driver(chu
     n_blocks = X.numblocks[0]
     expected = np.arange(200.0).sum() * 2.0
     small = np.array([2.0])
-    recorder = _RecordingScheduler()
 
     def layers(graph, part):
         return {k[0] if isinstance(k, tuple) else k for k in graph if part in str(k)}
 
-    with dask.config.set(scheduler=recorder):
-        got = map_reduce(X, _scaled_sum, small, split_every=8, partial_nbytes=8)
-        big = np.zeros((1 << 20) // n_blocks // 8 + 1)
-        big[0] = 2.0
-        got_big = map_reduce(X, _scaled_sum, big, split_every=8)
+    got = map_reduce(X, _scaled_sum, small, split_every=8, partial_nbytes=8)
+    big = np.zeros((1 << 20) // n_blocks // 8 + 1)
+    big[0] = 2.0
+    got_big = map_reduce(X, _scaled_sum, big, split_every=8)
     assert got[0] == pytest.approx(expected) and got_big[0] == pytest.approx(expected)
-    fast, slow = recorder.graphs
+    fast, slow = counting_scheduler.graphs
     assert not layers(fast, "daskgmm-arg")
     assert len(layers(slow, "daskgmm-arg")) == 1
     # 4 blocks: no combine task; 15 blocks: one level down to 2 partial sums
