@@ -279,14 +279,19 @@ def _column_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
 def _moment_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
     """Bounds of the row blocks of :class:`_WhitenedAccumulator`'s products.
 
-    Wider than the E-step's (~32 rows, at least two where the E-step splits):
-    these GEMMs run along the tile's rows, and narrow blocks lose more in
-    speed than they save in flops. One core, K=8, per 1e6 samples, two -> four
-    blocks: D=64 1.33 -> 1.42 s (float64), D=128 5.3 -> 4.3 s.
+    At least two where the E-step splits; ~32 rows each in float64, ~16 in
+    float32. These GEMMs run along the tile's rows, and narrow blocks can lose
+    more in speed than they save in flops. One core, K=8, per 1e6 samples, two
+    -> four blocks: D=64 1.33 -> 1.42 s (float64, an early version), D=128 5.3
+    -> 4.3 s. float32 takes twice a tile's rows and gains from narrower
+    blocks: D=64 two -> four, one core / two threads, 1.49 -> 1.24 s / 0.89
+    -> 0.73 s (float64 2.55 -> 2.44 s / 1.45 -> 1.45 s; eight blocks 1.63 s
+    on two threads).
     """
     if len(_column_blocks(n_features, dtype)) == 2:
         return (0, n_features)
-    return _splits(n_features, max(2, n_features // 32))
+    rows = 32 if np.dtype(dtype).itemsize == 8 else 16
+    return _splits(n_features, max(2, n_features // rows))
 
 
 class _WhitenedPlan(NamedTuple):
