@@ -116,6 +116,28 @@ def time_daskgmm(X, ct, k, init, mode, iters=5, client=None):
     return timed, result.lower_bounds[-1], mem.peak
 
 
+def _groups(configs):
+    """Configurations by ``(n, d, k, cov)``: the dtypes of each, in order."""
+    groups = {}
+    for n, d, k, ct, dtype in configs:
+        groups.setdefault((n, d, k, ct), []).append(dtype)
+    return groups
+
+
+def _alternating(data, ct, k, mode, repeats):
+    """daskgmm's repeats of every dtype of one configuration, the dtypes in turn.
+
+    Alternating the dtypes repeat by repeat (rather than all float64 repeats,
+    then all float32 ones) gives both the same share of this machine's drift,
+    so that the float32 / float64 ratio of each repeat compares like with like.
+    """
+    ours = {dtype: [] for dtype in data}
+    for _ in range(repeats):
+        for dtype, (X, init) in data.items():
+            ours[dtype].append(time_daskgmm(X, ct, k, init, mode))
+    return ours
+
+
 def run(configs, modes, repeats):
     # Every configuration's threaded rows first, then the LocalCluster rows. A
     # cluster that has run, even closed again, leaves this process's threaded
@@ -126,45 +148,75 @@ def run(configs, modes, repeats):
     rows = []
     rates = {}
     reference = {}
-    for config in configs:
-        n, d, k, ct, dtype = config
-        X, means = make_data(n, d, k, dtype)
-        init = init_kwargs(ct, k, d, means)
-        if (d, k, dtype) not in rates:
-            rates[(d, k, dtype)] = gemm_rate(min(n, 65536), d, k * d, dtype)
-        sk = [time_sklearn(X, ct, k, init) for _ in range(repeats)]
-        reference[config] = (statistics.median(t for t, _ in sk), sk[0][1])
+    paired = {}
+    groups = _groups(configs)
+    for (n, d, k, ct), dtypes in groups.items():
+        data = {}
+        for dtype in dtypes:
+            X, means = make_data(n, d, k, dtype)
+            init = init_kwargs(ct, k, d, means)
+            data[dtype] = (X, init)
+            if (d, k, dtype) not in rates:
+                rates[(d, k, dtype)] = gemm_rate(min(n, 65536), d, k * d, dtype)
+            sk = [time_sklearn(X, ct, k, init) for _ in range(repeats)]
+            reference[(n, d, k, ct, dtype)] = (statistics.median(t for t, _ in sk), sk[0][1])
         for mode in modes:
-            if mode != "cluster":
-                with dask.config.set(scheduler="threads"):
-                    ours = [time_daskgmm(X, ct, k, init, mode) for _ in range(repeats)]
-                rows.append(_row(config, mode, ours, reference[config], rates))
-    if "cluster" not in modes:
-        return rows, rates
-    from distributed import Client, LocalCluster
+            if mode == "cluster":
+                continue
+            with dask.config.set(scheduler="threads"):
+                ours = _alternating(data, ct, k, mode, repeats)
+            paired[(n, d, k, ct, mode)] = ours
+            for dtype in dtypes:
+                config = (n, d, k, ct, dtype)
+                rows.append(_row(config, mode, ours[dtype], reference[config], rates))
+    if "cluster" in modes:
+        from distributed import Client, LocalCluster
 
-    for config in configs:
-        n, d, k, ct, dtype = config
-        X, means = make_data(n, d, k, dtype)
-        init = init_kwargs(ct, k, d, means)
-        # A LocalCluster left running (scheduler, workers, the client's IO
-        # thread) took ~10 % from the next configuration's rows on 2 cores
-        # (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per iteration), so
-        # each configuration starts its own.
-        with (
-            LocalCluster(
-                n_workers=os.cpu_count(),
-                threads_per_worker=1,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster) as client,
-            client.as_current(),
-            dask.config.set(scheduler=client),
-        ):
-            ours = [time_daskgmm(X, ct, k, init, "cluster") for _ in range(repeats)]
-        rows.append(_row(config, "cluster", ours, reference[config], rates))
+        for (n, d, k, ct), dtypes in groups.items():
+            data = {}
+            for dtype in dtypes:
+                X, means = make_data(n, d, k, dtype)
+                data[dtype] = (X, init_kwargs(ct, k, d, means))
+            # A LocalCluster left running (scheduler, workers, the client's IO
+            # thread) took ~10 % from the next configuration's rows on 2 cores
+            # (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per iteration), so
+            # each configuration starts its own, shared by its dtypes.
+            with (
+                LocalCluster(
+                    n_workers=os.cpu_count(),
+                    threads_per_worker=1,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                ) as cluster,
+                Client(cluster) as client,
+                client.as_current(),
+                dask.config.set(scheduler=client),
+            ):
+                ours = _alternating(data, ct, k, "cluster", repeats)
+            paired[(n, d, k, ct, "cluster")] = ours
+            for dtype in dtypes:
+                config = (n, d, k, ct, dtype)
+                rows.append(_row(config, "cluster", ours[dtype], reference[config], rates))
+    _print_dtype_ratios(paired)
     return rows, rates
+
+
+def _print_dtype_ratios(paired):
+    """float64 / float32 seconds per iteration, repeat by repeat (see :func:`_alternating`)."""
+    lines = []
+    for (n, d, k, ct, mode), ours in paired.items():
+        if np.float64 not in ours or np.float32 not in ours:
+            continue
+        ratios = [a[0] / b[0] for a, b in zip(ours[np.float64], ours[np.float32], strict=True)]
+        lines.append(
+            f"{n:>8.0e} {d:>3} {k:>3} {ct:>9} {mode:>8} {statistics.median(ratios):>8.2f} "
+            f"{min(ratios):>6.2f} {max(ratios):>6.2f}  {len(ratios)}"
+        )
+    if lines:
+        print("\nfloat32 speed-up over float64 (float64 s/it / float32 s/it), per repeat")
+        head = f"{'N':>8} {'D':>3} {'K':>3} {'cov':>9} {'input':>8}"
+        print(f"{head} {'median':>8} {'min':>6} {'max':>6}  n")
+        print("\n".join(lines), flush=True)
 
 
 def _row(config, mode, ours, reference, rates):
