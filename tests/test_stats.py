@@ -234,11 +234,12 @@ def test_float32_blocks_accumulate_in_float64(rng, ct):
     assert s32.loglik == pytest.approx(s64.loglik, rel=1e-5)
 
 
-@pytest.mark.parametrize("n_features", [16, 24, 64])
+@pytest.mark.parametrize("n_features", [16, 24, 64, 100])
 def test_float32_full_kernel_layouts_agree_with_float64(rng, n_features):
     """float32 switches to two GEMMs at D=24, float64 at D=16 (different tiles too).
 
-    At D=64 float32 also sums its moments in four blocks of rows, float64 in two.
+    float32 also sums its moments in narrower blocks of rows: four at D=64
+    (float64 two), six uneven ones at D=100 (float64 three).
     """
     data = RandomData(rng, n_samples=3000, n_components=3, n_features=n_features, scale=4)
     X = data.X["full"]
