@@ -140,7 +140,9 @@ def _sum(parts: Sequence[Any]) -> Any:
     return functools.reduce(operator.add, parts)
 
 
-def tree_sum(parts: da.Array, split_every: int = SPLIT_EVERY, name: str = "daskgmm") -> Delayed:
+def tree_sum(
+    parts: da.Array, split_every: int = SPLIT_EVERY, name: str = "daskgmm", top: int = 1
+) -> list[Delayed]:
     """Add the objects held in the blocks of ``parts`` with a tree of fan-in ``split_every``.
 
     Parameters
@@ -151,18 +153,15 @@ def tree_sum(parts: da.Array, split_every: int = SPLIT_EVERY, name: str = "daskg
         Number of partial results added by one task.
     name : str
         Prefix of the graph layers.
+    top : int
+        The tree stops once at most ``top`` partial sums are left (the caller
+        adds them); with 1, one key holds the whole sum.
 
     Returns
     -------
-    dask.delayed.Delayed
-        One key holding the sum, in block order.
+    list of dask.delayed.Delayed
+        The partial sums left at the top, in block order.
     """
-    (total,) = _tree(parts, split_every, name, top=1)
-    return total
-
-
-def _tree(parts: da.Array, split_every: int, name: str, top: int) -> list[Delayed]:
-    """:func:`tree_sum`'s levels until at most ``top`` partial sums are left; those, in order."""
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}")
     keys: list[Any] = [(parts.name, i, 0) for i in range(parts.numblocks[0])]
@@ -251,7 +250,7 @@ def map_reduce(
     top = 1
     if partial_nbytes is not None and partial_nbytes * split_every <= GATHER_BYTES:
         top = split_every
-    tops = _tree(parts, split_every, "daskgmm", top)
+    tops = tree_sum(parts, split_every, top=top)
     with blas_threads_guard(*tops):
         results = dask.compute(*tops)
     return _sum(results)

@@ -23,7 +23,7 @@ def test_tree_fan_in_and_result(split_every):
     parts = X.map_blocks(
         lambda b: np.array([b.sum()]), chunks=((1,) * X.numblocks[0], (1,)), dtype=float
     )
-    total = tree_sum(parts, split_every)
+    (total,) = tree_sum(parts, split_every)
     graph = dict(total.__dask_graph__())
     deps = dask.core.get_dependencies
     combine_keys = [k for k in graph if "combine" in str(k[0])]
