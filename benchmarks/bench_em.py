@@ -124,6 +124,16 @@ def _groups(configs):
     return groups
 
 
+def _group_data(group, dtypes):
+    """Each dtype's data and initial parameters for one ``(n, d, k, cov)``."""
+    n, d, k, ct = group
+    data = {}
+    for dtype in dtypes:
+        X, means = make_data(n, d, k, dtype)
+        data[dtype] = (X, init_kwargs(ct, k, d, means))
+    return data
+
+
 def _alternating(data, ct, k, mode, repeats):
     """daskgmm's repeats of every dtype of one configuration, the dtypes in turn.
 
@@ -149,34 +159,33 @@ def run(configs, modes, repeats):
     rates = {}
     reference = {}
     paired = {}
+
+    def measure(group, data, mode):
+        """daskgmm's rows of one configuration and input, on the active scheduler."""
+        k, ct = group[2:]
+        ours = paired[(*group, mode)] = _alternating(data, ct, k, mode, repeats)
+        for dtype, times in ours.items():
+            config = (*group, dtype)
+            rows.append(_row(config, mode, times, reference[config], rates))
+
     groups = _groups(configs)
-    for (n, d, k, ct), dtypes in groups.items():
-        data = {}
-        for dtype in dtypes:
-            X, means = make_data(n, d, k, dtype)
-            init = init_kwargs(ct, k, d, means)
-            data[dtype] = (X, init)
+    for group, dtypes in groups.items():
+        n, d, k, ct = group
+        data = _group_data(group, dtypes)
+        for dtype, (X, init) in data.items():
             if (d, k, dtype) not in rates:
                 rates[(d, k, dtype)] = gemm_rate(min(n, 65536), d, k * d, dtype)
             sk = [time_sklearn(X, ct, k, init) for _ in range(repeats)]
-            reference[(n, d, k, ct, dtype)] = (statistics.median(t for t, _ in sk), sk[0][1])
+            reference[(*group, dtype)] = (statistics.median(t for t, _ in sk), sk[0][1])
         for mode in modes:
-            if mode == "cluster":
-                continue
-            with dask.config.set(scheduler="threads"):
-                ours = _alternating(data, ct, k, mode, repeats)
-            paired[(n, d, k, ct, mode)] = ours
-            for dtype in dtypes:
-                config = (n, d, k, ct, dtype)
-                rows.append(_row(config, mode, ours[dtype], reference[config], rates))
+            if mode != "cluster":
+                with dask.config.set(scheduler="threads"):
+                    measure(group, data, mode)
     if "cluster" in modes:
         from distributed import Client, LocalCluster
 
-        for (n, d, k, ct), dtypes in groups.items():
-            data = {}
-            for dtype in dtypes:
-                X, means = make_data(n, d, k, dtype)
-                data[dtype] = (X, init_kwargs(ct, k, d, means))
+        for group, dtypes in groups.items():
+            data = _group_data(group, dtypes)
             # A LocalCluster left running (scheduler, workers, the client's IO
             # thread) took ~10 % from the next configuration's rows on 2 cores
             # (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per iteration), so
@@ -192,11 +201,7 @@ def run(configs, modes, repeats):
                 client.as_current(),
                 dask.config.set(scheduler=client),
             ):
-                ours = _alternating(data, ct, k, "cluster", repeats)
-            paired[(n, d, k, ct, "cluster")] = ours
-            for dtype in dtypes:
-                config = (n, d, k, ct, dtype)
-                rows.append(_row(config, "cluster", ours[dtype], reference[config], rates))
+                measure(group, data, "cluster")
     _print_dtype_ratios(paired)
     return rows, rates
 
