@@ -85,6 +85,7 @@ def fit_em_many(
         NaN/inf in ``X`` (first pass), or a covariance that is not positive-definite.
     """
     states = list(restarts)
+    held: list = []  # the last pass's results, released after the next pass's graph
     while True:
         active = [i for i, s in enumerate(states) if not s.finished(max_iter)]
         if not active:
@@ -99,6 +100,7 @@ def fit_em_many(
             sample_weight=sample_weight,
             split_every=split_every,
             partial_nbytes=_nbytes(eps),  # the statistics: about the parameters' size
+            hold=held,
         ).parts
         seconds = time.perf_counter() - tic
         infos = []

@@ -261,6 +261,7 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
     """
     centers = list(centers)
     active = list(range(len(centers)))
+    held: list = []  # see map_reduce's hold
     for it in range(LLOYD_MAX_ITER):
         # one shift for all (the first active restart's centroid), so that the
         # restarts share each tile; that restart computes as it would alone
@@ -272,6 +273,7 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
             shift,
             sample_weight=sample_weight,
             name="daskgmm-lloyd",
+            hold=held,
         ).parts
         still = []
         for i, stats in zip(active, parts):

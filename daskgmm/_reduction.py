@@ -189,6 +189,7 @@ def map_reduce(
     split_every: int | None = None,
     name: str = "daskgmm-chunk-stats",
     partial_nbytes: int | None = None,
+    hold: list | None = None,
 ) -> Any:
     """Run ``chunk_fn`` on every row block of ``X`` and add the results, in one compute.
 
@@ -215,6 +216,17 @@ def map_reduce(
         ``split_every``) partial sums at the top of the tree hold at most
         :data:`GATHER_BYTES` together, the driver adds them itself instead of
         a last combine task.
+    hold : list, optional
+        For a loop of passes on a ``distributed`` scheduler: the pass leaves
+        the futures of its results here, in place of the previous pass's,
+        once its own graph has been submitted. Releasing results is a message
+        in the client's batched stream to the scheduler, which sends at most
+        once per 10 ms; released at the end of a pass, they held the next
+        pass's graph back by the rest of those 10 ms. Held until the next
+        pass, their release follows its graph. (2-core LocalCluster, a pass
+        that computes nothing: 21.8 -> 16.9 ms, the graph reaching the
+        scheduler 3.4 instead of 7.4 ms after the pass began.) The caller
+        drops the list when the loop ends.
 
     Returns
     -------
@@ -251,8 +263,14 @@ def map_reduce(
     if partial_nbytes is not None and partial_nbytes * split_every <= GATHER_BYTES:
         top = split_every
     tops = tree_sum(parts, split_every, top=top)
-    with blas_threads_guard(*tops):
-        results = dask.compute(*tops)
+    client = active_client() if hold is not None else None
+    if client is None:
+        with blas_threads_guard(*tops):
+            results = dask.compute(*tops)
+    else:
+        futures = client.compute(tops)
+        hold[:] = futures  # the previous pass's release now follows this graph
+        results = client.gather(futures)
     return _sum(results)
 
 

@@ -141,3 +141,46 @@ def test_small_parameters_ride_in_tasks_and_small_results_meet_on_the_driver(
     # 4 blocks: no combine task; 15 blocks: one level down to 2 partial sums
     assert len(layers(fast, "combine")) == (0 if n_blocks <= 8 else 1)
     assert len(layers(slow, "combine")) == int(np.ceil(np.log(n_blocks) / np.log(8)))
+
+
+def _transitions(dask_scheduler):
+    return [(t.key, t.finish, t.stimulus_id, t.timestamp) for t in dask_scheduler.transition_log]
+
+
+def test_held_results_are_released_after_the_next_graph(cluster_client):
+    """With ``hold``, a pass's results outlive it until the next pass's graph is at the scheduler.
+
+    Released at the end of their pass, their message took the client's
+    batched stream (one send per 10 ms) ahead of the next graph, which then
+    waited (a pass that computes nothing: 21.8 against 16.9 ms).
+    """
+    import time
+
+    X = da.from_array(np.ones((50, 3)), chunks=(9, 3))
+    held: list = []
+    with cluster_client.as_current(), dask.config.set(scheduler=cluster_client):
+        first = map_reduce(X, _rowsum, 1.0, hold=held)
+        first_keys = {f.key for f in held}
+        second = map_reduce(X, _rowsum, 2.0, hold=held)
+        second_keys = {f.key for f in held}
+        assert first_keys and first_keys.isdisjoint(second_keys)
+        assert all(f.status == "finished" for f in held)
+        held.clear()
+    assert (first[0], second[0]) == pytest.approx((150.0, 300.0))
+
+    deadline = time.monotonic() + 30
+    while True:  # releases reach the scheduler asynchronously
+        log = cluster_client.run_on_scheduler(_transitions)
+        forgotten = {key: ts for key, finish, _, ts in log if finish == "forgotten"}
+        if (first_keys | second_keys) <= set(forgotten) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (first_keys | second_keys) <= set(forgotten), "held results were never released"
+    # update_graph names its stimulus after the time it started
+    second_graph = {
+        float(stimulus.rsplit("-", 1)[1])
+        for key, _, stimulus, _ in log
+        if key in second_keys and stimulus.startswith("update-graph-")
+    }
+    assert len(second_graph) == 1
+    assert min(forgotten[k] for k in first_keys) > second_graph.pop()
