@@ -27,9 +27,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
-__all__ = ["connect", "parse_cluster"]
+__all__ = ["LOCAL_CLUSTER_CONFIG", "connect", "parse_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,24 @@ def parse_cluster(spec: str) -> tuple[str, int | None]:
     return kind, int(count)
 
 
+#: Dask settings of the ``LocalCluster`` that :func:`connect` starts: no
+#: statistical profiler in the workers (it samples every thread's stack every
+#: 10 ms, and this cluster has no dashboard to show it), and the event loops'
+#: health check and the system monitor at a tenth and a quarter of their
+#: default rates. On 2 cores the cluster's processes share them with the
+#: compute. Per EM iteration at N=1e6 D=64 K=8 float64, six pairs of
+#: alternated runs each: these settings 1.77 against 1.93 s (median; faster
+#: in four pairs), and with the memory monitor at 1 s too 1.90 against
+#: 2.17 s (faster in all six), the driver process (scheduler, nannies,
+#: client) using 2.5 % of a core against 6-7 %. The memory monitor keeps its
+#: default: it is what pauses or restarts a worker running out of memory.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Client]:
     """A ``distributed.Client`` for the job, closed (with any cluster it started) on exit.
@@ -62,7 +81,9 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
     scheduler : str, optional
         Address of a running scheduler; defaults to ``$DASK_SCHEDULER_ADDRESS``.
     cluster : str, default='local'
-        Cluster to start when no scheduler is given: ``local[:N]``.
+        Cluster to start when no scheduler is given: ``local[:N]`` (with
+        :data:`LOCAL_CLUSTER_CONFIG`), ``slurm[:N]``, ``pbs[:N]`` or
+        ``kubernetes[:N]``.
     """
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
@@ -77,16 +98,19 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
         return
     n_workers = n_workers or os.cpu_count() or 1
     logger.info("Starting a LocalCluster of %d single-threaded worker processes", n_workers)
-    with (
-        LocalCluster(
+    # The scheduler and the nannies read the settings as they start; the
+    # workers get theirs from their nanny, which otherwise would hand a
+    # restarted worker the settings of the moment (after this block: the defaults).
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        local = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
-        ) as local,
-        Client(local) as client,
-    ):
+            config=LOCAL_CLUSTER_CONFIG,
+        )
+    with local, Client(local) as client:
         yield client
 
 

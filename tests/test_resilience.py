@@ -56,6 +56,15 @@ def test_worker_killed_mid_fit_gives_the_same_parameters():
         assert seconds > 1.0, "the fit ended before the worker was killed"
         client.wait_for_workers(2, timeout=30)
         assert pids[victim] not in client.run(os.getpid).values(), "no worker was killed"
+        # the restarted worker too runs with connect()'s turned-down diagnostics
+        settings = client.run(
+            lambda dask_worker: (
+                "profile" in dask_worker.periodic_callbacks,
+                dask_worker._tick_interval,
+            )
+        )
+        assert sorted(settings.values()) == [(False, 0.2), (False, 0.2)]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval) == 0.2
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(
             getattr(disturbed, name), getattr(undisturbed, name), rtol=1e-10, err_msg=name
