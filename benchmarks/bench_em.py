@@ -182,23 +182,19 @@ def run(configs, modes, repeats):
                 with dask.config.set(scheduler="threads"):
                     measure(group, data, mode)
     if "cluster" in modes:
-        from distributed import Client, LocalCluster
+        from daskgmm.cluster import connect
 
         for group, dtypes in groups.items():
             data = _group_data(group, dtypes)
-            # A LocalCluster left running (scheduler, workers, the client's IO
-            # thread) took ~10 % from the next configuration's rows on 2 cores
-            # (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per iteration), so
-            # each configuration starts its own, shared by its dtypes.
+            # The LocalCluster the command line starts (daskgmm.cluster.connect:
+            # one single-threaded worker process per core, its diagnostics
+            # turned down). A cluster left running (scheduler, workers, the
+            # client's IO thread) took ~10 % from the next configuration's rows
+            # on 2 cores (N=1e6 D=16 K=8 float32: 0.100 against 0.091 s per
+            # iteration), so each configuration starts its own, shared by its
+            # dtypes.
             with (
-                LocalCluster(
-                    n_workers=os.cpu_count(),
-                    threads_per_worker=1,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                ) as cluster,
-                Client(cluster) as client,
-                client.as_current(),
+                connect(cluster=f"local:{os.cpu_count()}") as client,
                 dask.config.set(scheduler=client),
             ):
                 measure(group, data, "cluster")
