@@ -81,9 +81,7 @@ def time_sklearn(X, ct, k, init, m1=2, m2=5):
     return per_iteration, lower_bound
 
 
-def time_daskgmm(X, ct, k, init, mode, iters=5, client=None):
-    import dask.array as da
-
+def time_daskgmm(X, ct, k, init, mode, iters=5):
     from daskgmm import GMMParams, fit_em
     from daskgmm._data import as_dask_array
 
@@ -112,7 +110,6 @@ def time_daskgmm(X, ct, k, init, mode, iters=5, client=None):
     # by up to a quarter when it ran during the timed fit.
     with PeakMemory() as mem:
         fit(2)
-    del da
     return timed, result.lower_bounds[-1], mem.peak
 
 
