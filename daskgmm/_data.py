@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
 
-from ._reduction import blas_threads_guard
+from ._reduction import active_client, blas_threads_guard
 
 __all__ = [
     "Input",
@@ -54,18 +54,41 @@ def target_chunk_bytes() -> int:
     return int(dask.utils.parse_bytes(value)) if value else TARGET_CHUNK_BYTES
 
 
-def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
-    """Rows per block for in-memory data: at most ~64 MB, at least two blocks per core.
+def _parallel_slots() -> tuple[int, int]:
+    """The threads a pass runs on, and the fewest blocks to give each of them.
 
-    The blocks are near-equal and a whole number per core, so that the cores
-    finish a pass together: 10^6 x 64 float64 was 7 blocks of 131072 rows and
-    one of 82496 (one thread then ran 524288 rows, the other 475712), and is
-    now 8 of 125000.
+    On the local threaded scheduler, two blocks per core: a thread that is
+    done early takes the next block. On a ``distributed`` cluster (the active
+    client's workers, once they have joined), one block per worker thread:
+    persisted blocks stay on the worker that holds them, so a second block
+    balances nothing and costs one more task per pass, about 1-1.5 ms of the
+    scheduler's CPU on the cores the workers compute on. LocalCluster of 2
+    single-threaded workers, N=1e6 D=16 K=8, five pairs of processes: per
+    iteration float64 0.155-0.215 -> 0.137-0.204 s, float32 0.097-0.120 ->
+    0.079-0.115 s (faster in four pairs of five), the float32 / float64
+    ratio 1.47-1.80 -> 1.74-1.83.
     """
-    cores = os.cpu_count() or 1
+    client = active_client()
+    if client is not None:
+        threads = sum(client.nthreads().values())
+        if threads:
+            return threads, 1
+    return os.cpu_count() or 1, 2
+
+
+def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
+    """Rows per block for in-memory data: at most ~64 MB, at least one block per thread.
+
+    The blocks are near-equal and a whole number per thread, so that the
+    threads finish a pass together: 10^6 x 64 float64 was 7 blocks of 131072
+    rows and one of 82496 (one thread then ran 524288 rows, the other
+    475712), and is now 8 of 125000. How many blocks per thread at least: see
+    :func:`_parallel_slots`.
+    """
+    threads, per_thread = _parallel_slots()
     cap = max(1, target_chunk_bytes() // max(1, n_features * itemsize))
-    n_blocks = max(math.ceil(n_samples / cap), 2 * cores)
-    n_blocks = math.ceil(n_blocks / cores) * cores
+    n_blocks = max(math.ceil(n_samples / cap), per_thread * threads)
+    n_blocks = math.ceil(n_blocks / threads) * threads
     return int(max(1, min(cap, max(math.ceil(n_samples / n_blocks), 4096))))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -239,3 +240,29 @@ def test_in_memory_blocks_are_near_equal_and_a_whole_number_per_core(
     assert n_blocks % 2 == 0 and n_blocks >= 4
     assert rows - last < n_blocks
     assert rows * n_features * itemsize <= target_chunk_bytes()
+
+
+@pytest.mark.parametrize(
+    "n_samples, n_features, local, cluster",
+    [
+        (1_000_000, 16, 4, 2),  # 128 MB: two blocks per core, one per worker thread
+        (10_000, 2, 3, 2),  # blocks of at least 4096 rows
+        (3_000_000, 16, 6, 6),  # 384 MB: bounded by the 64 MB blocks, not by the threads
+    ],
+)
+def test_in_memory_blocks_on_a_cluster_are_one_per_worker_thread(
+    cluster_client, monkeypatch, n_samples, n_features, local, cluster
+):
+    """Persisted blocks stay on their worker, so a cluster gets one block per worker thread
+    (fewer tasks per pass), the threaded scheduler two per core."""
+    from daskgmm._data import as_dask_array, target_chunk_bytes
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert sum(cluster_client.nthreads().values()) == 2
+    X = np.zeros((n_samples, n_features))
+    with dask.config.set(scheduler="threads"):
+        assert as_dask_array(X).numblocks[0] == local
+    with cluster_client.as_current(), dask.config.set(scheduler=cluster_client):
+        Xd = as_dask_array(X)
+    assert Xd.numblocks[0] == cluster
+    assert max(Xd.chunks[0]) * n_features * 8 <= target_chunk_bytes()
