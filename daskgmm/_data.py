@@ -63,10 +63,10 @@ def _parallel_slots() -> tuple[int, int]:
     persisted blocks stay on the worker that holds them, so a second block
     balances nothing and costs one more task per pass, about 1-1.5 ms of the
     scheduler's CPU on the cores the workers compute on. LocalCluster of 2
-    single-threaded workers, N=1e6 D=16 K=8, five pairs of processes: per
-    iteration float64 0.155-0.215 -> 0.137-0.204 s, float32 0.097-0.120 ->
-    0.079-0.115 s (faster in four pairs of five), the float32 / float64
-    ratio 1.47-1.80 -> 1.74-1.83.
+    single-threaded workers, N=1e6 D=16 K=8, five pairs of processes,
+    seconds per iteration: float64 0.155-0.215 -> 0.137-0.204, float32
+    0.097-0.120 -> 0.079-0.115 (each faster in four pairs of five); the
+    float32 / float64 ratio 1.47-1.80 -> 1.74-1.83.
     """
     client = active_client()
     if client is not None:
