@@ -19,10 +19,12 @@ attributes, written last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -50,10 +52,16 @@ CHECKPOINT_FORMAT_VERSION = 1
 MODEL_FORMAT_VERSION = 1
 _POINTER = "LATEST"
 _PARAM_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
+_STATE_NAME = re.compile(r"state-\d{3,}-\d{6,}-[0-9a-f]{8}")
 
 
 class CheckpointError(ValueError):
     """A checkpoint or model file that cannot be used (corrupt, foreign, too new)."""
+
+
+class RefusedError(ValueError):
+    """A checkpoint, model or output path that belongs to something else: daskgmm
+    refuses to reuse or replace it (the command line's exit status 3)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,6 +191,22 @@ class Checkpoint:
         """Whether a checkpoint pointer is present."""
         return self.fs.exists(self._path(_POINTER))
 
+    def check_target(self) -> None:
+        """Refuse a location that holds something other than a daskgmm checkpoint.
+
+        A checkpoint is written into an empty or new folder, or one that holds a
+        checkpoint (``LATEST``); never into a user's folder or an input store.
+        """
+        if not self.fs.exists(self.root) or self.exists():
+            return
+        if not self.fs.isdir(self.root):
+            raise RefusedError(f"Checkpoint {self.url!r} exists and is not a folder.")
+        if self.fs.ls(self.root, detail=False):
+            raise RefusedError(
+                f"Checkpoint {self.url!r} is a folder that is neither empty nor a daskgmm "
+                "checkpoint; refusing to write into it. Choose a new or empty folder."
+            )
+
     # ------------------------------------------------------------------ save
     def save(self, state: FitState, meta: dict[str, Any]) -> None:
         """Write ``state`` aside, then switch the pointer to it, then drop older states.
@@ -233,7 +257,7 @@ class Checkpoint:
         self._switch_pointer(name)
         for old in self.fs.ls(self.root, detail=False):
             base = posixpath.basename(old.rstrip("/"))
-            if base.startswith("state-") and base != name:
+            if _STATE_NAME.fullmatch(base) and base != name:  # only what save() wrote
                 self.fs.rm(old, recursive=True)
 
     def _switch_pointer(self, name: str) -> None:
@@ -310,32 +334,141 @@ class Checkpoint:
             raise CheckpointError(f"{where} is corrupt: state.json lacks {err}.") from None
 
 
-def check_meta(found: dict[str, Any], expected: dict[str, Any], url: str) -> None:
-    """Refuse a checkpoint written for other data or other estimator parameters."""
+def compare_meta(found: dict[str, Any], expected: dict[str, Any]) -> tuple[list[str], str | None]:
+    """Whether a checkpoint belongs to this fit: the same estimator parameters and data.
+
+    The data are the same when their content digests agree; where this run does
+    not know its digest yet (dask input: the first pass computes it), when the
+    files fingerprints agree; otherwise only the next pass can tell.
+
+    Returns
+    -------
+    problems : list of str
+        What differs (empty: reusable, perhaps pending the next pass's check).
+    pending : str or None
+        The content digest the data must turn out to have, where only a pass
+        over them can confirm it.
+    """
     problems = []
-    for section in ("data", "estimator"):
-        a, b = found.get(section, {}), expected.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                problems.append(f"{section} {key}: checkpoint {a.get(key)!r}, now {b.get(key)!r}")
+    a, b = found.get("estimator", {}), expected.get("estimator", {})
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            problems.append(f"estimator {key}: checkpoint {a.get(key)!r}, now {b.get(key)!r}")
+    data, now = found.get("data", {}), expected.get("data", {})
+    for key in ("shape", "dtype", "weighted"):
+        if data.get(key) != now.get(key):
+            problems.append(f"data {key}: checkpoint {data.get(key)!r}, now {now.get(key)!r}")
     if problems:
-        raise CheckpointError(
-            f"Checkpoint {url!r} belongs to another fit ("
-            + "; ".join(problems)
-            + "). Pass resume=False (command line: --restart) to overwrite it, or use another "
-            "checkpoint location."
-        )
+        return problems, None
+    if data.get("content") and now.get("content"):
+        if data["content"] != now["content"]:
+            problems.append(f"data content: checkpoint {data['content']!r}, now {now['content']!r}")
+        return problems, None
+    if data.get("files") and data.get("files") == now.get("files"):
+        return [], None
+    if data.get("content"):
+        return [], data["content"]
+    return [
+        "data content: not recorded (the checkpoint was saved before the first EM pass) and "
+        "the input's files changed or are not files, so the data cannot be shown to be the same"
+    ], None
+
+
+def other_fit_message(url: str, problems: list[str]) -> str:
+    """The one-line refusal of a checkpoint of another fit."""
+    return (
+        f"Checkpoint {url!r} belongs to another fit ("
+        + "; ".join(problems)
+        + "). Pass resume=False (command line: --restart) to overwrite it, resume='auto' "
+        "(the command line's default) to start over whenever it is another fit's, or use "
+        "another checkpoint location."
+    )
 
 
 # ------------------------------------------------------------------ models
-def write_model(url: str | os.PathLike[str], params: GMMParams, meta: dict[str, Any]) -> None:
+def params_digest(params: GMMParams) -> str:
+    """A hash of a model's covariance type and parameter values."""
+    h = hashlib.sha256(params.covariance_type.encode())
+    for array in params.to_arrays().values():
+        h.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """The ``daskgmm`` attributes of a daskgmm model at ``path``, or None if it is not one:
+    a Zarr group whose metadata say so and which holds nothing but the model's arrays."""
+    meta_path = posixpath.join(path, "zarr.json")
+    try:
+        if not fs.isfile(meta_path):
+            return None
+        with fs.open(meta_path, "rb") as f:
+            doc = json.loads(f.read(1 << 20).decode("utf-8"))
+        attrs = doc.get("attributes", {}).get("daskgmm")
+        entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(attrs, dict) or attrs.get("format") != "daskgmm-model":
+        return None
+    if not entries <= {"zarr.json", *_PARAM_NAMES}:
+        return None
+    return attrs
+
+
+def model_at(url: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The metadata of the daskgmm model at ``url``; None if nothing is there.
+
+    Raises
+    ------
+    RefusedError
+        Something other than a daskgmm model is there.
+    """
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        return None
+    attrs = _model_attrs(fs, path)
+    if attrs is None:
+        raise RefusedError(
+            f"Model path {os.fspath(url)!r} exists and is not a daskgmm model; refusing to "
+            "replace it (even with overwrite). Choose another path."
+        )
+    return attrs
+
+
+def check_model_target(url: str | os.PathLike[str], params: GMMParams, overwrite: bool) -> None:
+    """Refuse to write a model where something else than a daskgmm model is, and where
+    another model is without ``overwrite`` (the same model may always be written again).
+
+    Raises
+    ------
+    RefusedError
+        Naming the path and what is there.
+    """
+    attrs = model_at(url)
+    shown = os.fspath(url)
+    if attrs is not None and attrs.get("params_digest") != params_digest(params) and not overwrite:
+        raise RefusedError(
+            f"Model path {shown!r} holds another daskgmm model; pass overwrite=True "
+            "(command line: --overwrite) to replace it."
+        )
+
+
+def write_model(
+    url: str | os.PathLike[str],
+    params: GMMParams,
+    meta: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> None:
     """Write a model as a Zarr v3 group; the metadata attribute is written last.
 
-    Locally the group is written beside the target and renamed into place, so an
-    existing model is replaced whole or not at all.
+    Only a daskgmm model is ever replaced (another one only with ``overwrite``;
+    see :func:`check_model_target`). Locally the group is written beside the
+    target and renamed into place, so an existing model is replaced whole or
+    not at all.
     """
     import zarr
 
+    check_model_target(url, params, overwrite)
     fs, path = _fs(url)
     local = isinstance(fs, LocalFileSystem)
     target = os.path.abspath(path) if local else os.fspath(url)
@@ -347,6 +480,7 @@ def write_model(url: str | os.PathLike[str], params: GMMParams, meta: dict[str, 
         "format": "daskgmm-model",
         "format_version": MODEL_FORMAT_VERSION,
         "covariance_type": params.covariance_type,
+        "params_digest": params_digest(params),
         **meta,
     }
     if local:

@@ -12,7 +12,7 @@ scikit-learn's own ``check_array`` (same messages as ``GaussianMixture``).
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import math
 import os
@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
 
+from ._fingerprint import files_fingerprint
 from ._reduction import active_client, blas_threads_guard
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "check_sample_weight",
     "from_numpy",
     "open_input",
+    "resolve_path",
     "row_chunks",
     "unwrap_xarray",
 ]
@@ -244,8 +246,7 @@ class Input:
     ----------
     X : dask.array.Array of shape (n_samples, n_features)
     identity : str
-        Names the source (store URL, file, or the dask graph's content token);
-        part of checkpoint fingerprints.
+        Names the source (store URL, file, or the dask graph's name), for messages.
     sample_dims : tuple of str or None
         For xarray inputs: the dimensions stacked into samples, in order.
     sample_coords : dict or None
@@ -253,6 +254,9 @@ class Input:
     sample_shape : tuple of int or None
     lazy : bool
         False for in-memory xarray inputs, whose per-sample results are computed.
+    files : str or None
+        :func:`daskgmm._fingerprint.files_fingerprint` of the files read, for
+        inputs opened from a path (None for in-memory and dask inputs).
     """
 
     X: da.Array
@@ -261,16 +265,13 @@ class Input:
     sample_coords: dict[str, Any] | None = None
     sample_shape: tuple[int, ...] | None = None
     lazy: bool = True
+    files: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        """Shape, dtype, chunks (hashed) and identity of the data."""
-        chunks = hashlib.sha256(repr(self.X.chunks).encode()).hexdigest()[:16]
-        return {
-            "identity": self.identity,
-            "shape": list(self.X.shape),
-            "dtype": str(self.X.dtype),
-            "chunks": chunks,
-        }
+        """Shape, dtype and files fingerprint: nothing that depends on the chunking,
+        the number of cores or the scheduler (the content digest is added by the
+        pass that reads the data)."""
+        return {"shape": list(self.X.shape), "dtype": str(self.X.dtype), "files": self.files}
 
     def restore(self, result: Any, extra_dim: str | None = None, name: str | None = None) -> Any:
         """Give a per-sample result (dask or NumPy) the input's sample dimensions back."""
@@ -292,6 +293,12 @@ class Input:
 
 def _is_path(X: Any) -> bool:
     return isinstance(X, (str, os.PathLike))
+
+
+def resolve_path(url: str | os.PathLike[str]) -> str:
+    """A local path made absolute (on the client, before any task sees it); URLs unchanged."""
+    url = os.fspath(url)
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
 def _zarr_row_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int) -> int:
@@ -319,10 +326,13 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     import zarr
 
     url = os.fspath(path)
-    fs, fs_path = fsspec.core.url_to_fs(url)
+    # Local paths are resolved here, on the client: a task on a worker would
+    # resolve a relative path against the worker's own working directory.
+    target = resolve_path(url)
+    fs, fs_path = fsspec.core.url_to_fs(target)
     if not fs.exists(fs_path):
         raise FileNotFoundError(f"Input {url!r} does not exist.")
-    identity = url if "://" in url else os.path.abspath(url)
+    identity = target
     if fs.isdir(fs_path) and not _is_zarr_store(fs, fs_path):
         return _open_directory(fs, fs_path, url, variable)
     if url.endswith(".npy"):
@@ -342,7 +352,7 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
         rows = row_chunks(arr.shape[0], max(1, math.prod(arr.shape[1:])), arr.dtype.itemsize)
         return da.from_array(arr, chunks=(rows, *arr.shape[1:])), f"npy:{identity}"
     try:
-        node = zarr.open(url, mode="r")
+        node = zarr.open(target, mode="r")
     except Exception as err:  # zarr raises several types for "not a store"
         raise ValueError(
             f"Input {url!r} is neither a Zarr store nor a .npy file ({err})."
@@ -357,7 +367,7 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     try:
         with warnings.catch_warnings():  # stores without consolidated metadata are fine
             warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
-            ds = xr.open_zarr(url, chunks={})
+            ds = xr.open_zarr(target, chunks={})
     except Exception:  # a plain group without xarray metadata
         ds = None
     if variable is None:
@@ -445,9 +455,11 @@ def open_input(
     ValueError, TypeError
         See :func:`as_dask_array`, plus an unknown variable or dimension.
     """
-    identity = None
+    identity = files = None
     if _is_path(X):
+        path = resolve_path(X)
         X, identity = _open_path(X, variable)
+        files = files_fingerprint(path)
     else:
         try:
             import zarr
@@ -463,13 +475,15 @@ def open_input(
             )
         X = X[variable]
     if hasattr(X, "dims") and hasattr(X, "coords"):
-        return _open_dataarray(X, feature_dim, min_samples, identity)
+        return dataclasses.replace(
+            _open_dataarray(X, feature_dim, min_samples, identity), files=files
+        )
     if feature_dim is not None:
         raise ValueError(
             f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
         )
     Xd = as_dask_array(X, min_samples=min_samples)
-    return Input(Xd, identity or f"dask:{Xd.name}")
+    return Input(Xd, identity or f"dask:{Xd.name}", files=files)
 
 
 def _open_dataarray(

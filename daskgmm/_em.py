@@ -14,9 +14,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
+import numpy as np
 
+from ._fingerprint import Digest, content_digest_chunk
 from ._reduction import _nbytes, map_reduce, one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
@@ -39,6 +43,30 @@ def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
     return (first, *(EStepParams.from_params(p, first.shift) for p in params[1:]))
 
 
+@dataclass(frozen=True, eq=False)
+class _WithDigest:
+    """A block's statistics and its content digest, added pairwise."""
+
+    stats: Any
+    digest: Digest
+
+    def __add__(self, other: _WithDigest) -> _WithDigest:
+        return _WithDigest(self.stats + other.stats, self.digest + other.digest)
+
+
+def _suffstats_and_digest_chunk(
+    block: np.ndarray,
+    eps: tuple[EStepParams, ...],
+    *,
+    sample_weight: np.ndarray | None = None,
+    row_offset: int = 0,
+) -> _WithDigest:
+    """The statistics of a block and the digest of its content, from one read of it."""
+    stats = suffstats_chunk_many(block, eps, sample_weight=sample_weight, row_offset=row_offset)
+    digest = content_digest_chunk(block, sample_weight=sample_weight, row_offset=row_offset)
+    return _WithDigest(stats, digest)
+
+
 def fit_em_many(
     X: da.Array,
     restarts: Sequence[EMResult],
@@ -50,6 +78,7 @@ def fit_em_many(
     split_every: int | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
     on_pass: Callable[[list[EMResult]], None] | None = None,
+    on_digest: Callable[[Digest], None] | None = None,
 ) -> list[EMResult]:
     """Run EM for several restarts at once: one read of the data per iteration for all.
 
@@ -73,6 +102,11 @@ def fit_em_many(
         (progress bars). An exception it raises stops the fit.
     on_pass : callable, optional
         Called with the states of all restarts after every pass (checkpoints).
+    on_digest : callable, optional
+        Called with the content digest of ``X`` (and ``sample_weight``), computed
+        in the first pass from the blocks it reads anyway, before that pass's
+        results are used or saved; an exception it raises (data that differ
+        from a checkpoint's) stops the fit.
 
     Returns
     -------
@@ -93,15 +127,19 @@ def fit_em_many(
         tic = time.perf_counter()
         with one_blas_thread():  # tiny matrices; see one_blas_thread
             eps = _estep_params([states[i].params for i in active])
-        totals = map_reduce(
+        total = map_reduce(
             X,
-            suffstats_chunk_many,
+            suffstats_chunk_many if on_digest is None else _suffstats_and_digest_chunk,
             eps,
             sample_weight=sample_weight,
             split_every=split_every,
             partial_nbytes=_nbytes(eps),  # the statistics: about the parameters' size
             hold=held,
-        ).parts
+        )
+        if on_digest is not None:
+            on_digest(total.digest)
+            total, on_digest = total.stats, None
+        totals = total.parts
         seconds = time.perf_counter() - tic
         infos = []
         for i, ep, stats in zip(active, eps, totals, strict=True):

@@ -2,7 +2,12 @@
 
 The output store is an xarray-readable Zarr group (the input's sample
 dimensions and coordinates: an image ``(band, y, x)`` gives ``(y, x)`` maps).
-Its metadata is written first with a fingerprint of the model and the input.
+Its metadata is written first, with what the output is of (the model's
+parameter digest, the variables, the input's shape, dtype and files
+fingerprint) and the block size. An existing store is reused only when it is a
+daskgmm output of the same model and input files; it is replaced only when it
+is a daskgmm output (with ``overwrite`` where it is another model's or other
+data's), never when it is anything else.
 Each block of samples is then computed and written to its own region, and only
 then marked done by an empty object under ``.daskgmm-progress/``. A re-run after
 a kill rewrites exactly the blocks without a mark; when every block is done the
@@ -11,12 +16,12 @@ group is marked complete and the marks are removed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +30,12 @@ import dask.array as da
 import fsspec
 import numpy as np
 
-from ._data import Input
-from ._reduction import blas_threads_guard
+from ._checkpoint import RefusedError, params_digest
+from ._data import Input, resolve_path
+from ._reduction import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 
-__all__ = ["quantile_threshold", "write_per_sample"]
+__all__ = ["check_output_target", "log_density", "quantile_threshold", "write_per_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +68,37 @@ def _layout(inp: Input) -> _Layout:
     )
 
 
-def _regular_blocks(X: da.Array, rows_per_slab: int) -> da.Array:
-    """Row blocks of one size (a multiple of a slab), so that no two write one Zarr chunk."""
+def _regular_blocks(X: da.Array, rows_per_slab: int, rows: int | None = None) -> da.Array:
+    """Row blocks of one size (a multiple of a slab), so that no two write one Zarr chunk.
+
+    ``rows``: the block size an earlier, interrupted run of the same output used
+    (its progress marks are per block), else the largest of ``X``'s blocks.
+    """
     chunks = X.chunks[0]
-    rows = max(chunks)
-    rows = -(-rows // rows_per_slab) * rows_per_slab
+    if rows is None:
+        rows = max(chunks)
+        rows = -(-rows // rows_per_slab) * rows_per_slab
     if any(c != rows for c in chunks[:-1]) or chunks[-1] > rows:
         logger.info("Rechunking the input to regular blocks of %d samples for writing.", rows)
         X = X.rechunk({0: rows})
     return X
 
 
-def _params_digest(params: GMMParams) -> str:
-    h = hashlib.sha256(params.covariance_type.encode())
-    for array in params.to_arrays().values():
-        h.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
+def _output_attrs(fs: Any, root: str) -> dict[str, Any] | None:
+    """The ``daskgmm`` attributes of a daskgmm output at ``root``, or None if it is not
+    one: a Zarr group whose metadata say so, holding only what daskgmm wrote there."""
+    try:
+        with fs.open(posixpath.join(root, "zarr.json"), "rb") as f:
+            doc = json.loads(f.read(1 << 24).decode("utf-8"))
+        attrs = doc.get("attributes", {}).get("daskgmm")
+        entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(attrs, dict) or attrs.get("format") != "daskgmm-output":
+        return None
+    if not entries <= {"zarr.json", _PROGRESS, *attrs.get("entries", ())}:
+        return None
+    return attrs
 
 
 def _write_block(
@@ -110,6 +131,23 @@ def _write_block(
     return len(block)
 
 
+def check_output_target(url: str | os.PathLike[str]) -> None:
+    """Refuse an output path that holds anything but a daskgmm output (checked before a
+    cluster starts; whether an output of daskgmm is reused is decided when writing).
+
+    Raises
+    ------
+    RefusedError
+    """
+    url = resolve_path(url)
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root) and _output_attrs(fs, root) is None:
+        raise RefusedError(
+            f"Output {url!r} exists and is not a daskgmm output; refusing to replace it "
+            "even with --overwrite. Choose another output path."
+        )
+
+
 def write_per_sample(
     url: str | os.PathLike[str],
     params: GMMParams,
@@ -119,6 +157,7 @@ def write_per_sample(
     threshold: float | None = None,
     overwrite: bool = False,
     extra_attrs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Compute per-sample outputs and write them to a Zarr group, resumably.
 
@@ -137,6 +176,8 @@ def write_per_sample(
         Replace an existing output written for another model or input.
     extra_attrs : dict, optional
         Added to the group's ``daskgmm`` attribute (e.g. the threshold).
+    progress : callable, optional
+        Called with (blocks written, blocks in all) as blocks land.
 
     Returns
     -------
@@ -151,38 +192,47 @@ def write_per_sample(
     import xarray as xr
     import zarr
 
-    url = os.fspath(url)
+    url = resolve_path(url)  # tasks on workers resolve relative paths elsewhere
     layout = _layout(inp)
-    X = _regular_blocks(inp.X, layout.rows_per_slab)
-    fingerprint = {
-        "model": _params_digest(params),
-        "input": inp.fingerprint(),
+    job = {
+        "model": params_digest(params),
         "variables": list(names),
         "threshold": threshold,
+        "shape": list(inp.X.shape),
+        "dtype": str(inp.X.dtype),
     }
-    fingerprint = json.loads(json.dumps(fingerprint))
+    job = json.loads(json.dumps(job))
     fs, root = fsspec.core.url_to_fs(url)
     existing = None
     if fs.exists(root):
-        try:
-            existing = dict(zarr.open_group(url, mode="r").attrs).get("daskgmm")
-        except Exception:  # not a Zarr group
-            existing = None
-        if existing is None or existing.get("fingerprint") != fingerprint:
-            if existing is None and not fs.exists(posixpath.join(root, "zarr.json")):
-                raise ValueError(
-                    f"Output {url!r} exists and is not a Zarr store; refusing to replace it "
-                    "even with --overwrite. Choose another output path."
-                )
-            if not overwrite:
-                raise ValueError(
-                    f"Output {url!r} exists and was not written by this model for this input; "
-                    "pass --overwrite (overwrite=True) to replace it."
-                )
+        check_output_target(url)
+        existing = _output_attrs(fs, root)
+        same_job = existing.get("job") == job
+        same_files = inp.files is not None and existing.get("files") == inp.files
+        if same_job and same_files:
+            pass  # complete: nothing to do; else resume where it stopped
+        elif same_job and not existing.get("complete"):
+            logger.warning(
+                "Output %s was partly written for this model from input files that have "
+                "changed since: writing it anew.",
+                url,
+            )
             fs.rm(root, recursive=True)
             existing = None
+        elif not overwrite:
+            what = "another model" if not same_job else "other data (the input's files changed)"
+            raise RefusedError(
+                f"Output {url!r} was written by daskgmm for {what}; pass --overwrite "
+                "(overwrite=True) to replace it."
+            )
+        else:
+            fs.rm(root, recursive=True)
+            existing = None
+    X = _regular_blocks(
+        inp.X, layout.rows_per_slab, None if existing is None else int(existing["block_rows"])
+    )
     if existing is not None and existing.get("complete"):
-        logger.info("Output %s is already complete.", url)
+        logger.info("Output %s is already complete, for this model and these input files.", url)
         return {"blocks": 0, "skipped": X.numblocks[0], "samples": X.shape[0]}
 
     if existing is None:
@@ -195,19 +245,22 @@ def write_per_sample(
             chunks = (slab_chunk, *shape[1:])
             data_vars[name] = (dims, da.zeros(shape, chunks=chunks, dtype=dtype))
         ds = xr.Dataset(data_vars, coords=layout.coords)
-        ds.to_zarr(url, mode="w", compute=False, zarr_format=3, consolidated=False)
-        group = zarr.open_group(url, mode="r+")
-        group.attrs["daskgmm"] = {
-            "fingerprint": fingerprint,
+        # The attributes go into the group's first metadata write: a store killed
+        # while it is being created is still recognised as this job's by a re-run.
+        ds.attrs["daskgmm"] = {
+            "format": "daskgmm-output",
+            "job": job,
+            "files": inp.files,
+            "block_rows": int(X.chunks[0][0]),
+            "entries": sorted(str(v) for v in ds.variables),
             "complete": False,
             **(extra_attrs or {}),
         }
-        fs.makedirs(posixpath.join(root, _PROGRESS), exist_ok=True)
+        ds.to_zarr(url, mode="w-", compute=False, zarr_format=3, consolidated=False)
 
-    done = set()
-    progress = posixpath.join(root, _PROGRESS)
-    if fs.exists(progress):
-        done = {posixpath.basename(p) for p in fs.ls(progress, detail=False)}
+    marks = posixpath.join(root, _PROGRESS)
+    fs.makedirs(marks, exist_ok=True)
+    done = {posixpath.basename(p) for p in fs.ls(marks, detail=False)}
     ep = dask.delayed(EStepParams.from_params(params))
     blocks = X.to_delayed()[:, 0]
     tasks = []
@@ -229,12 +282,47 @@ def write_per_sample(
         )
     if done:
         logger.info("Resuming %s: %d of %d blocks already written.", url, len(done), len(blocks))
-    with blas_threads_guard(*tasks):
-        dask.compute(*tasks)
+    _compute_with_progress(tasks, len(blocks) - len(tasks), len(blocks), progress)
     group = zarr.open_group(url, mode="r+")
     group.attrs["daskgmm"] = {**dict(group.attrs)["daskgmm"], "complete": True}
-    fs.rm(progress, recursive=True)
+    fs.rm(marks, recursive=True)
     return {"blocks": len(tasks), "skipped": len(blocks) - len(tasks), "samples": X.shape[0]}
+
+
+def _compute_with_progress(
+    tasks: list[Any], done: int, total: int, progress: Callable[[int, int], None] | None
+) -> None:
+    """Compute the block writes; on a ``distributed`` cluster report each as it lands."""
+    client = active_client()
+    if progress is None or client is None:
+        with blas_threads_guard(*tasks):
+            dask.compute(*tasks)
+        if progress is not None:
+            progress(total, total)
+        return
+    from distributed import as_completed
+
+    progress(done, total)
+    for future in as_completed(client.compute(tasks)):
+        future.result()  # raises the block's error
+        done += 1
+        progress(done, total)
+
+
+def _log_density_block(block: np.ndarray, ep: EStepParams) -> np.ndarray:
+    return estimate_log_prob_resp(block, ep)[0].astype(np.float64)
+
+
+def log_density(params: GMMParams, X: da.Array) -> da.Array:
+    """The lazy log-density of each row of ``X`` (samples x features) under ``params``."""
+    return X.map_blocks(
+        _log_density_block,
+        dask.delayed(EStepParams.from_params(params)),
+        chunks=(X.chunks[0],),
+        drop_axis=1,
+        dtype=np.float64,
+        meta=np.empty((0,), dtype=np.float64),
+    )
 
 
 def quantile_threshold(values: da.Array, q: float, bins: int = 1 << 16) -> float:

@@ -10,6 +10,7 @@ given on the command line override the file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -17,10 +18,12 @@ import os
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._checkpoint import RefusedError
 
 __all__ = ["main"]
 
@@ -32,7 +35,13 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 #: Defaults of every option, per command (argparse itself keeps none, so that
 #: options from a config file can be told apart from defaults).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "cluster": {"scheduler": None, "cluster": "local"},
+    "cluster": {
+        "scheduler": None,
+        "scheduler_file": None,
+        "cluster": "local",
+        "worker_timeout": 600.0,
+        "dashboard": False,
+    },
     "model": {
         "covariance_type": "full",
         "tol": 1e-3,
@@ -45,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "variable": None,
         "feature_dim": None,
     },
-    "fit": {"checkpoint": None, "restart": False},
+    "fit": {"checkpoint": None, "restart": False, "resume": "auto", "overwrite": False},
     "predict": {
         "proba": False,
         "score": False,
@@ -53,7 +62,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "variable": None,
         "feature_dim": None,
     },
-    "select": {"k": "1..8", "covariance_type": "full", "output": None, "table": None, "plot": None},
+    "select": {
+        "k": "1..8",
+        "covariance_type": "full",
+        "output": None,
+        "table": None,
+        "plot": None,
+        "overwrite": False,
+    },
     "anomalies": {"quantile": 0.001, "overwrite": False, "variable": None, "feature_dim": None},
     "demo": {
         "n_samples": 400_000,
@@ -64,6 +80,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
 }
+
+
+#: Exit statuses a batch scheduler can act on (also in ``daskgmm --help``).
+EXIT_OK = 0
+EXIT_FAILED = 1  # anything unforeseen (a bug): the traceback is printed
+EXIT_USAGE = 2  # bad options, paths, data or files: fix the job
+EXIT_REFUSED = 3  # a checkpoint, model or output belongs to something else: nothing was replaced
+EXIT_CLUSTER = 4  # no workers joined in time, or the scheduler was lost: retry later
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "exit status: 0 done; 2 bad options, paths, data or files; 3 refused to reuse or replace "
+    "a checkpoint, model or output of something else (nothing was changed); 4 cluster "
+    "failure (no worker joined within --worker-timeout, scheduler lost); 130 interrupted; "
+    "1 anything else."
+)
 
 
 class CLIError(Exception):
@@ -193,8 +225,6 @@ class Progress:
 # ---------------------------------------------------------------- commands
 def cmd_fit(opts: dict[str, Any]) -> int:
     """Fit a mixture to INPUT and save it to --output."""
-    _require(opts, "input", "n_components", "output")
-    _check_exists(opts["input"])
     gm = _estimator(opts, int(opts["n_components"]))
     progress = Progress(gm.max_iter, opts["quiet"])
     tic = time.perf_counter()
@@ -202,16 +232,27 @@ def cmd_fit(opts: dict[str, Any]) -> int:
         gm.fit(
             opts["input"],
             checkpoint=opts["checkpoint"],
-            resume=not opts["restart"],
+            resume=_resume(opts),
             callback=progress,
         )
     finally:
         progress.close()
-    gm.save(opts["output"])
+    # the same job (same parameters, same input files) may replace its own model
+    gm.save(opts["output"], overwrite=opts["overwrite"] or opts.get("_same_job", False))
     if not opts["quiet"]:
         print(format_model(gm))
         print(f"fitted in {time.perf_counter() - tic:.1f} s; model written to {opts['output']}")
     return 0
+
+
+def _resume(opts: dict[str, Any]) -> str | bool:
+    if opts["restart"]:
+        return False
+    value = str(opts["resume"]).lower()
+    choices = {"auto": "auto", "yes": True, "true": True, "no": False, "false": False}
+    if value not in choices:
+        raise CLIError(f"--resume must be auto, yes or no, not {opts['resume']!r}")
+    return choices[value]
 
 
 def _load_model(path: str):
@@ -238,11 +279,34 @@ def _open_for_model(gm, opts: dict[str, Any]):
     return inp
 
 
+def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], None]:
+    """Blocks written out of the total: a bar on a terminal, a log line per tenth otherwise."""
+    bar = None
+    last = [-1]
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if opts["quiet"]:
+            return
+        if sys.stderr.isatty():
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, unit="block", desc=what, leave=False)
+            bar.update(done - bar.n)
+            if done == total:
+                bar.close()
+        elif done * 10 // max(total, 1) != last[0] or done == total:
+            last[0] = done * 10 // max(total, 1)
+            logger.info("%s: %d of %d blocks written", what, done, total)
+
+    return update
+
+
 def cmd_predict(opts: dict[str, Any]) -> int:
     """Write labels (and probabilities, log-density) of INPUT to a Zarr store."""
     from ._output import write_per_sample
 
-    _require(opts, "model", "input", "output")
     gm = _load_model(opts["model"])
     inp = _open_for_model(gm, opts)
     names = (
@@ -250,7 +314,14 @@ def cmd_predict(opts: dict[str, Any]) -> int:
         + (("probability",) if opts["proba"] else ())
         + (("log_density",) if opts["score"] else ())
     )
-    info = write_per_sample(opts["output"], gm._params, inp, names, overwrite=opts["overwrite"])
+    info = write_per_sample(
+        opts["output"],
+        gm._params,
+        inp,
+        names,
+        overwrite=opts["overwrite"],
+        progress=_block_progress(opts, "predict"),
+    )
     if not opts["quiet"]:
         print(
             f"wrote {', '.join(names)} for {info['samples']:,} samples to {opts['output']} "
@@ -261,17 +332,13 @@ def cmd_predict(opts: dict[str, Any]) -> int:
 
 def cmd_anomalies(opts: dict[str, Any]) -> int:
     """Flag the samples of lowest density under a model (a mask in a Zarr store)."""
-    from ._output import quantile_threshold, write_per_sample
-    from .mixture import _score_block
+    from ._output import log_density, quantile_threshold, write_per_sample
 
-    _require(opts, "model", "input", "output")
     q = float(opts["quantile"])
-    if not 0.0 < q < 1.0:
-        raise CLIError(f"--quantile must be strictly between 0 and 1, got {q}")
     gm = _load_model(opts["model"])
     inp = _open_for_model(gm, opts)
-    density = gm._map_rows(inp.X, _score_block, components=False, dtype=np.float64, restore=False)
-    threshold = quantile_threshold(density, q)
+    logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
+    threshold = quantile_threshold(log_density(gm._params, inp.X), q)
     info = write_per_sample(
         opts["output"],
         gm._params,
@@ -280,6 +347,7 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
         threshold=threshold,
         overwrite=opts["overwrite"],
         extra_attrs={"quantile": q, "threshold": threshold},
+        progress=_block_progress(opts, "anomalies"),
     )
     if not opts["quiet"]:
         print(
@@ -289,31 +357,92 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
     return 0
 
 
-def cmd_select(opts: dict[str, Any]) -> int:
-    """Fit a range of component counts and covariance types; report BIC/AIC."""
-    from ._data import open_input
-
-    _require(opts, "input")
-    _check_exists(opts["input"])
-    ks = _k_range(opts["k"])
-    types = opts["covariance_type"]
-    types = types if isinstance(types, list) else str(types).split(",")
+def _covariance_types(value: Any) -> list[str]:
+    types = value if isinstance(value, list) else str(value).split(",")
     for ct in types:
         if ct not in COVARIANCE_TYPES:
             raise CLIError(
                 f"unknown covariance type {ct!r}; expected some of {','.join(COVARIANCE_TYPES)}"
             )
+    return types
+
+
+def _selection_paths(opts: dict[str, Any]) -> tuple[str, str, str]:
+    stem = opts["table"] or "selection"
+    return f"{stem}.csv", f"{stem}.json", opts["plot"] or f"{stem}.png"
+
+
+#: How each file ``select`` writes is recognised as its own before it is replaced.
+_SELECTION_MARKS = {".csv": b"covariance_type,n_components,bic", ".json": b'"daskgmm-selection"'}
+
+
+def _check_selection_targets(opts: dict[str, Any]) -> None:
+    """Refuse to replace a table or plot that ``select`` did not write."""
+    for path in _selection_paths(opts):
+        if not os.path.lexists(path):
+            continue
+        mark = _SELECTION_MARKS.get(os.path.splitext(path)[1], b"daskgmm model selection")
+        ours = os.path.isfile(path) and not os.path.islink(path)
+        if ours:
+            with open(path, "rb") as f:
+                ours = mark in f.read(1 << 20)
+        if not ours and not opts["overwrite"]:
+            raise RefusedError(
+                f"{path!r} exists and was not written by daskgmm select; refusing to replace "
+                "it. Choose another --table/--plot, or pass --overwrite."
+            )
+
+
+def _write_selection(opts: dict[str, Any], rows: list[dict[str, Any]], best: Any) -> None:
+    """The table (CSV and JSON) of the fits done so far, each file replaced atomically."""
+    csv_path, json_path, _ = _selection_paths(opts)
+    with _atomic(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    document = {
+        "format": "daskgmm-selection",
+        "rows": rows,
+        "best": {"covariance_type": best.covariance_type, "n_components": best.n_components},
+    }
+    with _atomic(json_path, "w") as f:
+        json.dump(document, f, indent=1)
+
+
+@contextlib.contextmanager
+def _atomic(path: str, mode: str, **kw: Any) -> Iterator[Any]:
+    """Write ``path`` aside, then switch it into place (a reader never sees half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, mode, **kw) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def cmd_select(opts: dict[str, Any]) -> int:
+    """Fit a range of component counts and covariance types; report BIC/AIC."""
+    from ._data import open_input
+
+    ks = _k_range(opts["k"])
+    types = _covariance_types(opts["covariance_type"])
     inp = open_input(opts["input"], variable=opts["variable"], feature_dim=opts["feature_dim"])
     X = inp.X.persist() if _cache(opts["cache"]) is not False else inp.X
     rows, best = [], None
+    n_fits = len(ks) * len(types)
     for ct in types:
         for k in ks:
+            logger.info(
+                "select: fitting covariance_type=%s k=%d (%d of %d)", ct, k, len(rows) + 1, n_fits
+            )
             tic = time.perf_counter()
             gm = _estimator(
                 opts, k, covariance_type=ct, variable=None, feature_dim=None, cache=False
             )
             gm.fit(X)
-            mean, n = gm._mean_log_prob(X)
+            mean, n = gm._mean_log_prob(X)  # one read for both criteria
             n_params = gm._n_parameters()
             bic = -2 * mean * n + n_params * np.log(n)
             aic = -2 * mean * n + 2 * n_params
@@ -334,32 +463,16 @@ def cmd_select(opts: dict[str, Any]) -> int:
                 print(f"{ct:>9} k={k:<3} BIC {bic:14.2f}  AIC {aic:14.2f}")
             if best is None or bic < best[0]:
                 best = (bic, gm)
-    stem = opts["table"] or "selection"
-    with open(f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(f"{stem}.json", "w") as f:
-        json.dump(
-            {
-                "rows": rows,
-                "best": {
-                    "covariance_type": best[1].covariance_type,
-                    "n_components": best[1].n_components,
-                },
-            },
-            f,
-            indent=1,
-        )
-    plot = opts["plot"] or f"{stem}.png"
+            _write_selection(opts, rows, best[1])  # a later failure keeps what finished
+    csv_path, json_path, plot = _selection_paths(opts)
     _plot_selection(rows, types, plot)
     if opts["output"]:
         best[1].set_params(variable=opts["variable"], feature_dim=opts["feature_dim"])
-        best[1].save(opts["output"])
+        best[1].save(opts["output"], overwrite=opts["overwrite"])
     if not opts["quiet"]:
         print(
             f"best by BIC: covariance_type={best[1].covariance_type!r}, "
-            f"n_components={best[1].n_components}; table {stem}.csv/.json, plot {plot}"
+            f"n_components={best[1].n_components}; table {csv_path}, {json_path}, plot {plot}"
             + (f", model {opts['output']}" if opts["output"] else "")
         )
     return 0
@@ -385,12 +498,14 @@ def _plot_selection(rows: list[dict[str, Any]], types: list[str], path: str) -> 
     ax.set_title("daskgmm model selection")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with _atomic(path, "wb") as f:  # the metadata mark lets a re-run recognise its plot
+        fig.savefig(f, format="png", dpi=110, metadata={"Software": "daskgmm model selection"})
     plt.close(fig)
 
 
 def cmd_demo(opts: dict[str, Any]) -> int:
     """Generate a mixture, fit it, predict labels to Zarr, report recovery."""
+    import dask.array as da
     import zarr
     from sklearn.metrics import adjusted_rand_score
 
@@ -406,7 +521,16 @@ def cmd_demo(opts: dict[str, Any]) -> int:
         random_state=int(opts["seed"]),
     )
     store = os.path.join(workdir, "data.zarr")
-    data.X.to_zarr(store, overwrite=True)
+    # the mark goes in with the array's metadata: a later demo recognises it as its own
+    target = zarr.create_array(
+        store,
+        shape=data.X.shape,
+        chunks=(max(data.X.chunks[0]), data.X.shape[1]),
+        dtype=data.X.dtype,
+        attributes={"daskgmm": _DEMO_MARK},
+        overwrite=True,
+    )
+    da.store(data.X, target, lock=False)  # the array's chunks are the data's
     print(
         f"Data: {data.X.shape[0]:,} samples x {data.X.shape[1]} features "
         f"({data.X.nbytes / 1e6:.1f} MB, {data.X.numblocks[0]} chunks) from "
@@ -418,6 +542,7 @@ def cmd_demo(opts: dict[str, Any]) -> int:
         "output": os.path.join(workdir, "model.zarr"),
         "checkpoint": os.path.join(workdir, "checkpoint"),
         "restart": True,
+        "overwrite": True,  # the model of an earlier demo (preflight checked it is one)
     }
     cmd_fit(fit_opts)
     labels_out = os.path.join(workdir, "labels.zarr")
@@ -441,23 +566,147 @@ def cmd_demo(opts: dict[str, Any]) -> int:
     return 0
 
 
+def _check_apart(**paths: str | None) -> None:
+    """Refuse an output or checkpoint that is, holds or lies inside another path of the job
+    (``-o scene.zarr`` on the input would destroy it)."""
+    from ._data import resolve_path
+
+    named = [
+        (n, os.path.realpath(resolve_path(p)) if "://" not in p else p.rstrip("/"))
+        for n, p in paths.items()
+        if p
+    ]
+    for i, (a, pa) in enumerate(named):
+        for b, pb in named[i + 1 :]:
+            if (
+                pa == pb
+                or pa.startswith(pb.rstrip("/") + "/")
+                or pb.startswith(pa.rstrip("/") + "/")
+            ):
+                raise RefusedError(
+                    f"the {a} {paths[a]!r} and the {b} {paths[b]!r} are the same or one is "
+                    "inside the other; refusing (daskgmm never writes into its input or model)"
+                )
+
+
+def _check_estimator(opts: dict[str, Any], ks: list[int], types: list[str], n_samples: int):
+    """Every estimator the command will fit, validated as ``fit`` would (no data read)."""
+    for ct in types:
+        for k in ks:
+            gm = _estimator(opts, k, covariance_type=ct)
+            gm._validate_params()
+    if max(ks) > n_samples:
+        raise CLIError(
+            f"{max(ks)} components need at least as many samples, but the input has {n_samples}"
+        )
+    return gm
+
+
+def _check_fit_output(opts: dict[str, Any], gm, inp) -> None:
+    """A model already at --output: the same job's may be replaced; another only with
+    --overwrite; anything else never."""
+    from ._checkpoint import model_at
+
+    attrs = model_at(opts["output"])
+    if attrs is None or opts["overwrite"]:
+        return
+    fit = attrs.get("fit") or {}
+    data, now = fit.get("data") or {}, inp.fingerprint()
+    same = (
+        now["files"] is not None
+        and fit.get("estimator") == gm._result_params()
+        and all(data.get(key) == now[key] for key in ("shape", "dtype", "files"))
+    )
+    if not same:
+        raise RefusedError(
+            f"model path {opts['output']!r} holds another daskgmm model (other parameters or "
+            "other input files); pass --overwrite to replace it"
+        )
+    opts["_same_job"] = True
+
+
 def preflight(command: str, opts: dict[str, Any]) -> None:
-    """Check paths, variables, dimensions and models before any cluster is started.
+    """Check every option, path, variable, dimension, model and output before any
+    cluster is started.
 
     Only metadata are read, so mistakes are reported at once, as one line.
     """
+    from ._checkpoint import Checkpoint
     from ._data import open_input
 
-    if command in ("fit", "select"):
+    if command == "demo":
+        _check_estimator(opts, [int(opts["n_components"])], [opts["covariance_type"]], 1 << 62)
+        _check_demo_workdir(opts["workdir"])
+    elif command in ("fit", "select"):
         _require(opts, "input", *(("n_components", "output") if command == "fit" else ()))
         _check_exists(opts["input"])
-        open_input(opts["input"], variable=opts["variable"], feature_dim=opts["feature_dim"])
-        if command == "select":
-            _k_range(opts["k"])
+        inp = open_input(opts["input"], variable=opts["variable"], feature_dim=opts["feature_dim"])
         _cache(opts["cache"])
+        if command == "fit":
+            _resume(opts)
+            gm = _check_estimator(
+                opts, [int(opts["n_components"])], [opts["covariance_type"]], inp.X.shape[0]
+            )
+            _check_apart(input=opts["input"], output=opts["output"], checkpoint=opts["checkpoint"])
+            if opts["checkpoint"]:
+                Checkpoint(opts["checkpoint"]).check_target()
+            _check_fit_output(opts, gm, inp)
+        else:
+            types = _covariance_types(opts["covariance_type"])
+            _check_estimator(opts, _k_range(opts["k"]), types, inp.X.shape[0])
+            table, table_json, plot = _selection_paths(opts)
+            _check_apart(
+                input=opts["input"], output=opts["output"], table=table, json=table_json, plot=plot
+            )
+            _check_selection_targets(opts)
+            if opts["output"] and not opts["overwrite"]:
+                from ._checkpoint import model_at
+
+                if model_at(opts["output"]) is not None:
+                    raise RefusedError(
+                        f"model path {opts['output']!r} holds a daskgmm model; pass "
+                        "--overwrite to replace it with the best of this selection"
+                    )
     elif command in ("predict", "anomalies"):
+        from ._output import check_output_target
+
         _require(opts, "model", "input", "output")
+        if command == "anomalies" and not 0.0 < float(opts["quantile"]) < 1.0:
+            raise CLIError(f"--quantile must be strictly between 0 and 1, got {opts['quantile']}")
+        _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
         _open_for_model(_load_model(opts["model"]), opts)
+        check_output_target(opts["output"])
+
+
+def _check_demo_workdir(workdir: str) -> None:
+    """The demo replaces only what an earlier demo wrote in its folder."""
+    from ._checkpoint import model_at
+    from ._output import check_output_target
+
+    for name in ("data.zarr", "model.zarr", "labels.zarr", "checkpoint"):
+        path = os.path.join(workdir, name)
+        if not os.path.lexists(path):
+            continue
+        if name == "data.zarr":
+            ours = os.path.isfile(os.path.join(path, "zarr.json")) and _DEMO_MARK in open(
+                os.path.join(path, "zarr.json"), encoding="utf-8", errors="replace"
+            ).read(1 << 20)
+            if not ours:
+                raise RefusedError(
+                    f"{path!r} exists and was not written by daskgmm demo; refusing to replace "
+                    "it. Choose another --workdir."
+                )
+        elif name == "model.zarr":
+            model_at(path)
+        elif name == "labels.zarr":
+            check_output_target(path)
+        else:
+            from ._checkpoint import Checkpoint
+
+            Checkpoint(path).check_target()
+
+
+_DEMO_MARK = "daskgmm-demo-data"
 
 
 COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
@@ -478,8 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Gaussian mixture models fitted by distributed EM on Dask: fit models to "
         "Zarr data, write label/probability maps, select the number of "
         "components, flag anomalies.",
-        epilog="Options can also come from a TOML file (--config); see 'daskgmm COMMAND -h'.",
+        epilog="Options can also come from a TOML file (--config); see 'daskgmm COMMAND -h'. "
+        + EXIT_CODES_HELP,
     )
+    parser.add_argument("--version", action="version", version=f"daskgmm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -501,6 +752,25 @@ def build_parser() -> argparse.ArgumentParser:
             default=S,
             help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
             "(default: $DASK_SCHEDULER_ADDRESS, else --cluster)",
+        )
+        c.add_argument(
+            "--scheduler-file",
+            metavar="FILE.json",
+            default=S,
+            help="the file a running scheduler wrote (dask scheduler --scheduler-file)",
+        )
+        c.add_argument(
+            "--worker-timeout",
+            type=float,
+            metavar="SECONDS",
+            default=S,
+            help="fail (exit status 4) when no worker has joined after this long (600)",
+        )
+        c.add_argument(
+            "--dashboard",
+            action="store_true",
+            default=S,
+            help="print the Dask dashboard's link (a local cluster serves one on 127.0.0.1)",
         )
         c.add_argument(
             "--cluster",
@@ -567,7 +837,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart",
         action="store_true",
         default=S,
-        help="ignore (and overwrite) an existing checkpoint",
+        help="ignore (and overwrite) an existing checkpoint (same as --resume no)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="auto|yes|no",
+        default=S,
+        help="with a checkpoint of another fit (other data or parameters): auto (default) "
+        "starts over, yes refuses (exit status 3), no always starts over",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=S,
+        help="replace another daskgmm model at --output (a re-run of the same job replaces "
+        "its own model without it; anything that is not a daskgmm model is never replaced)",
     )
     data_options(p)
     model_options(p)
@@ -619,6 +903,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write STEM.csv and STEM.json (default: selection)",
     )
     p.add_argument("--plot", metavar="FILE.png", default=S, help="default: STEM.png")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=S,
+        help="replace a daskgmm model at --output, and table or plot files select did not write",
+    )
     data_options(p)
     model_options(p, select=True)
     common(p)
@@ -662,7 +952,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _option_types(parser: argparse.ArgumentParser, command: str) -> dict[str, type]:
+    """The type of each option of ``command`` (int, float, or bool for flags)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    types: dict[str, type] = {}
+    for action in sub.choices[command]._actions:
+        if isinstance(action, argparse._StoreTrueAction):
+            types[action.dest] = bool
+        elif action.type in (int, float):
+            types[action.dest] = action.type
+    return types
+
+
+def _typed(config: dict[str, Any], types: dict[str, type], path: str) -> dict[str, Any]:
+    """Config values of the options' types, or one line naming the option."""
+    out = dict(config)
+    for name, value in config.items():
+        want = types.get(name)
+        if want is None or value is None:
+            continue
+        if want is bool:
+            if not isinstance(value, bool):
+                raise CLIError(f"config file {path!r}: {name} must be true or false, got {value!r}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise CLIError(f"config file {path!r}: {name} must be a number, got {value!r}")
+        try:
+            converted = want(value)
+        except ValueError:
+            converted = None
+        if converted is None or (want is int and isinstance(value, float) and value != converted):
+            kind = "a whole number" if want is int else "a number"
+            raise CLIError(f"config file {path!r}: {name} must be {kind}, got {value!r}")
+        out[name] = converted
+    return out
+
+
+def _options(
+    args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
+) -> dict[str, Any]:
     """Defaults, then the config file, then the command line."""
     command = args.command
     given = {k: v for k, v in vars(args).items() if k != "command"}
@@ -684,6 +1012,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
                 f"expected {sorted(allowed_tables)}"
             )
         config = {**document.get("cluster", {}), **document.get(command, {})}
+        config = _typed(config, _option_types(parser or build_parser(), command), path)
     defaults = {
         **DEFAULTS["cluster"],
         "verbose": False,
@@ -712,35 +1041,81 @@ def _setup_logging(opts: dict[str, Any]) -> None:
         logging.getLogger(name).setLevel(logging.INFO if opts["verbose"] else logging.ERROR)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+@contextlib.contextmanager
+def _warnings_as_log_lines() -> Iterator[None]:
+    """Warnings (a fit that did not converge) as one log line, without a source line."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logger.warning("%s: %s", category.__name__, message)
+
+    warnings.showwarning = show
     try:
-        opts = _options(args)
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see :data:`EXIT_CODES_HELP`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .cluster import ClusterError
+
+    try:
+        opts = _options(args, parser)
         _setup_logging(opts)
         preflight(args.command, opts)
         from .cluster import connect, parse_cluster
 
-        if not opts["scheduler"]:
+        if not (opts["scheduler"] or opts["scheduler_file"]):
             parse_cluster(opts["cluster"])
-
-        with connect(opts["scheduler"], opts["cluster"]) as client:
+        with (
+            _warnings_as_log_lines(),
+            connect(
+                opts["scheduler"],
+                opts["cluster"],
+                scheduler_file=opts["scheduler_file"],
+                worker_timeout=float(opts["worker_timeout"]),
+                dashboard=bool(opts["dashboard"]),
+                quiet_workers=not opts["verbose"],
+            ) as client,
+        ):
             logger.info(
                 "Dask cluster: %d workers (%s)",
                 len(client.scheduler_info(n_workers=-1)["workers"]),
                 client.scheduler.address,
             )
+            if opts["dashboard"]:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             return COMMANDS[args.command](opts)
     except CLIError as err:
         print(f"daskgmm: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except RefusedError as err:
+        print(f"daskgmm: refused: {_one_line(err)}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ClusterError as err:
+        print(f"daskgmm: cluster error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_CLUSTER
     except (ValueError, TypeError, FileNotFoundError, OSError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"daskgmm: error: {message}", file=sys.stderr)
-        return 2
+        print(f"daskgmm: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("daskgmm: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-__all__ = ["LOCAL_CLUSTER_CONFIG", "connect", "parse_cluster"]
+__all__ = ["LOCAL_CLUSTER_CONFIG", "ClusterError", "connect", "parse_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,43 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
+class ClusterError(RuntimeError):
+    """The cluster did not come up (no scheduler, no worker in time) or went away."""
+
+
+def _client(target: Any, what: str, **kw: Any) -> Client:
+    try:
+        return Client(target, **kw)
+    except (OSError, TimeoutError) as err:
+        raise ClusterError(f"cannot connect to {what}: {str(err).splitlines()[0]}") from None
+
+
+def _wait_for_workers(client: Client, timeout: float, what: str) -> None:
+    """Wait until a worker has joined: a batch queue that never starts the workers (a
+    failed submission) must end the job with one line, not hang it."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(
+            f"no Dask worker joined {what} within {timeout:g} s (--worker-timeout); check that "
+            "the worker jobs were submitted and started (queue, logs)"
+        ) from None
+
+
 @contextlib.contextmanager
-def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Client]:
+def connect(
+    scheduler: str | None = None,
+    cluster: str = "local",
+    *,
+    scheduler_file: str | None = None,
+    worker_timeout: float = 600.0,
+    dashboard: bool = False,
+    quiet_workers: bool = True,
+) -> Iterator[Client]:
     """A ``distributed.Client`` for the job, closed (with any cluster it started) on exit.
+
+    It returns once at least one worker has joined, so that decisions taken from
+    the cluster's size (``cache='auto'``, blocks per worker) see real workers.
 
     Parameters
     ----------
@@ -84,16 +118,40 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
         Cluster to start when no scheduler is given: ``local[:N]`` (with
         :data:`LOCAL_CLUSTER_CONFIG`), ``slurm[:N]``, ``pbs[:N]`` or
         ``kubernetes[:N]``.
+    scheduler_file : str, optional
+        The JSON file a running scheduler wrote (``dask scheduler --scheduler-file``).
+    worker_timeout : float, default=600
+        Seconds to wait for the first worker before raising :class:`ClusterError`.
+    dashboard : bool, default=False
+        Serve the dashboard of a local cluster (on 127.0.0.1, a free port).
+    quiet_workers : bool, default=True
+        Local workers log errors only: a task's failure is reported once, by
+        the command, not as a worker's traceback too.
+
+    Raises
+    ------
+    ClusterError
+        No scheduler at the address, or no worker within ``worker_timeout``.
     """
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if scheduler_file and not address:
+        if not os.path.isfile(scheduler_file):
+            raise ValueError(f"scheduler file {scheduler_file!r} does not exist")
+        logger.info("Connecting to the scheduler of %s", scheduler_file)
+        with _client(None, scheduler_file, scheduler_file=scheduler_file, timeout=30) as client:
+            _wait_for_workers(client, worker_timeout, f"the scheduler of {scheduler_file}")
+            yield client
+        return
     if address:
         logger.info("Connecting to the scheduler at %s", address)
-        with Client(address) as client:
+        with _client(address, f"the scheduler at {address}", timeout=30) as client:
+            _wait_for_workers(client, worker_timeout, f"the scheduler at {address}")
             yield client
         return
     kind, n_workers = parse_cluster(cluster)
     if kind != "local":
         with _batch_cluster(kind, n_workers) as batch, Client(batch) as client:
+            _wait_for_workers(client, worker_timeout, f"the {kind} cluster")
             yield client
         return
     n_workers = n_workers or os.cpu_count() or 1
@@ -107,10 +165,12 @@ def connect(scheduler: str | None = None, cluster: str = "local") -> Iterator[Cl
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0" if dashboard else None,
             config=LOCAL_CLUSTER_CONFIG,
+            silence_logs=logging.CRITICAL if quiet_workers else logging.WARNING,
         )
     with local, Client(local) as client:
+        _wait_for_workers(client, worker_timeout, "the local cluster")
         yield client
 
 

@@ -20,13 +20,22 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._checkpoint import Checkpoint, FitState, check_meta, read_model, write_model
+from ._checkpoint import (
+    Checkpoint,
+    FitState,
+    RefusedError,
+    compare_meta,
+    other_fit_message,
+    read_model,
+    write_model,
+)
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
-from ._data import Input, check_sample_weight, from_numpy, open_input
+from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_path
 from ._em import EMResult, IterationInfo, fit_em_many
+from ._fingerprint import Digest, content_digest_chunk
 from ._init import initialize_many, restart_seeds
-from ._reduction import active_client, blas_threads_guard
+from ._reduction import active_client, blas_threads_guard, map_reduce
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 
 __all__ = ["GaussianMixture"]
@@ -356,12 +365,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         checkpoint : str or path-like, default=None
             Directory or fsspec URL where the full EM state is saved atomically
             after every iteration. If it already holds a state of the same fit
-            (same data fingerprint and estimator parameters), the fit resumes
+            (same estimator parameters, same data *content*), the fit resumes
             from its last completed iteration and ends with the same model as an
-            uninterrupted fit; a state of another fit is refused with a
-            ``ValueError``.
-        resume : bool, default=True
-            ``False`` ignores and overwrites an existing checkpoint.
+            uninterrupted fit. The content is told by a 64-bit digest of the
+            values (and weights), the same whatever the chunking, core count or
+            scheduler: computed on the driver for NumPy input, else in the first
+            EM pass from the blocks it reads anyway. Where the digest is not
+            known before that pass, a store whose files (sizes, modification
+            times, ETags) are unchanged counts as the same data; otherwise the
+            checkpoint is resumed provisionally and dropped if the first pass
+            shows other data (a finished one costs one read to check).
+        resume : {'auto', True, False}, default=True
+            What to do with a checkpoint of another fit (other data or other
+            parameters): ``True`` refuses it with a ``ValueError``, ``'auto'``
+            starts over (overwriting it; what scheduled jobs on a rolling input
+            path want), ``False`` always starts over.
         callback : callable, default=None
             Called with a :class:`daskgmm.IterationInfo` after every EM
             iteration (progress bars, logging); an exception it raises stops
@@ -387,14 +405,42 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         weights_init, means_init, precisions_init = self._initial_parameters(n_features)
         sw = check_sample_weight(sample_weight, Xd)
-        store = None if checkpoint is None else Checkpoint(checkpoint)
-        meta = self._checkpoint_meta(inp, sw)
-        state = self._load_checkpoint(store, meta, resume)
+        if resume not in ("auto", True, False):
+            raise ValueError(f"resume must be 'auto', True or False, got {resume!r}")
+        store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
+        if store is not None:
+            store.check_target()
+        content = None
+        if store is not None and in_memory and not isinstance(sample_weight, da.Array):
+            # in memory already: the digest costs no read of a store
+            w = None if sw is None else dask.compute(sw, scheduler="sync")[0]
+            content = content_digest_chunk(
+                dask.compute(Xd, scheduler="sync")[0], sample_weight=w
+            ).hex()
+        meta = self._checkpoint_meta(inp, sw, content)
+        state, pending = self._load_checkpoint(store, meta, resume)
+        if state is not None and state.complete and pending is not None:
+            # the files changed (or there are none): read the data once to tell
+            digest = _content_digest(Xd, sw)
+            if digest.hex() != pending:
+                return self._other_data(X, sample_weight, store, pending, digest, resume, callback)
+            meta["data"]["content"], pending = pending, None
+        self._fit_fingerprint = meta
         if state is not None and state.complete:
-            logger.info("Checkpoint %s holds a finished fit; loading it.", store.url)
+            logger.info(
+                "Checkpoint %s holds a finished fit of the same data; loading it.", store.url
+            )
             self._set_result(_best(state.restarts))
             return self
-        Xd, sw = self._maybe_cache(Xd, sw, in_memory)
+        cached = self._maybe_cache(Xd, sw, in_memory)
+        if store is not None and content is None and cached[0] is not Xd:
+            # persisted: the digest reads the cluster's memory, not the store
+            digest = _content_digest(*cached)
+            if pending is not None and digest.hex() != pending:
+                return self._other_data(X, sample_weight, store, pending, digest, resume, callback)
+            content = meta["data"]["content"] = digest.hex()
+            pending = None
+        Xd, sw = cached
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
@@ -451,17 +497,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if callback is not None:
                 callback(info)
 
-        restarts = fit_em_many(
-            Xd,
-            restarts,
-            reg_covar=self.reg_covar,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            sample_weight=sw,
-            split_every=self.split_every,
-            callback=on_iteration,
-            on_pass=save,
-        )
+        def on_digest(digest: Digest) -> None:
+            if pending is not None and digest.hex() != pending:
+                raise _OtherData(digest)
+            meta["data"]["content"] = digest.hex()
+
+        try:
+            restarts = fit_em_many(
+                Xd,
+                restarts,
+                reg_covar=self.reg_covar,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                sample_weight=sw,
+                split_every=self.split_every,
+                callback=on_iteration,
+                on_pass=save,
+                on_digest=on_digest if store is not None and content is None else None,
+            )
+        except _OtherData as err:
+            return self._other_data(X, sample_weight, store, pending, err.digest, resume, callback)
         now = time.perf_counter()
         for restart in restarts:
             self._verbose_init_end(restart, now - started.get(restart.init, now))
@@ -503,10 +558,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = [float(x) for x in best.lower_bounds]
 
     # ----------------------------------------------------------- checkpoints
-    def _checkpoint_meta(self, inp: Input, sample_weight: da.Array | None) -> dict[str, Any]:
-        data = inp.fingerprint()
-        data["sample_weight"] = None if sample_weight is None else sample_weight.name
+    def _checkpoint_meta(
+        self, inp: Input, sample_weight: da.Array | None, content: str | None
+    ) -> dict[str, Any]:
+        data = {**inp.fingerprint(), "weighted": sample_weight is not None, "content": content}
         return {"data": data, "estimator": self._result_params()}
+
+    def _other_data(self, X, sample_weight, store, expected, digest, resume, callback):
+        """The data turned out to differ from the checkpoint's: refuse, or start over."""
+        problem = f"data content: checkpoint {expected!r}, now {digest.hex()!r}"
+        if resume is True:
+            raise RefusedError(other_fit_message(store.url, [problem]))
+        logger.warning("Checkpoint %s is of other data (%s): starting over.", store.url, problem)
+        return self.fit(
+            X, sample_weight=sample_weight, checkpoint=store.url, resume=False, callback=callback
+        )
 
     def _result_params(self) -> dict[str, Any]:
         """The parameters that change the fitted model, JSON-comparable."""
@@ -523,18 +589,31 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return json.loads(json.dumps(params))
 
     @staticmethod
-    def _load_checkpoint(store, meta, resume) -> FitState | None:
+    def _load_checkpoint(store, meta, resume) -> tuple[FitState | None, str | None]:
+        """The checkpoint's state if it is this fit's, and the content digest that the
+        data must still show in the first pass (None: already shown)."""
         if store is None or not store.exists():
-            return None
-        if not resume:
+            return None, None
+        if resume is False:
             logger.info("Overwriting the checkpoint at %s (resume=False).", store.url)
-            return None
+            return None, None
         state, found = store.load()
-        check_meta(found, meta, store.url)
-        return state
+        problems, pending = compare_meta(found, meta)
+        if problems and resume is True:
+            raise RefusedError(other_fit_message(store.url, problems))
+        if problems:
+            logger.warning(
+                "Checkpoint %s belongs to another fit (%s): starting over.",
+                store.url,
+                "; ".join(problems),
+            )
+            return None, None
+        if meta["data"]["content"] is None and pending is None:
+            meta["data"]["content"] = found["data"].get("content")  # same files
+        return state, pending
 
     # ---------------------------------------------------------------- files
-    def save(self, path):
+    def save(self, path, *, overwrite=False):
         """Save the fitted model as a Zarr v3 group (no pickle).
 
         The four parameter arrays are Zarr arrays; the estimator parameters,
@@ -544,11 +623,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Parameters
         ----------
         path : str or path-like
-            Directory or fsspec URL.
+            Directory or fsspec URL. If something is there already, it must be
+            a daskgmm model: anything else (a folder of yours, a data store) is
+            refused with a ``ValueError``, whatever ``overwrite`` says.
+        overwrite : bool, default=False
+            Replace a *different* daskgmm model at ``path``. The same model
+            (same parameters) is always written again, so a re-run of a job
+            that saved it succeeds.
         """
         check_is_fitted(self)
         write_model(
-            path,
+            resolve_path(path),
             self._params,
             {
                 "daskgmm_version": _version(),
@@ -560,7 +645,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     "lower_bounds_": [float(x) for x in self.lower_bounds_],
                     "n_features_in_": int(self.n_features_in_),
                 },
+                # what it was fitted on: lets a re-run of the same job replace it
+                "fit": getattr(self, "_fit_fingerprint", None),
             },
+            overwrite=overwrite,
         )
 
     @classmethod
@@ -835,6 +923,19 @@ _FITTED = (
     "lower_bounds_",
     "n_features_in_",
 )
+
+
+def _content_digest(X: da.Array, sample_weight: da.Array | None) -> Digest:
+    """One pass over ``X`` that only computes its content digest."""
+    return map_reduce(X, content_digest_chunk, sample_weight=sample_weight, name="daskgmm-digest")
+
+
+class _OtherData(Exception):
+    """The first pass found data other than the checkpoint's (caught in ``fit``)."""
+
+    def __init__(self, digest: Digest):
+        super().__init__(digest.hex())
+        self.digest = digest
 
 
 def _best(restarts: list[EMResult]) -> EMResult:

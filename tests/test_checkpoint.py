@@ -78,7 +78,9 @@ def test_killed_fit_resumes_to_the_same_model(
     total = counting_scheduler.computes
     assert total == init_passes + 30
     ckpt = tmp_path / "ckpt"
-    with dask.config.set(scheduler=_DyingScheduler(die_after)), pytest.raises(_Killed):
+    # +1: a fit with a checkpoint makes one more pass, the content digest of the
+    # persisted data, so it dies at the same point of the fit as intended
+    with dask.config.set(scheduler=_DyingScheduler(die_after + 1)), pytest.raises(_Killed):
         _quiet_fit(GaussianMixture(**kw), X, checkpoint=ckpt)
     assert Checkpoint(ckpt).exists() == (die_after > init_passes)
     before = counting_scheduler.computes
@@ -86,8 +88,9 @@ def test_killed_fit_resumes_to_the_same_model(
         resumed = _quiet_fit(GaussianMixture(**kw), X, checkpoint=ckpt)
     if die_after > init_passes:  # past the initialisation: must not start over
         assert "Resuming from checkpoint" in caplog.text
-        # only the passes that had not completed
-        redone = counting_scheduler.computes - before
+        # only the passes that had not completed, and the content check of the
+        # persisted data (one pass over memory, also made before the killed run's)
+        redone = counting_scheduler.computes - before - 1
         assert total - die_after + 1 <= redone <= total - init_passes
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         np.testing.assert_allclose(
@@ -95,10 +98,11 @@ def test_killed_fit_resumes_to_the_same_model(
         )
     assert resumed.lower_bounds_ == pytest.approx(reference.lower_bounds_, rel=1e-12)
     assert resumed.n_iter_ == reference.n_iter_ and resumed.converged_ == reference.converged_
-    # a finished checkpoint gives the answer without touching the data
+    # a finished checkpoint of a dask array (no files to compare) costs one read:
+    # the content digest, nothing else
     before = counting_scheduler.computes
     again = GaussianMixture(**kw).fit(X, checkpoint=ckpt)
-    assert counting_scheduler.computes == before
+    assert counting_scheduler.computes == before + 1
     np.testing.assert_array_equal(again.means_, resumed.means_)
 
 
@@ -107,14 +111,14 @@ def test_checkpoint_of_other_data_or_parameters_is_refused_and_kept(tmp_path, da
     ckpt = tmp_path / "ckpt"
     GaussianMixture(3, random_state=0).fit(X, checkpoint=ckpt)
     before = _snapshot(ckpt)
-    with pytest.raises(ValueError, match=r"belongs to another fit \(data identity") as err:
+    with pytest.raises(ValueError, match=r"belongs to another fit \(data content") as err:
         GaussianMixture(3, random_state=0).fit(X + 1.0, checkpoint=ckpt)
     assert "resume=False" in str(err.value)
     with pytest.raises(ValueError, match="data shape"):
         GaussianMixture(3, random_state=0).fit(X[:-5], checkpoint=ckpt)
     with pytest.raises(ValueError, match=re.escape("estimator n_components: checkpoint 3, now 4")):
         GaussianMixture(4, random_state=0).fit(X, checkpoint=ckpt)
-    with pytest.raises(ValueError, match="data sample_weight"):
+    with pytest.raises(ValueError, match="data weighted: checkpoint False, now True"):
         GaussianMixture(3, random_state=0).fit(X, sample_weight=np.ones(len(X)), checkpoint=ckpt)
     assert _snapshot(ckpt) == before
     # verbosity and caching do not change the model: not part of the fingerprint

@@ -455,8 +455,8 @@ def test_predict_never_deletes_what_it_did_not_write(scheduler_address, tmp_path
         "--scheduler",
         scheduler_address,
     )
-    assert out.returncode == 2
-    assert "is not a Zarr store; refusing to replace it" in out.stderr
+    assert out.returncode == 3  # refused: nothing was replaced
+    assert "is not a daskgmm output; refusing to replace it" in out.stderr
     assert (precious / "thesis.txt").read_text() == "do not delete"
     other = GaussianMixture(3, random_state=0).fit(X)
     other.save(tmp_path / "m3.zarr")
@@ -479,7 +479,7 @@ def test_predict_never_deletes_what_it_did_not_write(scheduler_address, tmp_path
         "--scheduler",
         scheduler_address,
     )
-    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert again.returncode == 3 and "pass --overwrite" in again.stderr
     forced = _run(
         "predict",
         tmp_path / "m3.zarr",
