@@ -25,7 +25,7 @@ from ._reduction import _nbytes, map_reduce, one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 
-__all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many"]
+__all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many", "memory_needed"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,24 @@ def _suffstats_and_digest_chunk(
     stats = suffstats_chunk_many(block, eps, sample_weight=sample_weight, row_offset=row_offset)
     digest = content_digest_chunk(block, sample_weight=sample_weight, row_offset=row_offset)
     return _WithDigest(stats, digest)
+
+
+def memory_needed(
+    block_rows: int, n_features: int, n_components: int, covariance_type: str, n_init: int
+) -> int:
+    """About the bytes one block task of a pass holds at its peak, for a fit that cannot
+    fit to be refused before its first pass.
+
+    Per restart: the block's log-densities and responsibilities (and their
+    working copy), ``3 x rows x K`` float64; the parameters, their E-step
+    constants and the block's statistics, about ``4 x K x D x D`` float64
+    (``full``), ``4 x K x D`` (``diag``, ``spherical``) or ``4 x D x D``
+    (``tied``) plus the means. The block itself counts once.
+    """
+    K, D = n_components, n_features
+    second = {"full": K * D * D, "tied": D * D, "diag": K * D, "spherical": K}[covariance_type]
+    per_restart = 8 * (3 * block_rows * K + 4 * (second + K * D))
+    return int(8 * block_rows * D + n_init * per_restart)
 
 
 def fit_em_many(

@@ -32,7 +32,7 @@ from ._checkpoint import (
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_path
-from ._em import EMResult, IterationInfo, fit_em_many
+from ._em import EMResult, IterationInfo, fit_em_many, memory_needed
 from ._fingerprint import Digest, content_digest_chunk
 from ._init import initialize_many, restart_seeds
 from ._reduction import active_client, blas_threads_guard, map_reduce
@@ -86,6 +86,25 @@ def _available_memory() -> float:
     import psutil
 
     return float(psutil.virtual_memory().available)
+
+
+#: Share of a worker thread's memory one task may plan to use: a ``distributed``
+#: worker starts spilling to disk at 60 % of its limit ("target").
+TASK_MEMORY_FRACTION = 0.6
+
+
+def _task_memory() -> float:
+    """The memory one task may use: a share of the smallest worker's limit per thread,
+    else of this machine's RAM per core (the threaded scheduler runs one task per core)."""
+    client = active_client()
+    if client is not None:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        limits = [(w.get("memory_limit") or 0) / max(1, w.get("nthreads", 1)) for w in workers]
+        if limits and min(limits) > 0:
+            return TASK_MEMORY_FRACTION * min(limits)
+    import psutil
+
+    return TASK_MEMORY_FRACTION * psutil.virtual_memory().total / (os.cpu_count() or 1)
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -328,6 +347,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             precisions = model.check_precisions(precisions, K, n_features).astype(np.float64)
         return weights, means, precisions
 
+    def _check_memory(self, X: da.Array) -> None:
+        """Refuse, before the first pass, a fit whose block tasks cannot fit in a worker."""
+        need = memory_needed(
+            max(X.chunks[0]), X.shape[1], self.n_components, self.covariance_type, self.n_init
+        )
+        limit = _task_memory()
+        if need > limit:
+            raise ValueError(
+                f"n_components={self.n_components} (covariance_type={self.covariance_type!r}, "
+                f"n_init={self.n_init}) on blocks of {max(X.chunks[0])} samples x {X.shape[1]} "
+                f"features needs about {need / 2**30:.1f} GiB per task, more than the "
+                f"{limit / 2**30:.1f} GiB a task may use (60 % of a worker thread's memory); "
+                "use fewer components or smaller blocks (X.rechunk, or the dask config "
+                "daskgmm.chunk-bytes for stores)."
+            )
+
     def _maybe_cache(self, X: da.Array, sample_weight: da.Array | None, in_memory: bool):
         if self.cache is False:
             return X, sample_weight
@@ -403,6 +438,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
+        self._check_memory(Xd)
         weights_init, means_init, precisions_init = self._initial_parameters(n_features)
         sw = check_sample_weight(sample_weight, Xd)
         if resume not in ("auto", True, False):
@@ -569,7 +605,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         problem = f"data content: checkpoint {expected!r}, now {digest.hex()!r}"
         if resume is True:
             raise RefusedError(other_fit_message(store.url, [problem]))
-        logger.warning("Checkpoint %s is of other data (%s): starting over.", store.url, problem)
+        logger.warning(
+            "Checkpoint %s belongs to another fit (%s): starting over.", store.url, problem
+        )
         return self.fit(
             X, sample_weight=sample_weight, checkpoint=store.url, resume=False, callback=callback
         )

@@ -4,6 +4,7 @@ job files hold only options the CLI knows, scripts are valid shell."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import tomllib
@@ -43,6 +44,7 @@ POD_SPEC = {
     "affinity",
     "securityContext",
     "imagePullSecrets",
+    "activeDeadlineSeconds",
 }
 SERVICE_SPEC = {"type", "selector", "ports", "clusterIP"}
 # The Dask operator's resources (dask_kubernetes/operator/customresources/templates.yaml).
@@ -149,3 +151,61 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
     assert "COPY daskgmm ./daskgmm" in text and 'pip install ".[plot]"' in text
     assert 'CMD ["daskgmm", "demo"]' in text
+
+
+@pytest.mark.parametrize(
+    "folder, script, submit_dir", [("slurm", "nightly.sbatch", "SLURM_SUBMIT_DIR"),
+                                   ("pbs", "nightly.pbs", "PBS_O_WORKDIR")]
+)  # fmt: skip
+def test_batch_script_runs_as_a_spool_copy_in_the_submit_folder(
+    tmp_path, folder, script, submit_dir
+):
+    """The batch system runs a copy of the script from its spool, in another folder
+    ($HOME for PBS): the job must still find job.toml and jobqueue.yaml."""
+    submit = tmp_path / "project" / "deploy" / folder
+    submit.mkdir(parents=True)
+    for name in ("job.toml", "jobqueue.yaml"):
+        (submit / name).write_text((DEPLOY / folder / name).read_text())
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "job12345").write_text((DEPLOY / folder / script).read_text())
+    env_dir = tmp_path / "env"
+    (env_dir / "bin").mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    shim = env_dir / "bin" / "daskgmm"  # stands in for the CLI: records where it ran
+    shim.write_text(
+        f'#!/usr/bin/env bash\necho "$PWD|$DASK_CONFIG|$*" >> {log}\n'
+        'test -f job.toml && test -f "$DASK_CONFIG/jobqueue.yaml"\n'
+    )
+    shim.chmod(0o755)
+    (env_dir / "bin" / "activate").write_text(f'export PATH="{env_dir / "bin"}:$PATH"\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "DASKGMM_ENV": str(env_dir),
+           submit_dir: str(submit)}  # fmt: skip
+    subprocess.run(["bash", str(spool / "job12345")], cwd=home, env=env, check=True)
+    assert log.read_text().splitlines() == [
+        f"{submit}|{submit}|fit --config job.toml",
+        f"{submit}|{submit}|predict --config job.toml",
+    ]
+    # submitted some other way (no submit folder known): one clear line, nothing run
+    del env[submit_dir]
+    res = subprocess.run(["bash", str(spool / "job12345")], cwd=home, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode != 0 and "from the folder holding job.toml" in res.stderr
+
+
+def test_recipes_bound_the_run_and_name_what_they_need():
+    cron = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "cronjob.yaml").read_text()))
+    role = next(d for d in cron if d["kind"] == "Role")
+    assert "watch" in role["rules"][0]["verbs"]  # kubectl delete --wait watches
+    job = yaml.safe_load((DEPLOY / "kubernetes" / "daskjob.yaml").read_text())
+    assert "idleTimeout" not in job["spec"]["cluster"]["spec"]  # ignored for a DaskJob
+    assert job["spec"]["job"]["spec"]["activeDeadlineSeconds"] > 0
+    for folder in ("slurm", "pbs"):
+        assert "${TMPDIR:-/tmp}" in (DEPLOY / folder / "jobqueue.yaml").read_text()
+        assert "Slurm" not in (DEPLOY / "pbs" / "job.toml").read_text()
+        text = (DEPLOY / folder / "README.md").read_text()
+        assert "need not be on a package index" in text
+    root = DEPLOY.parent
+    assert {".git", ".venv", "*.zarr"} <= set((root / ".dockerignore").read_text().split())
