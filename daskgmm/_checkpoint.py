@@ -20,12 +20,15 @@ attributes, written last.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import posixpath
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -102,11 +105,25 @@ def _save_npy(fs: fsspec.AbstractFileSystem, path: str, array: np.ndarray) -> No
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
+#: Largest array a checkpoint may hold (K=1024, D=512 full is 2 GiB): a header that
+#: declares more is refused before anything is allocated.
+MAX_ARRAY_BYTES = 2 << 30
+
+
 def _load_npy(fs: fsspec.AbstractFileSystem, path: str, where: str) -> np.ndarray:
-    if not fs.exists(path):
-        raise CheckpointError(f"{where} is incomplete: {posixpath.basename(path)} is missing.")
+    size = _check_plain_file(fs, path, where, MAX_ARRAY_BYTES + 4096)
     try:
         with fs.open(path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or f.tell() + nbytes != size:
+                raise ValueError(
+                    f"header says {shape} {dtype} ({nbytes} bytes), the file has {size} bytes"
+                )
+            f.seek(0)
             return np.load(f, allow_pickle=False)
     except ValueError as err:  # pickled object arrays, truncated or foreign files
         raise CheckpointError(
@@ -115,8 +132,7 @@ def _load_npy(fs: fsspec.AbstractFileSystem, path: str, where: str) -> np.ndarra
 
 
 def _read_json(fs: fsspec.AbstractFileSystem, path: str, where: str) -> dict[str, Any]:
-    if not fs.exists(path):
-        raise CheckpointError(f"{where} is incomplete: {posixpath.basename(path)} is missing.")
+    _check_plain_file(fs, path, where, 1 << 24)
     try:
         with fs.open(path, "rb") as f:
             data = json.loads(f.read().decode("utf-8"))
@@ -304,6 +320,8 @@ class Checkpoint:
         _check_version(doc.get("format_version"), CHECKPOINT_FORMAT_VERSION, "checkpoint", where)
         try:
             ct = doc["covariance_type"]
+            if not doc["restarts"]:
+                raise CheckpointError(f"{where} is corrupt: state.json lists no restart.")
             restarts = []
             for i, r in enumerate(doc["restarts"]):
                 arrays = {
@@ -312,7 +330,7 @@ class Checkpoint:
                 }
                 restarts.append(
                     EMResult(
-                        _params_from_arrays(arrays, ct, where),
+                        check_params(_params_from_arrays(arrays, ct, where), where),
                         int(r["n_iter"]),
                         _float(r["lower_bound"]),
                         tuple(_float(x) for x in r["lower_bounds"]),
@@ -493,15 +511,111 @@ def write_model(
             shutil.rmtree(backup, ignore_errors=True)
 
 
+def _check_plain_file(
+    fs: fsspec.AbstractFileSystem, path: str, where: str, max_bytes: int, name: str = ""
+) -> int:
+    """A regular file (no link, FIFO or device) of at most ``max_bytes``; returns its size."""
+    name = name or posixpath.basename(path)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"{where} is incomplete: {name} is missing.") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{where}: {name} is not a regular file (a link or device).")
+        size = st.st_size
+    else:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"{where} is incomplete: {name} is missing.") from None
+        if info.get("type") != "file":
+            raise CheckpointError(f"{where}: {name} is not a file.")
+        size = int(info.get("size") or 0)
+    if size > max_bytes:
+        raise CheckpointError(f"{where}: {name} has {size} bytes, more than {max_bytes} expected.")
+    return size
+
+
+def check_params(params: GMMParams, where: str) -> GMMParams:
+    """Refuse parameters that are not a valid mixture: non-finite values, weights that are
+    negative or do not sum to 1, non-positive variances or Cholesky diagonals."""
+    for name, array in params.to_arrays().items():
+        if not np.all(np.isfinite(array)):
+            raise CheckpointError(f"{where}: '{name}' holds NaN or infinite values.")
+    w = params.weights
+    if np.any(w < 0) or abs(float(w.sum()) - 1.0) > 1e-6:
+        raise CheckpointError(
+            f"{where}: 'weights' must be non-negative and sum to 1, got sum {float(w.sum())!r}."
+        )
+    ct = params.covariance_type
+    for name in ("covariances", "precisions_cholesky"):
+        a = getattr(params, name)
+        diag = np.diagonal(a, axis1=-2, axis2=-1) if ct in ("full", "tied") else a
+        if np.any(diag <= 0):
+            raise CheckpointError(
+                f"{where}: '{name}' is not positive-definite (a diagonal entry <= 0)."
+            )
+    return params
+
+
+def _check_model_arrays(fs: fsspec.AbstractFileSystem, root: str, meta: dict, where: str) -> None:
+    """Every parameter array has the shape the metadata imply and all of its chunks (no
+    fill-value chunk stands in for a lost one), as plain files inside the store: checked
+    from metadata before a byte of data is read."""
+    from ._covariance import COVARIANCE_MODELS, get_covariance_model
+
+    params, fitted = meta.get("params"), meta.get("fitted")
+    ct = meta.get("covariance_type")
+    if not isinstance(params, dict) or not isinstance(fitted, dict) or ct not in COVARIANCE_MODELS:
+        raise CheckpointError(f"{where} has incomplete metadata (params, fitted, covariance_type).")
+    K, D = params.get("n_components"), fitted.get("n_features_in_")
+    for name, value in (("n_components", K), ("n_features_in_", D)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{where}: metadata {name}={value!r} is not a positive integer.")
+    if params.get("covariance_type", ct) != ct:
+        raise CheckpointError(f"{where}: metadata covariance types differ.")
+    cov = get_covariance_model(ct).covariances_shape(K, D)
+    shapes = {"weights": (K,), "means": (K, D), "covariances": cov, "precisions_cholesky": cov}
+    for name, shape in shapes.items():
+        folder = posixpath.join(root, name)
+        if not fs.exists(posixpath.join(folder, "zarr.json")):
+            raise CheckpointError(f"{where} is incomplete: array {name!r} is missing.")
+        doc = _read_json(fs, posixpath.join(folder, "zarr.json"), where)
+        try:
+            found = tuple(doc["shape"])
+            chunk = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
+            sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{where}: array {name!r} has corrupt metadata.") from None
+        if found != shape:
+            raise CheckpointError(
+                f"{where}: '{name}' has shape {found}, expected {shape} for the metadata's "
+                f"{K} components, {D} features, covariance_type={ct!r}."
+            )
+        raw = 8 * math.prod(chunk) + 4096  # a compressed chunk is never much larger
+        grid = [range(-(-n // max(c, 1))) for n, c in zip(shape, chunk)]
+        for index in itertools.product(*grid):
+            key = "c" + (sep + sep.join(map(str, index)) if index else "")
+            _check_plain_file(
+                fs, posixpath.join(folder, *key.split("/")), where, raw, f"{name}/{key}"
+            )
+
+
 def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
     """Read a model written by :func:`write_model`; returns parameters and metadata.
+
+    Nothing is trusted: the metadata must describe the arrays (shapes, every chunk
+    present as a plain file of plausible size) before any is read, and the values
+    must be a valid mixture (:func:`check_params`).
 
     Raises
     ------
     FileNotFoundError
         Nothing at ``url``.
     ValueError
-        Not a daskgmm model, a newer format version, missing arrays, wrong shapes.
+        Not a daskgmm model, a newer format version, missing or damaged arrays,
+        shapes other than the metadata's, invalid values: one line naming the file.
     """
     import zarr
 
@@ -510,20 +624,27 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
     if not fs.exists(path):
         raise FileNotFoundError(f"{where} does not exist.")
     try:
-        group = zarr.open_group(os.fspath(url), mode="r")
-        meta = dict(group.attrs).get("daskgmm")
-    except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError) as err:
+        doc = _read_json(fs, posixpath.join(path, "zarr.json"), where)
+    except CheckpointError as err:
         raise CheckpointError(f"{where} is not a readable Zarr group ({err}).") from None
+    meta = (
+        doc.get("attributes", {}).get("daskgmm")
+        if isinstance(doc.get("attributes"), dict)
+        else None
+    )
     if not isinstance(meta, dict) or meta.get("format") != "daskgmm-model":
         raise CheckpointError(f"{where} is not a daskgmm model (no 'daskgmm' metadata).")
     _check_version(meta.get("format_version"), MODEL_FORMAT_VERSION, "model", where)
+    _check_model_arrays(fs, path, meta, where)
     arrays = {}
-    for name in _PARAM_NAMES:
-        try:
+    try:
+        group = zarr.open_group(os.fspath(url), mode="r")
+        for name in _PARAM_NAMES:
             arrays[name] = np.asarray(group[name][...])
-        except (KeyError, FileNotFoundError, ValueError) as err:
-            raise CheckpointError(
-                f"{where} is incomplete: array {name!r} is missing ({err})."
-            ) from None
+    except Exception as err:  # codecs raise many types for damaged chunks
+        raise CheckpointError(
+            f"{where}: array {name!r} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})."
+        ) from None
     params = _params_from_arrays(arrays, meta.get("covariance_type"), where)
-    return params, meta
+    return check_params(params, where), meta

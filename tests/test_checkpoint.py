@@ -209,10 +209,11 @@ def test_model_round_trip(tmp_path, data, ct):
     ):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(gm, name), err_msg=name)
     np.testing.assert_array_equal(loaded.predict(data.X[ct]), gm.predict(data.X[ct]))
-    # saving again replaces the model whole
-    GaussianMixture(2, covariance_type=ct, random_state=0).fit(data.X[ct]).save(
-        tmp_path / "model.zarr"
-    )
+    # another model replaces it only when asked to, and then whole
+    other = GaussianMixture(2, covariance_type=ct, random_state=0).fit(data.X[ct])
+    with pytest.raises(ValueError, match="holds another daskgmm model; pass overwrite=True"):
+        other.save(tmp_path / "model.zarr")
+    other.save(tmp_path / "model.zarr", overwrite=True)
     assert daskgmm.load(tmp_path / "model.zarr").n_components == 2
     assert [p.name for p in tmp_path.iterdir()] == ["model.zarr"]
 
@@ -282,3 +283,101 @@ def test_to_and_from_scikit_learn(data, ct):
     assert back.cache is False and back.n_components == 3
     np.testing.assert_allclose(back.predict_proba(X), sk2.predict_proba(X), rtol=1e-10, atol=1e-300)
     assert back.bic(X) == pytest.approx(sk2.bic(X), rel=1e-10)
+
+
+# ------------------------------------------------ files read back with distrust
+def _edit_attrs(model, **changes):
+    doc = json.loads((model / "zarr.json").read_text())
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        doc["attributes"]["daskgmm"][section][name] = value
+    (model / "zarr.json").write_text(json.dumps(doc))
+
+
+def _link_chunk(target):
+    def damage(model):
+        chunk = model / "weights" / "c" / "0"
+        chunk.unlink()
+        os.symlink(target, chunk)
+
+    return damage
+
+
+def _fifo_chunk(model):
+    chunk = model / "means" / "c" / "0" / "0"
+    chunk.unlink()
+    os.mkfifo(chunk)
+
+
+def _truncate_chunk(model):
+    chunk = model / "means" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:7])
+
+
+def _huge_declared_shape(model):
+    doc = json.loads((model / "means" / "zarr.json").read_text())
+    doc["shape"] = [10**12, 2]
+    (model / "means" / "zarr.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: os.remove(m / "weights" / "c" / "0"), "is incomplete: weights/c/0 is missing"),
+        (lambda m: _edit_attrs(m, params__n_components=4),
+         "'weights' has shape (3,), expected (4,) for the metadata's 4 components"),
+        (lambda m: _edit_attrs(m, params__n_components="four"),
+         "metadata n_components='four' is not a positive integer"),
+        (_huge_declared_shape, "'means' has shape (1000000000000, 2), expected (3, 2)"),
+        (_truncate_chunk, "array 'means' cannot be read"),
+        (_link_chunk("/dev/zero"), "weights/c/0 is not a regular file (a link or device)"),
+        (_fifo_chunk, "means/c/0/0 is not a regular file (a link or device)"),
+    ],
+)  # fmt: skip
+def test_damaged_model_file_is_one_clear_line(tmp_path, data, damage, message):
+    model = tmp_path / "m.zarr"
+    GaussianMixture(3, random_state=0).fit(data.X["full"]).save(model)
+    damage(model)
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        daskgmm.load(model)
+    assert str(model) in str(err.value) and "\n" not in str(err.value)
+
+
+def _nan_weights(ckpt):
+    w = np.load(_state_dir(ckpt) / "r0-weights.npy")
+    w[0] = np.nan
+    np.save(_state_dir(ckpt) / "r0-weights.npy", w)
+
+
+def _latest_is_a_folder(ckpt):
+    (ckpt / "LATEST").unlink()
+    (ckpt / "LATEST").mkdir()
+
+
+def _no_restarts(ckpt):
+    doc = json.loads((_state_dir(ckpt) / "state.json").read_text())
+    doc["restarts"] = []
+    (_state_dir(ckpt) / "state.json").write_text(json.dumps(doc))
+
+
+def _huge_npy_header(ckpt):
+    path = _state_dir(ckpt) / "r0-means.npy"
+    raw = path.read_bytes().replace(b"(3, 2)", b"(999999999999, 2)")
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_nan_weights, "'weights' holds NaN or infinite values"),
+        (_latest_is_a_folder, "LATEST is not a regular file"),
+        (_no_restarts, "is corrupt: state.json lists no restart"),
+        (_huge_npy_header, "r0-means.npy is not a plain numeric .npy file"),
+    ],
+)
+def test_damaged_finished_checkpoint_is_refused_not_loaded(tmp_path, data, damage, message):
+    ckpt = tmp_path / "ckpt"
+    GaussianMixture(3, random_state=0).fit(data.X["full"], checkpoint=ckpt)
+    damage(ckpt)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GaussianMixture(3, random_state=0).fit(data.X["full"], checkpoint=ckpt)
