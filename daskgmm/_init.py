@@ -202,6 +202,7 @@ def _kmeans_parallel_seeds(
             sample_weight=sample_weight,
             name="daskgmm-kmeans-parallel",
         ).parts
+        logger.info("initialisation: k-means|| round %d of %d", round_ + 1, N_ROUNDS + 1)
         for i, candidates in zip(active, found):
             costs[i] = candidates.cost
             if round_:
@@ -275,6 +276,7 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
             name="daskgmm-lloyd",
             hold=held,
         ).parts
+        logger.info("initialisation: Lloyd iteration %d (at most %d)", it + 1, LLOYD_MAX_ITER)
         still = []
         for i, stats in zip(active, parts):
             moved = np.where(

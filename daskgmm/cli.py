@@ -1058,6 +1058,15 @@ def _warnings_as_log_lines() -> Iterator[None]:
         warnings.showwarning = shown
 
 
+def _logs_through_bars() -> contextlib.AbstractContextManager:
+    """On a terminal, log lines go through tqdm, so they do not break a progress bar."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def _one_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
 
@@ -1077,6 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (opts["scheduler"] or opts["scheduler_file"]):
             parse_cluster(opts["cluster"])
         with (
+            _logs_through_bars(),
             _warnings_as_log_lines(),
             connect(
                 opts["scheduler"],
