@@ -412,24 +412,29 @@ def params_digest(params: GMMParams) -> str:
     return h.hexdigest()[:16]
 
 
-def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
-    """The ``daskgmm`` attributes of a daskgmm model at ``path``, or None if it is not one:
-    a Zarr group whose metadata say so and which holds nothing but the model's arrays."""
-    meta_path = posixpath.join(path, "zarr.json")
+def store_attrs(
+    fs: fsspec.AbstractFileSystem, root: str, fmt: str
+) -> tuple[dict[str, Any], set[str]] | None:
+    """The ``daskgmm`` attributes of a Zarr group whose metadata say it is a ``fmt``
+    (a model, an output) and the names of its entries; None for anything else."""
     try:
-        if not fs.isfile(meta_path):
-            return None
-        with fs.open(meta_path, "rb") as f:
-            doc = json.loads(f.read(1 << 20).decode("utf-8"))
+        with fs.open(posixpath.join(root, "zarr.json"), "rb") as f:
+            doc = json.loads(f.read(1 << 24).decode("utf-8"))
         attrs = doc.get("attributes", {}).get("daskgmm")
-        entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+        entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(attrs, dict) or attrs.get("format") != "daskgmm-model":
+    if not isinstance(attrs, dict) or attrs.get("format") != fmt:
         return None
-    if not entries <= {"zarr.json", *_PARAM_NAMES}:
+    return attrs, entries
+
+
+def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """The attributes of a daskgmm model at ``path`` holding nothing but its arrays."""
+    found = store_attrs(fs, path, "daskgmm-model")
+    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES}:
         return None
-    return attrs
+    return found[0]
 
 
 def model_at(url: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ import dask.array as da
 import fsspec
 import numpy as np
 
-from ._checkpoint import RefusedError, params_digest
+from ._checkpoint import RefusedError, params_digest, store_attrs
 from ._data import Input, resolve_path
 from ._reduction import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
@@ -85,20 +85,11 @@ def _regular_blocks(X: da.Array, rows_per_slab: int, rows: int | None = None) ->
 
 
 def _output_attrs(fs: Any, root: str) -> dict[str, Any] | None:
-    """The ``daskgmm`` attributes of a daskgmm output at ``root``, or None if it is not
-    one: a Zarr group whose metadata say so, holding only what daskgmm wrote there."""
-    try:
-        with fs.open(posixpath.join(root, "zarr.json"), "rb") as f:
-            doc = json.loads(f.read(1 << 24).decode("utf-8"))
-        attrs = doc.get("attributes", {}).get("daskgmm")
-        entries = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
-    except (OSError, ValueError, AttributeError):
+    """The attributes of a daskgmm output at ``root`` holding only what daskgmm wrote."""
+    found = store_attrs(fs, root, "daskgmm-output")
+    if found is None or not found[1] <= {"zarr.json", _PROGRESS, *found[0].get("entries", ())}:
         return None
-    if not isinstance(attrs, dict) or attrs.get("format") != "daskgmm-output":
-        return None
-    if not entries <= {"zarr.json", _PROGRESS, *attrs.get("entries", ())}:
-        return None
-    return attrs
+    return found[0]
 
 
 def _write_block(
