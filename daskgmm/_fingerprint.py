@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Digest", "content_digest_chunk", "files_fingerprint"]
+__all__ = ["Digest", "content_digest", "content_digest_chunk", "files_fingerprint"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -108,6 +108,19 @@ def content_digest_chunk(
         rows ^= _row_hashes(w, n_features) * _M1
     rows += (np.arange(row_offset, row_offset + n_rows, dtype=np.uint64) + 1) * _GOLDEN
     return Digest(int(_mix(rows).sum(dtype=np.uint64)), n_rows)
+
+
+def content_digest(
+    X: NDArray[np.floating], *, sample_weight: NDArray[np.floating] | None = None
+) -> Digest:
+    """:func:`content_digest_chunk` of a whole in-memory array, a slice of rows at a time
+    (the hashing's temporaries stay small; the sum is the same by construction)."""
+    rows = max(1, (1 << 22) // max(1, X.shape[1]))  # 32 MiB of uint64 words per slice
+    total = Digest(0, 0)
+    for start in range(0, X.shape[0], rows):
+        w = None if sample_weight is None else sample_weight[start : start + rows]
+        total += content_digest_chunk(X[start : start + rows], sample_weight=w, row_offset=start)
+    return total
 
 
 _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "version_id", "VersionId")

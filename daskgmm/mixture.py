@@ -33,7 +33,7 @@ from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_path
 from ._em import EMResult, IterationInfo, fit_em_many, memory_needed
-from ._fingerprint import Digest, content_digest_chunk
+from ._fingerprint import Digest, content_digest, content_digest_chunk
 from ._init import initialize_many, restart_seeds
 from ._reduction import active_client, blas_threads_guard, map_reduce
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
@@ -425,12 +425,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self : GaussianMixture
             The fitted mixture.
         """
+        if resume not in ("auto", True, False):
+            raise ValueError(f"resume must be 'auto', True or False, got {resume!r}")
+        try:
+            return self._fit(X, sample_weight, checkpoint, resume, callback)
+        except _OtherData as err:  # the first read showed other data than the checkpoint's
+            problem = f"data content: checkpoint {err.expected!r}, now {err.found!r}"
+            if resume is True:
+                raise RefusedError(other_fit_message(os.fspath(checkpoint), [problem])) from None
+            logger.warning(
+                "Checkpoint %s belongs to another fit (%s): starting over.", checkpoint, problem
+            )
+            return self._fit(X, sample_weight, checkpoint, False, callback)
+
+    def _fit(self, X, sample_weight, checkpoint, resume, callback):
         self._validate_params()
         inp = self._input(X, reset=True, min_samples=2)
         in_memory = not isinstance(inp, Input)
         if in_memory:
             # already checked by scikit-learn's validate_data: wrap, do not re-scan
-            inp = Input(Xd := from_numpy(inp), f"dask:{Xd.name}")
+            X_np = inp
+            inp = Input(Xd := from_numpy(X_np), f"dask:{Xd.name}")
         Xd = inp.X
         n_samples, n_features = Xd.shape
         if n_samples < self.n_components:
@@ -441,8 +456,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._check_memory(Xd)
         weights_init, means_init, precisions_init = self._initial_parameters(n_features)
         sw = check_sample_weight(sample_weight, Xd)
-        if resume not in ("auto", True, False):
-            raise ValueError(f"resume must be 'auto', True or False, got {resume!r}")
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
         if store is not None:
             store.check_target()
@@ -450,17 +463,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if store is not None and in_memory and not isinstance(sample_weight, da.Array):
             # in memory already: the digest costs no read of a store
             w = None if sw is None else dask.compute(sw, scheduler="sync")[0]
-            content = content_digest_chunk(
-                dask.compute(Xd, scheduler="sync")[0], sample_weight=w
-            ).hex()
+            content = content_digest(X_np, sample_weight=w).hex()
         meta = self._checkpoint_meta(inp, sw, content)
         state, pending = self._load_checkpoint(store, meta, resume)
+        check = _ContentCheck(meta, pending)
         if state is not None and state.complete and pending is not None:
-            # the files changed (or there are none): read the data once to tell
-            digest = _content_digest(Xd, sw)
-            if digest.hex() != pending:
-                return self._other_data(X, sample_weight, store, pending, digest, resume, callback)
-            meta["data"]["content"], pending = pending, None
+            check(_content_digest(Xd, sw))  # the files changed (or are none): one read
         self._fit_fingerprint = meta
         if state is not None and state.complete:
             logger.info(
@@ -470,12 +478,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return self
         cached = self._maybe_cache(Xd, sw, in_memory)
         if store is not None and content is None and cached[0] is not Xd:
-            # persisted: the digest reads the cluster's memory, not the store
-            digest = _content_digest(*cached)
-            if pending is not None and digest.hex() != pending:
-                return self._other_data(X, sample_weight, store, pending, digest, resume, callback)
-            content = meta["data"]["content"] = digest.hex()
-            pending = None
+            check(_content_digest(*cached))  # persisted: reads memory, not the store
         Xd, sw = cached
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -533,26 +536,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if callback is not None:
                 callback(info)
 
-        def on_digest(digest: Digest) -> None:
-            if pending is not None and digest.hex() != pending:
-                raise _OtherData(digest)
-            meta["data"]["content"] = digest.hex()
-
-        try:
-            restarts = fit_em_many(
-                Xd,
-                restarts,
-                reg_covar=self.reg_covar,
-                tol=self.tol,
-                max_iter=self.max_iter,
-                sample_weight=sw,
-                split_every=self.split_every,
-                callback=on_iteration,
-                on_pass=save,
-                on_digest=on_digest if store is not None and content is None else None,
-            )
-        except _OtherData as err:
-            return self._other_data(X, sample_weight, store, pending, err.digest, resume, callback)
+        restarts = fit_em_many(
+            Xd,
+            restarts,
+            reg_covar=self.reg_covar,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            sample_weight=sw,
+            split_every=self.split_every,
+            callback=on_iteration,
+            on_pass=save,
+            on_digest=check if store is not None and meta["data"]["content"] is None else None,
+        )
         now = time.perf_counter()
         for restart in restarts:
             self._verbose_init_end(restart, now - started.get(restart.init, now))
@@ -599,18 +594,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ) -> dict[str, Any]:
         data = {**inp.fingerprint(), "weighted": sample_weight is not None, "content": content}
         return {"data": data, "estimator": self._result_params()}
-
-    def _other_data(self, X, sample_weight, store, expected, digest, resume, callback):
-        """The data turned out to differ from the checkpoint's: refuse, or start over."""
-        problem = f"data content: checkpoint {expected!r}, now {digest.hex()!r}"
-        if resume is True:
-            raise RefusedError(other_fit_message(store.url, [problem]))
-        logger.warning(
-            "Checkpoint %s belongs to another fit (%s): starting over.", store.url, problem
-        )
-        return self.fit(
-            X, sample_weight=sample_weight, checkpoint=store.url, resume=False, callback=callback
-        )
 
     def _result_params(self) -> dict[str, Any]:
         """The parameters that change the fitted model, JSON-comparable."""
@@ -969,11 +952,25 @@ def _content_digest(X: da.Array, sample_weight: da.Array | None) -> Digest:
 
 
 class _OtherData(Exception):
-    """The first pass found data other than the checkpoint's (caught in ``fit``)."""
+    """A pass found data other than the checkpoint's (caught in ``fit``)."""
 
-    def __init__(self, digest: Digest):
-        super().__init__(digest.hex())
-        self.digest = digest
+    def __init__(self, expected: str, found: str):
+        super().__init__(found)
+        self.expected, self.found = expected, found
+
+
+class _ContentCheck:
+    """Records the data's content digest in the checkpoint metadata when a pass has
+    computed it, after checking it against the checkpoint's where only a pass can tell."""
+
+    def __init__(self, meta: dict[str, Any], expected: str | None):
+        self.meta, self.expected = meta, expected
+
+    def __call__(self, digest: Digest) -> None:
+        if self.expected is not None and digest.hex() != self.expected:
+            raise _OtherData(self.expected, digest.hex())
+        self.meta["data"]["content"] = digest.hex()
+        self.expected = None
 
 
 def _best(restarts: list[EMResult]) -> EMResult:

@@ -152,7 +152,7 @@ def _stop_after(n):
 def test_numpy_checkpoint_resumes_under_another_scheduler_and_block_count(
     tmp_path, cluster_client, caplog
 ):
-    X = _night(2, n=6000)
+    X = _night(2, n=20_000)  # 4 blocks of 5000 on 2 threads, 2 of 10000 on 2 workers
     kw = dict(n_components=3, random_state=0, tol=0, max_iter=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -189,11 +189,13 @@ def test_streamed_store_rewritten_with_other_data_is_caught_in_the_first_pass(tm
 
 
 def test_content_digest_ignores_chunking_and_sees_one_changed_value():
-    from daskgmm._fingerprint import content_digest_chunk
+    from daskgmm._fingerprint import content_digest, content_digest_chunk
 
     X = np.random.RandomState(0).normal(size=(1000, 3))
     w = np.random.RandomState(1).uniform(size=1000)
     whole = content_digest_chunk(X, sample_weight=w)
+    big = np.random.RandomState(2).normal(size=(3_000_000, 2))  # four slices in memory
+    assert content_digest(big) == content_digest_chunk(big)
     for cuts in ([1, 500], [333, 334, 999]):
         edges = [0, *cuts, 1000]
         parts = [
