@@ -282,10 +282,10 @@ def _open_for_model(gm, opts: dict[str, Any]):
 def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], None]:
     """Blocks written out of the total: a bar on a terminal, a log line per tenth otherwise."""
     bar = None
-    last = [-1]
+    tenth = -1
 
     def update(done: int, total: int) -> None:
-        nonlocal bar
+        nonlocal bar, tenth
         if opts["quiet"]:
             return
         if sys.stderr.isatty():
@@ -296,8 +296,8 @@ def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], Non
             bar.update(done - bar.n)
             if done == total:
                 bar.close()
-        elif done * 10 // max(total, 1) != last[0] or done == total:
-            last[0] = done * 10 // max(total, 1)
+        elif done * 10 // max(total, 1) != tenth or done == total:
+            tenth = done * 10 // max(total, 1)
             logger.info("%s: %d of %d blocks written", what, done, total)
 
     return update
@@ -386,10 +386,10 @@ def _check_selection_targets(opts: dict[str, Any]) -> None:
         if ours:
             with open(path, "rb") as f:
                 ours = mark in f.read(1 << 20)
-        if not ours and not opts["overwrite"]:
+        if not ours:
             raise RefusedError(
                 f"{path!r} exists and was not written by daskgmm select; refusing to replace "
-                "it. Choose another --table/--plot, or pass --overwrite."
+                "it (even with --overwrite). Choose another --table/--plot."
             )
 
 
@@ -907,7 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         default=S,
-        help="replace a daskgmm model at --output, and table or plot files select did not write",
+        help="replace a daskgmm model at --output (tables and plots are replaced only when "
+        "select wrote them)",
     )
     data_options(p)
     model_options(p, select=True)

@@ -350,6 +350,16 @@ def test_select_keeps_the_rows_it_finished(scheduler_address, tmp_path):  # noqa
     (tmp_path / "mine.csv").write_text("my own table\n")
     res = _run("select", tmp_path / "x.npy", "--table", tmp_path / "mine", "--scheduler", NOWHERE)
     assert res.returncode == 3 and "was not written by daskgmm select" in res.stderr
+    res = _run(
+        "select",
+        tmp_path / "x.npy",
+        "--table",
+        tmp_path / "mine",
+        "--overwrite",
+        "--scheduler",
+        NOWHERE,
+    )
+    assert res.returncode == 3  # --overwrite is for a model, never for a file of yours
     assert (tmp_path / "mine.csv").read_text() == "my own table\n"
 
 
