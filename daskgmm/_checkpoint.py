@@ -19,7 +19,10 @@ attributes, written last.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -56,6 +59,7 @@ MODEL_FORMAT_VERSION = 1
 _POINTER = "LATEST"
 _PARAM_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
 _STATE_NAME = re.compile(r"state-\d{3,}-\d{6,}-[0-9a-f]{8}")
+_POINTER_TMP = re.compile(r"LATEST\.[0-9a-f]{8}\.tmp")
 
 
 class CheckpointError(ValueError):
@@ -100,9 +104,79 @@ def _float(x: float | str) -> float:
     return float(x)
 
 
+def _write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path``; locally also flushed to the disk (fsync), so that a
+    pointer switched after it never points at data a power loss could lose."""
+    if isinstance(fs, LocalFileSystem):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    else:  # one object write: complete or absent
+        fs.pipe_file(path, data)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a folder's entries (new files, renames) durable (Linux/macOS; no-op elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: str) -> None:
+    """fsync every file and folder under a local ``root`` (a model written by Zarr)."""
+    for top, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(top, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(top)
+
+
 def _save_npy(fs: fsspec.AbstractFileSystem, path: str, array: np.ndarray) -> None:
-    with fs.open(path, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    _write_file(fs, path, buffer.getvalue())
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or filesystem cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _remove_litter(fs: fsspec.AbstractFileSystem, folder: str, pattern: re.Pattern) -> None:
+    """Remove what a killed run of daskgmm left in ``folder``: entries whose names only
+    daskgmm gives (``pattern``, with a random 8-hex part)."""
+    try:
+        entries = fs.ls(folder, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if pattern.fullmatch(posixpath.basename(entry.rstrip("/"))):
+            fs.rm(entry, recursive=True)
 
 
 #: Largest array a checkpoint may hold (K=1024, D=512 full is 2 GiB): a header that
@@ -217,11 +291,30 @@ class Checkpoint:
             return
         if not self.fs.isdir(self.root):
             raise RefusedError(f"Checkpoint {self.url!r} exists and is not a folder.")
-        if self.fs.ls(self.root, detail=False):
+        names = (posixpath.basename(e.rstrip("/")) for e in self.fs.ls(self.root, detail=False))
+        # a run killed before its first pointer switch leaves states only: its own
+        if any(not (_STATE_NAME.fullmatch(n) or _POINTER_TMP.fullmatch(n)) for n in names):
             raise RefusedError(
                 f"Checkpoint {self.url!r} is a folder that is neither empty nor a daskgmm "
                 "checkpoint; refusing to write into it. Choose a new or empty folder."
             )
+
+    def clean(self) -> None:
+        """Remove what killed saves left: states ``LATEST`` does not point to, pointer
+        temporaries. Call only while holding the checkpoint's lock (another job's
+        state in the making would look the same)."""
+        if not self.fs.isdir(self.root):
+            return
+        keep = None
+        if self.exists():
+            try:
+                keep = _read_json(self.fs, self._path(_POINTER), "").get("state")
+            except CheckpointError:
+                return  # a damaged pointer is left for the user to see
+        for entry in self.fs.ls(self.root, detail=False):
+            base = posixpath.basename(entry.rstrip("/"))
+            if (_STATE_NAME.fullmatch(base) and base != keep) or _POINTER_TMP.fullmatch(base):
+                self.fs.rm(entry, recursive=True)
 
     # ------------------------------------------------------------------ save
     def save(self, state: FitState, meta: dict[str, Any]) -> None:
@@ -236,6 +329,19 @@ class Checkpoint:
         n_iter = sum(r.n_iter for r in state.restarts)
         name = f"state-{len(state.restarts):03d}-{n_iter:06d}-{uuid.uuid4().hex[:8]}"
         folder = self._path(name)
+        try:
+            self._write_state(folder, state, meta)
+        except BaseException:  # a full disk, a kill: the state LATEST points to stays
+            with contextlib.suppress(Exception):
+                self.fs.rm(folder, recursive=True)
+            raise
+        self._switch_pointer(name)
+        for old in self.fs.ls(self.root, detail=False):
+            base = posixpath.basename(old.rstrip("/"))
+            if (_STATE_NAME.fullmatch(base) and base != name) or _POINTER_TMP.fullmatch(base):
+                self.fs.rm(old, recursive=True)  # only what save() wrote: older states, litter
+
+    def _write_state(self, folder: str, state: FitState, meta: dict[str, Any]) -> None:
         self.fs.makedirs(folder, exist_ok=True)
         arrays = {}
         for i, restart in enumerate(state.restarts):
@@ -268,13 +374,10 @@ class Checkpoint:
             },
             "arrays": sorted(arrays),
         }
-        with self.fs.open(posixpath.join(folder, "state.json"), "wb") as f:
-            f.write(json.dumps(document, indent=1).encode())
-        self._switch_pointer(name)
-        for old in self.fs.ls(self.root, detail=False):
-            base = posixpath.basename(old.rstrip("/"))
-            if _STATE_NAME.fullmatch(base) and base != name:  # only what save() wrote
-                self.fs.rm(old, recursive=True)
+        _write_file(self.fs, posixpath.join(folder, "state.json"), json.dumps(document).encode())
+        if isinstance(self.fs, LocalFileSystem):
+            _fsync_dir(folder)
+            _fsync_dir(self.root)
 
     def _switch_pointer(self, name: str) -> None:
         pointer = json.dumps(
@@ -287,11 +390,13 @@ class Checkpoint:
         target = self._path(_POINTER)
         if isinstance(self.fs, LocalFileSystem):
             tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(pointer)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            try:
+                _write_file(self.fs, tmp, pointer)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            _fsync_dir(self.root)
         else:  # one object write is atomic on object stores
             self.fs.pipe_file(target, pointer)
 
@@ -495,25 +600,44 @@ def write_model(
     fs, path = _fs(url)
     local = isinstance(fs, LocalFileSystem)
     target = os.path.abspath(path) if local else os.fspath(url)
+    if local:  # what killed saves of this model left beside it
+        _remove_litter(fs, os.path.dirname(target), _aside(os.path.basename(target)))
     staging = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if local else target
-    group = zarr.open_group(staging, mode="w", zarr_format=3)
-    for name, array in params.to_arrays().items():
-        group.create_array(name, data=np.ascontiguousarray(array, dtype=np.float64))
-    group.attrs["daskgmm"] = {
-        "format": "daskgmm-model",
-        "format_version": MODEL_FORMAT_VERSION,
-        "covariance_type": params.covariance_type,
-        "params_digest": params_digest(params),
-        **meta,
-    }
-    if local:
+    try:
+        group = zarr.open_group(staging, mode="w", zarr_format=3)
+        for name, array in params.to_arrays().items():
+            group.create_array(name, data=np.ascontiguousarray(array, dtype=np.float64))
+        group.attrs["daskgmm"] = {
+            "format": "daskgmm-model",
+            "format_version": MODEL_FORMAT_VERSION,
+            "covariance_type": params.covariance_type,
+            "params_digest": params_digest(params),
+            **meta,
+        }
+        if local:
+            _fsync_tree(staging)
+    except BaseException:
+        if local:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not local:
+        return
+    if os.path.exists(target) and _exchange(staging, target):
+        shutil.rmtree(staging)  # now the old model: the switch was one atomic step
+    else:
         backup = None
-        if os.path.exists(target):
+        if os.path.exists(target):  # no atomic exchange here: a short window, cleaned next time
             backup = f"{target}.{uuid.uuid4().hex[:8]}.old"
             os.replace(target, backup)
         os.replace(staging, target)
         if backup:
             shutil.rmtree(backup, ignore_errors=True)
+    _fsync_dir(os.path.dirname(target))
+
+
+def _aside(base: str, suffixes: str = "tmp|old") -> re.Pattern:
+    """Names daskgmm gives what it writes beside ``base`` (a random 8-hex part)."""
+    return re.compile(re.escape(base) + r"\.[0-9a-f]{8}\.(" + suffixes + ")")
 
 
 def _check_plain_file(

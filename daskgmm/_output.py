@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import posixpath
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,11 @@ import dask
 import dask.array as da
 import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
-from ._checkpoint import RefusedError, params_digest, store_attrs
+from ._checkpoint import RefusedError, _aside, _remove_litter, params_digest, store_attrs
 from ._data import Input, resolve_path
+from ._lock import JobLock
 from ._reduction import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 
@@ -40,6 +43,7 @@ __all__ = ["check_output_target", "log_density", "quantile_threshold", "write_pe
 logger = logging.getLogger(__name__)
 
 _PROGRESS = ".daskgmm-progress"
+_METADATA_TMP = _aside("zarr.json", "tmp")
 #: What each output variable holds: dtype and whether it has a component axis.
 VARIABLES = {
     "label": (np.int64, False),
@@ -87,9 +91,13 @@ def _regular_blocks(X: da.Array, rows_per_slab: int, rows: int | None = None) ->
 def _output_attrs(fs: Any, root: str) -> dict[str, Any] | None:
     """The attributes of a daskgmm output at ``root`` holding only what daskgmm wrote."""
     found = store_attrs(fs, root, "daskgmm-output")
-    if found is None or not found[1] <= {"zarr.json", _PROGRESS, *found[0].get("entries", ())}:
+    if found is None:
         return None
-    return found[0]
+    attrs, entries = found
+    entries = {e for e in entries if not _METADATA_TMP.fullmatch(e)}  # see _mark_complete
+    if not entries <= {"zarr.json", _PROGRESS, *attrs.get("entries", ())}:
+        return None
+    return attrs
 
 
 def _write_block(
@@ -180,10 +188,16 @@ def write_per_sample(
     ValueError
         An existing output of another model/input without ``overwrite``.
     """
-    import xarray as xr
-    import zarr
-
     url = resolve_path(url)  # tasks on workers resolve relative paths elsewhere
+    with JobLock(url, "Output"):  # one job at a time on an output
+        return _write_per_sample(
+            url, params, inp, names, threshold, overwrite, extra_attrs, progress
+        )
+
+
+def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs, progress):
+    import xarray as xr
+
     layout = _layout(inp)
     job = {
         "model": params_digest(params),
@@ -194,6 +208,9 @@ def write_per_sample(
     }
     job = json.loads(json.dumps(job))
     fs, root = fsspec.core.url_to_fs(url)
+    local = isinstance(fs, LocalFileSystem)
+    if local:  # stores a killed run was still creating
+        _remove_litter(fs, os.path.dirname(root), _aside(os.path.basename(root), "tmp"))
     existing = None
     if fs.exists(root):
         check_output_target(url)
@@ -222,8 +239,13 @@ def write_per_sample(
     X = _regular_blocks(
         inp.X, layout.rows_per_slab, None if existing is None else int(existing["block_rows"])
     )
+    marks = posixpath.join(root, _PROGRESS)
+    if existing is not None:
+        _remove_litter(fs, root, _METADATA_TMP)
     if existing is not None and existing.get("complete"):
         logger.info("Output %s is already complete, for this model and these input files.", url)
+        if fs.exists(marks):  # a run killed between marking it complete and tidying up
+            fs.rm(marks, recursive=True)
         return {"blocks": 0, "skipped": X.numblocks[0], "samples": X.shape[0]}
 
     if existing is None:
@@ -236,8 +258,6 @@ def write_per_sample(
             chunks = (slab_chunk, *shape[1:])
             data_vars[name] = (dims, da.zeros(shape, chunks=chunks, dtype=dtype))
         ds = xr.Dataset(data_vars, coords=layout.coords)
-        # The attributes go into the group's first metadata write: a store killed
-        # while it is being created is still recognised as this job's by a re-run.
         ds.attrs["daskgmm"] = {
             "format": "daskgmm-output",
             "job": job,
@@ -247,9 +267,14 @@ def write_per_sample(
             "complete": False,
             **(extra_attrs or {}),
         }
-        ds.to_zarr(url, mode="w-", compute=False, zarr_format=3, consolidated=False)
+        # Locally the store is made aside and renamed into place: a kill leaves either
+        # nothing at the path or a whole store (object stores: the path directly).
+        where = f"{root}.{uuid.uuid4().hex[:8]}.tmp" if local else url
+        ds.to_zarr(where, mode="w-", compute=False, zarr_format=3, consolidated=False)
+        fs.makedirs(posixpath.join(where, _PROGRESS), exist_ok=True)
+        if local:
+            os.rename(where, root)
 
-    marks = posixpath.join(root, _PROGRESS)
     fs.makedirs(marks, exist_ok=True)
     done = {posixpath.basename(p) for p in fs.ls(marks, detail=False)}
     ep = dask.delayed(EStepParams.from_params(params))
@@ -274,10 +299,28 @@ def write_per_sample(
     if done:
         logger.info("Resuming %s: %d of %d blocks already written.", url, len(done), len(blocks))
     _compute_with_progress(tasks, len(blocks) - len(tasks), len(blocks), progress)
-    group = zarr.open_group(url, mode="r+")
-    group.attrs["daskgmm"] = {**dict(group.attrs)["daskgmm"], "complete": True}
+    _mark_complete(fs, root)
     fs.rm(marks, recursive=True)
     return {"blocks": len(tasks), "skipped": len(blocks) - len(tasks), "samples": X.shape[0]}
+
+
+def _mark_complete(fs: Any, root: str) -> None:
+    """Set ``complete`` in the group's metadata in one step (Zarr rewrites ``zarr.json``
+    in place, which a kill could leave half written)."""
+    path = posixpath.join(root, "zarr.json")
+    with fs.open(path, "rb") as f:
+        doc = json.loads(f.read().decode("utf-8"))
+    doc["attributes"]["daskgmm"]["complete"] = True
+    data = json.dumps(doc, indent=2).encode()
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
 
 
 def _compute_with_progress(

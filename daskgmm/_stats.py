@@ -783,7 +783,11 @@ def m_step(
         If a covariance is not positive-definite (names the component).
     """
     model = get_covariance_model(covariance_type)
-    nk = stats.nk + 10 * np.finfo(np.float64).eps
+    # scikit-learn's guard against empty components, 10 eps, in units of the mean
+    # sample weight: the same for unit weights, and scale-free for any others (an
+    # absolute 10 eps swamped uniform weights of 1e-20, whose nk are ~1e-17).
+    unit = stats.weight_sum / stats.n_samples if stats.n_samples and stats.weight_sum > 0 else 1.0
+    nk = stats.nk + 10 * np.finfo(np.float64).eps * unit
     new_means = means + stats.s1 / nk[:, None]
     covariances = model.covariances_from_stats(nk, stats.s1, stats.s2, means - shift, reg_covar)
     return GMMParams.from_covariances(covariance_type, nk / nk.sum(), new_means, covariances)

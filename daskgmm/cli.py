@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import posixpath
 import sys
 import time
 import tomllib
@@ -650,7 +651,9 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             _check_apart(input=opts["input"], output=opts["output"], checkpoint=opts["checkpoint"])
             if opts["checkpoint"]:
                 Checkpoint(opts["checkpoint"]).check_target()
+                _check_writable(opts["checkpoint"])
             _check_fit_output(opts, gm, inp)
+            _check_writable(opts["output"])
         else:
             types = _covariance_types(opts["covariance_type"])
             _check_estimator(opts, _k_range(opts["k"]), types, inp.X.shape[0])
@@ -659,6 +662,9 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
                 input=opts["input"], output=opts["output"], table=table, json=table_json, plot=plot
             )
             _check_selection_targets(opts)
+            for path in (opts["output"], table, table_json, plot):
+                if path:
+                    _check_writable(path)
             if opts["output"] and not opts["overwrite"]:
                 from ._checkpoint import model_at
 
@@ -676,6 +682,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
         _open_for_model(_load_model(opts["model"]), opts)
         check_output_target(opts["output"])
+        _check_writable(opts["output"])
 
 
 def _check_demo_workdir(workdir: str) -> None:
@@ -1038,8 +1045,14 @@ def _setup_logging(opts: dict[str, Any]) -> None:
     logger.setLevel(level)
     import distributed  # noqa: F401  (configures its loggers on import: override after)
 
-    for name in ("distributed", "tornado", "bokeh"):
-        logging.getLogger(name).setLevel(logging.INFO if opts["verbose"] else logging.ERROR)
+    # Without -v, the command's own one-line errors speak for the cluster (distributed
+    # logs a lost scheduler at ERROR with a traceback of each reconnection attempt).
+    # (distributed's config gives some of its loggers, e.g. distributed.client, levels
+    # of their own: each is set)
+    level = logging.INFO if opts["verbose"] else logging.CRITICAL
+    for name in ["distributed", "tornado", "bokeh", *logging.Logger.manager.loggerDict]:
+        if name.split(".")[0] in ("distributed", "tornado", "bokeh"):
+            logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager
@@ -1066,6 +1079,41 @@ def _logs_through_bars() -> contextlib.AbstractContextManager:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm()
+
+
+def _lost_scheduler(err: BaseException) -> bool:
+    """Whether ``err`` is how ``distributed`` reports a scheduler gone mid-run: a closed
+    comm, or the client cancelling every future when it lost the scheduler."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    return isinstance(err, (CommClosedError, CancelledError)) or (
+        "scheduler-connection-lost" in str(err)
+    )
+
+
+def _check_writable(path: str) -> None:
+    """Create and remove a probe beside ``path`` (in its nearest existing folder), so that
+    an output that cannot be written is found before an hour's fit, not after."""
+    import fsspec
+
+    from ._data import resolve_path
+
+    target = resolve_path(path)
+    fs, fs_path = fsspec.core.url_to_fs(target)
+    folder = fs_path.rstrip("/")
+    if "://" not in target:  # the folder itself, or its nearest existing ancestor
+        while folder and not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+    elif not fs.isdir(folder):
+        folder = posixpath.dirname(folder)
+    probe = posixpath.join(folder, f".daskgmm-probe-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm(probe)
+    except OSError as err:
+        raise CLIError(f"cannot write {path!r}: {err.strerror or err}") from None
 
 
 def _one_line(err: BaseException) -> str:
@@ -1115,7 +1163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterError as err:
         print(f"daskgmm: cluster error: {_one_line(err)}", file=sys.stderr)
         return EXIT_CLUSTER
-    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
+    except Exception as err:
+        if _lost_scheduler(err):  # before OSError: distributed's CommClosedError is one
+            print(
+                "daskgmm: cluster error: lost the connection to the Dask scheduler; re-run the "
+                "job (a fit with --checkpoint resumes, predict completes what was written)",
+                file=sys.stderr,
+            )
+            return EXIT_CLUSTER
+        if not isinstance(err, (ValueError, TypeError, OSError)):
+            raise
         print(f"daskgmm: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

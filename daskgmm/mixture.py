@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_p
 from ._em import EMResult, IterationInfo, fit_em_many, memory_needed
 from ._fingerprint import Digest, content_digest, content_digest_chunk
 from ._init import initialize_many, restart_seeds
+from ._lock import JobLock
 from ._reduction import active_client, blas_threads_guard, map_reduce
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 
@@ -427,16 +429,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         if resume not in ("auto", True, False):
             raise ValueError(f"resume must be 'auto', True or False, got {resume!r}")
-        try:
-            return self._fit(X, sample_weight, checkpoint, resume, callback)
-        except _OtherData as err:  # the first read showed other data than the checkpoint's
-            problem = f"data content: checkpoint {err.expected!r}, now {err.found!r}"
-            if resume is True:
-                raise RefusedError(other_fit_message(os.fspath(checkpoint), [problem])) from None
-            logger.warning(
-                "Checkpoint %s belongs to another fit (%s): starting over.", checkpoint, problem
-            )
-            return self._fit(X, sample_weight, checkpoint, False, callback)
+        # one job at a time on a checkpoint (a second is refused; a dead one's lock taken over)
+        lock = (
+            contextlib.nullcontext()
+            if checkpoint is None
+            else JobLock(resolve_path(checkpoint), "Checkpoint")
+        )
+        with lock:
+            try:
+                return self._fit(X, sample_weight, checkpoint, resume, callback)
+            except _OtherData as err:  # a read showed other data than the checkpoint's
+                problem = f"data content: checkpoint {err.expected!r}, now {err.found!r}"
+                if resume is True:
+                    raise RefusedError(
+                        other_fit_message(os.fspath(checkpoint), [problem])
+                    ) from None
+                logger.warning(
+                    "Checkpoint %s belongs to another fit (%s): starting over.", checkpoint, problem
+                )
+                return self._fit(X, sample_weight, checkpoint, False, callback)
 
     def _fit(self, X, sample_weight, checkpoint, resume, callback):
         self._validate_params()
@@ -459,6 +470,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
         if store is not None:
             store.check_target()
+            store.clean()
         content = None
         if store is not None and in_memory and not isinstance(sample_weight, da.Array):
             # in memory already: the digest costs no read of a store
