@@ -42,6 +42,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cluster": "local",
         "worker_timeout": 600.0,
         "dashboard": False,
+        "tls_ca_file": None,
+        "tls_cert": None,
+        "tls_key": None,
     },
     "model": {
         "covariance_type": "full",
@@ -779,6 +782,15 @@ def build_parser() -> argparse.ArgumentParser:
             default=S,
             help="print the Dask dashboard's link (a local cluster serves one on 127.0.0.1)",
         )
+        for name, what in (("ca-file", "CA certificate(s)"), ("cert", "certificate"),
+                           ("key", "private key")):  # fmt: skip
+            c.add_argument(
+                f"--tls-{name}",
+                metavar="FILE.pem",
+                default=S,
+                help=f"TLS {what} (PEM) of this job; with all three, every connection is "
+                "mutual TLS (a started cluster too) and a plain tcp:// one is refused",
+            )
         c.add_argument(
             "--cluster",
             metavar="KIND[:N]",
@@ -1081,6 +1093,24 @@ def _logs_through_bars() -> contextlib.AbstractContextManager:
     return logging_redirect_tqdm()
 
 
+def _security(opts: dict[str, Any]):
+    """TLS from --tls-ca-file/--tls-cert/--tls-key (all three or none), checked before
+    any cluster starts; None leaves Dask's own configuration in charge."""
+    files = {name: opts[f"tls_{name}"] for name in ("ca_file", "cert", "key")}
+    given = {name: path for name, path in files.items() if path}
+    if not given:
+        return None
+    if len(given) < 3:
+        missing = ", ".join(f"--tls-{n.replace('_', '-')}" for n in files if n not in given)
+        raise CLIError(f"TLS needs --tls-ca-file, --tls-cert and --tls-key; missing {missing}")
+    for name, path in given.items():
+        if not os.path.isfile(path):
+            raise CLIError(f"--tls-{name.replace('_', '-')} {path!r} does not exist")
+    from .cluster import tls_security
+
+    return tls_security(*(os.path.abspath(given[n]) for n in ("ca_file", "cert", "key")))
+
+
 def _lost_scheduler(err: BaseException) -> bool:
     """Whether ``err`` is how ``distributed`` reports a scheduler gone mid-run: a closed
     comm, or the client cancelling every future when it lost the scheduler."""
@@ -1130,6 +1160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = _options(args, parser)
         _setup_logging(opts)
         preflight(args.command, opts)
+        _security(opts)
         from .cluster import connect, parse_cluster
 
         if not (opts["scheduler"] or opts["scheduler_file"]):
@@ -1144,6 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worker_timeout=float(opts["worker_timeout"]),
                 dashboard=bool(opts["dashboard"]),
                 quiet_workers=not opts["verbose"],
+                security=_security(opts),
             ) as client,
         ):
             logger.info(

@@ -30,7 +30,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-__all__ = ["LOCAL_CLUSTER_CONFIG", "ClusterError", "connect", "parse_cluster"]
+__all__ = ["LOCAL_CLUSTER_CONFIG", "ClusterError", "connect", "parse_cluster", "tls_security"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,21 @@ class ClusterError(RuntimeError):
 def _client(target: Any, what: str, **kw: Any) -> Client:
     try:
         return Client(target, **kw)
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, TypeError, ValueError) as err:  # TLS mismatches: the latter
         raise ClusterError(f"cannot connect to {what}: {str(err).splitlines()[0]}") from None
+
+
+def tls_security(ca_file: str, cert: str, key: str) -> Any:
+    """Dask ``Security`` for mutual TLS with one CA, certificate and key for every role
+    (scheduler, workers, client), encryption required."""
+    from distributed.security import Security
+
+    return Security(
+        require_encryption=True,
+        tls_ca_file=ca_file,
+        **{f"tls_{role}_{part}": path for role in ("client", "scheduler", "worker")
+           for part, path in (("cert", cert), ("key", key))},
+    )  # fmt: skip
 
 
 def _wait_for_workers(client: Client, timeout: float, what: str) -> None:
@@ -104,6 +117,7 @@ def connect(
     worker_timeout: float = 600.0,
     dashboard: bool = False,
     quiet_workers: bool = True,
+    security: Any = None,
 ) -> Iterator[Client]:
     """A ``distributed.Client`` for the job, closed (with any cluster it started) on exit.
 
@@ -127,6 +141,11 @@ def connect(
     quiet_workers : bool, default=True
         Local workers log errors only: a task's failure is reported once, by
         the command, not as a worker's traceback too.
+    security : distributed.security.Security, optional
+        TLS for every connection (:func:`tls_security`): the client's, and a
+        started cluster's scheduler and workers. Without it, Dask's own
+        configuration applies (``distributed.comm.tls.*``), which by default is
+        plain ``tcp://``: any local user can then submit work to the cluster.
 
     Raises
     ------
@@ -138,19 +157,24 @@ def connect(
         if not os.path.isfile(scheduler_file):
             raise ValueError(f"scheduler file {scheduler_file!r} does not exist")
         logger.info("Connecting to the scheduler of %s", scheduler_file)
-        with _client(None, scheduler_file, scheduler_file=scheduler_file, timeout=30) as client:
+        with _client(
+            None, scheduler_file, scheduler_file=scheduler_file, security=security
+        ) as client:
             _wait_for_workers(client, worker_timeout, f"the scheduler of {scheduler_file}")
             yield client
         return
     if address:
         logger.info("Connecting to the scheduler at %s", address)
-        with _client(address, f"the scheduler at {address}", timeout=30) as client:
+        with _client(address, f"the scheduler at {address}", security=security) as client:
             _wait_for_workers(client, worker_timeout, f"the scheduler at {address}")
             yield client
         return
     kind, n_workers = parse_cluster(cluster)
     if kind != "local":
-        with _batch_cluster(kind, n_workers) as batch, Client(batch) as client:
+        with (
+            _batch_cluster(kind, n_workers, security) as batch,
+            Client(batch, security=security) as client,
+        ):
             _wait_for_workers(client, worker_timeout, f"the {kind} cluster")
             yield client
         return
@@ -168,8 +192,9 @@ def connect(
             dashboard_address="127.0.0.1:0" if dashboard else None,
             config=LOCAL_CLUSTER_CONFIG,
             silence_logs=logging.CRITICAL if quiet_workers else logging.WARNING,
+            **({} if security is None else {"security": security, "protocol": "tls://"}),
         )
-    with local, Client(local) as client:
+    with local, Client(local, security=security) as client:
         _wait_for_workers(client, worker_timeout, "the local cluster")
         yield client
 
@@ -193,15 +218,20 @@ def _import_for(kind: str):
 
 
 @contextlib.contextmanager
-def _batch_cluster(kind: str, n: int | None) -> Iterator[Any]:
-    """A dask-jobqueue or Dask-operator cluster, closed on exit."""
+def _batch_cluster(kind: str, n: int | None, security: Any = None) -> Iterator[Any]:
+    """A dask-jobqueue or Dask-operator cluster, closed on exit.
+
+    With ``security``, dask-jobqueue's scheduler and workers use it (the files must
+    be on a file system the compute nodes see). The Dask operator takes TLS from
+    its manifests instead (``deploy/kubernetes/daskjob-tls.yaml``).
+    """
     _import_for(kind)
     if kind in ("slurm", "pbs"):
         from dask_jobqueue import PBSCluster, SLURMCluster
 
         cls = SLURMCluster if kind == "slurm" else PBSCluster
         logger.info("Submitting %d %s job(s) of Dask workers (dask-jobqueue config)", n or 1, kind)
-        with cls() as cluster:
+        with cls(**({} if security is None else {"security": security})) as cluster:
             cluster.scale(jobs=n or 1)
             yield cluster
         return

@@ -209,3 +209,42 @@ def test_recipes_bound_the_run_and_name_what_they_need():
         assert "need not be on a package index" in text
     root = DEPLOY.parent
     assert {".git", ".venv", "*.zarr"} <= set((root / ".dockerignore").read_text().split())
+
+
+def test_each_recipe_has_a_tls_variant_that_the_cli_takes():
+    for folder in ("slurm", "pbs"):
+        job = tomllib.loads((DEPLOY / folder / "job-tls.toml").read_text())
+        _check_job_options(job, f"{folder}/job-tls.toml")
+        assert {"tls_ca_file", "tls_cert", "tls_key"} <= set(job["cluster"])
+        plain = tomllib.loads((DEPLOY / folder / "job.toml").read_text())
+        assert {k: v for k, v in job.items() if k != "cluster"} == {
+            k: v for k, v in plain.items() if k != "cluster"
+        }
+    job = yaml.safe_load((DEPLOY / "kubernetes" / "daskjob-tls.yaml").read_text())
+    tls = [
+        "--tls-ca-file",
+        "/tls/ca.pem",
+        "--tls-cert",
+        "/tls/cert.pem",
+        "--tls-key",
+        "/tls/key.pem",
+    ]
+    cluster = job["spec"]["cluster"]["spec"]
+    scheduler = cluster["scheduler"]["spec"]["containers"][0]["args"]
+    assert scheduler[:4] == ["dask", "scheduler", "--protocol", "tls"] and scheduler[4:] == tls
+    assert cluster["worker"]["spec"]["containers"][0]["args"][-6:] == tls
+    runner = " ".join(job["spec"]["job"]["spec"]["containers"][0]["args"])
+    assert "--scheduler tls://daskgmm-nightly-scheduler:8786" in runner
+    cli.build_parser().parse_args(["fit", "--config", "x.toml", *tls])  # the runner's options
+    for pod in (
+        job["spec"]["job"]["spec"],
+        cluster["scheduler"]["spec"],
+        cluster["worker"]["spec"],
+    ):
+        assert {
+            "name": "tls",
+            "secret": {"secretName": "daskgmm-tls", "defaultMode": 0o400},
+        } in pod["volumes"]
+        assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in pod["containers"][0][
+            "volumeMounts"
+        ]

@@ -305,6 +305,19 @@ def test_bad_options_are_one_line_before_any_cluster(tmp_path, args, message):
     assert res.stderr.strip() == f"daskgmm: error: {message}"
 
 
+def test_an_unwritable_output_or_checkpoint_is_found_before_the_first_pass(tmp_path):
+    store = _store(tmp_path / "x.zarr", _night(0))
+    for extra, shown in ((["-o", "/proc/m.zarr"], "/proc/m.zarr"),
+                         (["-o", tmp_path / "m.zarr", "--checkpoint", "/proc/1/ckpt"],
+                          "/proc/1/ckpt")):  # fmt: skip
+        res = _run("fit", store, "-k", 2, *extra, "--scheduler", NOWHERE)
+        assert res.returncode == 2, res.stderr  # 4 would mean it got as far as the cluster
+        assert res.stderr.strip().startswith(f"daskgmm: error: cannot write '{shown}': ")
+    res = _run("predict", tmp_path / "nothing.zarr", store, "-o", "/proc/o.zarr",
+               "--scheduler", NOWHERE)  # fmt: skip
+    assert res.returncode == 2
+
+
 def test_config_file_types_name_the_option(tmp_path):
     (tmp_path / "job.toml").write_text('[fit]\nn_components = "four"\n')
     res = _run("fit", "x.zarr", "-o", "m.zarr", "--config", tmp_path / "job.toml")

@@ -106,6 +106,24 @@ def _init_of(data, ct):
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+@pytest.mark.parametrize("scale", [1e-20, 1e20, 1e-300])
+def test_sample_weights_are_scale_free(ct, scale):
+    """Uniform weights of any scale give the unit-weight model (1e-20 each gave
+    covariances of 0.043 instead of 0.99, reported as converged)."""
+    data = RandomData(np.random.RandomState(5), n_samples=400, n_components=2, n_features=2)
+    X = data.X[ct]
+    kw = dict(n_components=2, covariance_type=ct, random_state=0)
+    unit = GaussianMixture(**kw).fit(X)
+    in_memory = (np.full(len(X), scale), X)
+    lazy = (da.full(len(X), scale, chunks=90), da.from_array(X, chunks=90))
+    for weights, Xw in (in_memory, lazy):
+        scaled = GaussianMixture(**kw).fit(Xw, sample_weight=weights)
+        for name in ("weights_", "means_", "covariances_"):
+            np.testing.assert_allclose(getattr(scaled, name), getattr(unit, name), rtol=1e-9)
+        assert scaled.lower_bound_ == pytest.approx(unit.lower_bound_, rel=1e-9)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
 def test_integer_sample_weight_equals_repeated_rows(ct):
     data = RandomData(
         np.random.RandomState(5), n_samples=400, n_components=2, n_features=2, scale=10
