@@ -218,9 +218,11 @@ def test_a_second_job_on_one_checkpoint_or_output_is_refused(scheduler_address, 
     assert lock["pid"] == first.pid
     third = _popen(*fit)
     try:
-        _wait_for(tmp_path / "ckpt" / "LATEST")
-        time.sleep(1.0)
-        assert json.loads(open(f"{tmp_path / 'ckpt'}.daskgmm-lock").read())["pid"] == third.pid
+        deadline = time.time() + 60
+        while _lock_pid(f"{tmp_path / 'ckpt'}.daskgmm-lock") != third.pid:
+            assert third.poll() is None, third.stderr.read()
+            assert time.time() < deadline, "the killed job's lock was not taken over"
+            time.sleep(0.05)
     finally:
         _kill(third)
 
@@ -243,6 +245,13 @@ def test_a_second_job_on_one_checkpoint_or_output_is_refused(scheduler_address, 
     assert done.returncode == 0, done.stderr
     assert "Taking over the lock" in done.stderr
     assert not os.path.exists(f"{tmp_path / 'out.zarr'}.daskgmm-lock")
+
+
+def _lock_pid(path):
+    try:
+        return json.loads(open(path).read())["pid"]
+    except (OSError, ValueError):  # being replaced
+        return None
 
 
 # ------------------------------------------------------------- a lost scheduler
