@@ -116,6 +116,23 @@ def _write_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def replace_file(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace ``path``'s content in one step: a reader (or a re-run after a kill) sees
+    the old or the new content, never part of it. Locally written aside, flushed to
+    disk, renamed over ``path`` and the folder flushed; on object stores one write."""
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        _write_file(fs, tmp, data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
 def _fsync_dir(path: str) -> None:
     """Make a folder's entries (new files, renames) durable (Linux/macOS; no-op elsewhere)."""
     try:
@@ -387,18 +404,7 @@ class Checkpoint:
                 "state": name,
             }
         ).encode()
-        target = self._path(_POINTER)
-        if isinstance(self.fs, LocalFileSystem):
-            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                _write_file(self.fs, tmp, pointer)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            _fsync_dir(self.root)
-        else:  # one object write is atomic on object stores
-            self.fs.pipe_file(target, pointer)
+        replace_file(self.fs, self._path(_POINTER), pointer)
 
     # ------------------------------------------------------------------ load
     def load(self) -> tuple[FitState, dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._checkpoint import RefusedError, _aside, _remove_litter
+from ._checkpoint import RefusedError, _aside, _remove_litter, replace_file
 
 __all__ = ["JobLock"]
 
@@ -180,13 +180,7 @@ class JobLock:
             if (self._holder() or {}).get("token") != self.token:
                 logger.error("The lock of %s was taken by another job.", self.url)
                 return
-            if self.local:
-                tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(self._document())
-                os.replace(tmp, self.path)
-            else:
-                self.fs.pipe_file(self.path, self._document())
+            replace_file(self.fs, self.path, self._document())
 
     # --------------------------------------------------------------- release
     def __exit__(self, *exc: Any) -> None:

@@ -32,7 +32,14 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ._checkpoint import RefusedError, _aside, _remove_litter, params_digest, store_attrs
+from ._checkpoint import (
+    RefusedError,
+    _aside,
+    _remove_litter,
+    params_digest,
+    replace_file,
+    store_attrs,
+)
 from ._data import Input, resolve_path
 from ._lock import JobLock
 from ._reduction import active_client, blas_threads_guard
@@ -311,16 +318,7 @@ def _mark_complete(fs: Any, root: str) -> None:
     with fs.open(path, "rb") as f:
         doc = json.loads(f.read().decode("utf-8"))
     doc["attributes"]["daskgmm"]["complete"] = True
-    data = json.dumps(doc, indent=2).encode()
-    if isinstance(fs, LocalFileSystem):
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+    replace_file(fs, path, json.dumps(doc, indent=2).encode())
 
 
 def _compute_with_progress(

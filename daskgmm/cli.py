@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -398,32 +399,23 @@ def _check_selection_targets(opts: dict[str, Any]) -> None:
 
 
 def _write_selection(opts: dict[str, Any], rows: list[dict[str, Any]], best: Any) -> None:
-    """The table (CSV and JSON) of the fits done so far, each file replaced atomically."""
+    """The table (CSV and JSON) of the fits done so far, each file replaced in one step."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from ._checkpoint import replace_file
+
     csv_path, json_path, _ = _selection_paths(opts)
-    with _atomic(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
     document = {
         "format": "daskgmm-selection",
         "rows": rows,
         "best": {"covariance_type": best.covariance_type, "n_components": best.n_components},
     }
-    with _atomic(json_path, "w") as f:
-        json.dump(document, f, indent=1)
-
-
-@contextlib.contextmanager
-def _atomic(path: str, mode: str, **kw: Any) -> Iterator[Any]:
-    """Write ``path`` aside, then switch it into place (a reader never sees half a file)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, mode, **kw) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    replace_file(LocalFileSystem(), csv_path, table.getvalue().encode())
+    replace_file(LocalFileSystem(), json_path, json.dumps(document, indent=1).encode())
 
 
 def cmd_select(opts: dict[str, Any]) -> int:
@@ -502,8 +494,13 @@ def _plot_selection(rows: list[dict[str, Any]], types: list[str], path: str) -> 
     ax.set_title("daskgmm model selection")
     ax.legend()
     fig.tight_layout()
-    with _atomic(path, "wb") as f:  # the metadata mark lets a re-run recognise its plot
-        fig.savefig(f, format="png", dpi=110, metadata={"Software": "daskgmm model selection"})
+    png = io.BytesIO()  # the metadata mark lets a re-run recognise its plot
+    fig.savefig(png, format="png", dpi=110, metadata={"Software": "daskgmm model selection"})
+    from fsspec.implementations.local import LocalFileSystem
+
+    from ._checkpoint import replace_file
+
+    replace_file(LocalFileSystem(), path, png.getvalue())
     plt.close(fig)
 
 
