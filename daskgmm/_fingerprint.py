@@ -124,7 +124,9 @@ def content_digest(
 
 
 _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "version_id", "VersionId")
-_TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "mtime_ns")
+# "created" last: objects are immutable on object stores (and fsspec's memory
+# filesystem), so a rewrite is a new object with a new creation time
+_TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "mtime_ns", "created")
 
 
 def _local_listing(root: str) -> list[tuple[str, int, int]] | None:

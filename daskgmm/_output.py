@@ -235,7 +235,14 @@ def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs
             fs.rm(root, recursive=True)
             existing = None
         elif not overwrite:
-            what = "another model" if not same_job else "other data (the input's files changed)"
+            what = (
+                "another model"
+                if not same_job
+                else "other data (the input's files changed)"
+                if inp.files is not None
+                else "data that cannot be shown to be the same (the input's filesystem reports "
+                "no modification times or versions)"
+            )
             raise RefusedError(
                 f"Output {url!r} was written by daskgmm for {what}; pass --overwrite "
                 "(overwrite=True) to replace it."

@@ -383,3 +383,39 @@ def test_sizes_that_cannot_fit_are_refused_before_the_first_pass(n_components, c
     with pytest.raises(ValueError, match=r"needs about [0-9.]+ GiB per task, more than the"):
         GaussianMixture(n_components).fit(X)
     assert counting_scheduler.computes == 0
+
+
+def test_object_store_paths_checkpoint_lock_model_and_output(tmp_path):
+    """The branches for object stores (one write per object, no rename, no O_EXCL),
+    through fsspec's in-process memory filesystem on the threaded scheduler."""
+    import fsspec
+
+    from daskgmm._data import open_input
+    from daskgmm._output import write_per_sample
+
+    fs = fsspec.filesystem("memory")
+    X = _night(4)
+    kw = dict(n_components=3, random_state=0, max_iter=4, tol=0)
+    with dask.config.set(scheduler="threads"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(_Stop):
+            GaussianMixture(**kw).fit(X, checkpoint="memory://t/ck", callback=_stop_after(2))
+        assert not fs.exists("/t/ck.daskgmm-lock")  # released when the fit stopped
+        resumed = GaussianMixture(**kw).fit(X, checkpoint="memory://t/ck")
+        np.testing.assert_allclose(resumed.means_, GaussianMixture(**kw).fit(X).means_, rtol=1e-12)
+        resumed.save("memory://t/m.zarr")
+        resumed.save("memory://t/m.zarr")  # the same model again
+        assert load("memory://t/m.zarr").n_components == 3
+        url = "memory://t/x.zarr"
+        zarr.create_array(url, shape=X.shape, chunks=(500, 2), dtype="f8")[:] = X
+        inp = open_input(url)
+        assert inp.files is not None  # objects' creation times
+        first = write_per_sample("memory://t/o.zarr", resumed._params, inp, ("label",))
+        again = write_per_sample("memory://t/o.zarr", resumed._params, inp, ("label",))
+        assert first["blocks"] > 0 and again["blocks"] == 0  # reused, nothing rewritten
+        labels = zarr.open_group("memory://t/o.zarr", mode="r")["label"][:]
+        np.testing.assert_array_equal(labels, resumed.predict(X))
+        zarr.open_array(url, mode="a")[:] = _night(5)  # new objects: other data
+        with pytest.raises(RefusedError, match=r"for other data \(the input's files changed\)"):
+            write_per_sample("memory://t/o.zarr", resumed._params, open_input(url), ("label",))
+    assert not [p for p in fs.find("/t") if p.endswith((".tmp", ".daskgmm-lock"))]
