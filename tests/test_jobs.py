@@ -93,6 +93,17 @@ def test_no_writer_replaces_a_folder_or_the_input(scheduler_address, tmp_path): 
     assert _tree(store) == before_input and _tree(precious) == before_precious
 
 
+def test_demo_replaces_only_what_an_earlier_demo_wrote(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    mine = _store(work / "data.zarr", _night(0))  # a user's store where the demo writes
+    before = _tree(mine)
+    res = _run("demo", "--workdir", work, "--n-samples", 5000, "--cluster", "local:1")
+    assert res.returncode == 3, res.stderr
+    assert "was not written by daskgmm demo; refusing to replace it" in res.stderr
+    assert _tree(mine) == before
+
+
 # ------------------------------------------------------ 2. no stale results
 def test_two_nights_on_one_path_give_each_night_its_own_model_and_labels(
     scheduler_address,  # noqa: F811
