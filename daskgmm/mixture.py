@@ -217,8 +217,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
        ``predict_proba`` and ``score_samples`` on dask input are lazy and read the
        data when computed; ``score``, ``bic`` and ``aic`` read them once.
 
-    Fitted parameters are float64 whatever the input dtype; float32 data are
-    processed in float32 with float64 accumulators. Given the same initial
+    Fitted attributes have the training data's dtype (float32 in, float32 out,
+    as scikit-learn >= 1.8), and so do ``predict_proba`` and ``score_samples``.
+    float32 data are processed in float32 with float64 accumulators; the float64
+    parameters are kept for predictions, warm starts, checkpoints and model files,
+    so a resumed float32 fit equals an uninterrupted one. Given the same initial
     parameters, results match scikit-learn to floating-point reassociation.
 
     With ``n_init > 1`` every pass over the data serves all restarts, during
@@ -234,11 +237,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     --------
     >>> import dask.array as da
     >>> from daskgmm import GaussianMixture
-    >>> X = da.concatenate([da.random.normal(0, 1, (2000, 2), chunks=500),
-    ...                     da.random.normal(8, 1, (2000, 2), chunks=500)])
+    >>> rng = da.random.default_rng(0)
+    >>> X = da.concatenate([rng.normal(0, 1, (2000, 2), chunks=500),
+    ...                     rng.normal(8, 1, (2000, 2), chunks=500)])
     >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
-    >>> sorted(gm.means_[:, 0].round())
-    [np.float64(0.0), np.float64(8.0)]
+    >>> sorted(gm.means_[:, 0].round().astype(int).tolist())
+    [0, 8]
     >>> gm.predict(X)
     dask.array<...>
     """
@@ -486,7 +490,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             logger.info(
                 "Checkpoint %s holds a finished fit of the same data; loading it.", store.url
             )
-            self._set_result(_best(state.restarts))
+            self._set_result(_best(state.restarts), Xd.dtype)
             return self
         cached = self._maybe_cache(Xd, sw, in_memory)
         if store is not None and content is None and cached[0] is not Xd:
@@ -572,7 +576,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         save(restarts, complete=True)
-        self._set_result(best)
+        self._set_result(best, Xd.dtype)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None, **fit_params):
@@ -593,8 +597,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, y, sample_weight=sample_weight, **fit_params).predict(X)
 
-    def _set_result(self, best: EMResult) -> None:
-        self._set_params_from(best.params)
+    def _set_result(self, best: EMResult, dtype: Any) -> None:
+        self._set_params_from(best.params, dtype)
         self.converged_ = bool(best.converged)
         self.n_iter_ = int(best.n_iter)
         self.lower_bound_ = float(best.lower_bound)
@@ -680,6 +684,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 },
                 # what it was fitted on: lets a re-run of the same job replace it
                 "fit": getattr(self, "_fit_fingerprint", None),
+                # the attributes' dtype; the arrays are the full float64 parameters
+                "dtype": str(self.means_.dtype),
             },
             overwrite=overwrite,
         )
@@ -691,7 +697,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         try:
             est = cls(**meta["params"])
             fitted = meta["fitted"]
-            est._set_params_from(params)
+            dtype = meta.get("dtype", "float64")
+            if dtype not in ("float32", "float64"):
+                raise TypeError(f"dtype {dtype!r}")
+            est._set_params_from(params, dtype)
             est.converged_ = bool(fitted["converged_"])
             est.n_iter_ = int(fitted["n_iter_"])
             est.lower_bound_ = float(fitted["lower_bound_"])
@@ -734,7 +743,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             np.asarray(estimator.covariances_, np.float64),
             np.asarray(estimator.precisions_cholesky_, np.float64),
         )
-        est._set_params_from(params_obj)
+        est._set_params_from(params_obj, np.asarray(estimator.means_).dtype)
         est.converged_ = bool(estimator.converged_)
         est.n_iter_ = int(estimator.n_iter_)
         est.lower_bound_ = float(estimator.lower_bound_)
@@ -743,31 +752,49 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return est
 
     # ------------------------------------------------------------ attributes
-    def _set_params_from(self, params: GMMParams) -> None:
-        model = params.model
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
-        self.precisions_ = model.precisions(params.precisions_cholesky)
+    def _set_params_from(self, params: GMMParams, dtype: Any = np.float64) -> None:
+        """Set the fitted attributes in ``dtype``, the training data's (float32 in,
+        float32 out, as scikit-learn). The float64 parameters are kept whole: they
+        are what predictions, warm starts, checkpoints and model files use, so a
+        float32 fit loses no precision between passes or across a resume."""
+        self._full_params = params
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (
+            np.asarray(a, dtype=dtype)
+            for a in (params.weights, params.means, params.covariances, params.precisions_cholesky)
+        )
+        self.precisions_ = np.asarray(params.model.precisions(params.precisions_cholesky), dtype)
+        self._public = self._public_arrays()
+
+    def _public_arrays(self) -> tuple[Any, ...]:
+        return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
 
     @property
     def _params(self) -> GMMParams:
+        """The float64 parameters; rebuilt from the attributes if someone replaced them."""
+        full = getattr(self, "_full_params", None)
+        public = getattr(self, "_public", ())
+        if full is not None and all(
+            a is b for a, b in zip(public, self._public_arrays(), strict=True)
+        ):
+            return full
         return GMMParams(
             self.covariance_type,
-            self.weights_,
-            self.means_,
-            self.covariances_,
-            self.precisions_cholesky_,
+            *(np.asarray(a, dtype=np.float64) for a in self._public_arrays()),
         )
 
     # ------------------------------------------------------------ prediction
     def _map_rows(
         self, X: Any, block_fn, *, components: bool, dtype, name: str = "", restore: bool = True
     ):
-        """Apply ``block_fn(block, ep)`` to NumPy input, or lazily to each dask block."""
+        """Apply ``block_fn(block, ep)`` to NumPy input, or lazily to each dask block.
+
+        ``dtype='data'``: the validated data's (float32 or float64), for block
+        functions that answer in their block's dtype.
+        """
         check_is_fitted(self)
         inp = self._input(X, reset=False)
+        if isinstance(dtype, str) and dtype == "data":
+            dtype = inp.X.dtype if isinstance(inp, Input) else inp.dtype
         ep = EStepParams.from_params(self._params)
         if not isinstance(inp, Input):
             return block_fn(inp, ep)
@@ -811,9 +838,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray or dask.array.Array of shape (n_samples, n_components)
             Lazy for dask input.
         """
-        return self._map_rows(
-            X, _proba_block, components=True, dtype=np.float64, name="probability"
-        )
+        return self._map_rows(X, _proba_block, components=True, dtype="data", name="probability")
 
     def score_samples(self, X):
         """Log-likelihood of each sample under the model.
@@ -827,9 +852,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log_prob : ndarray or dask.array.Array of shape (n_samples,)
             Lazy for dask input.
         """
-        return self._map_rows(
-            X, _score_block, components=False, dtype=np.float64, name="log_density"
-        )
+        return self._map_rows(X, _score_block, components=False, dtype="data", name="log_density")
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` under the model (reads dask input once).
@@ -848,7 +871,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _mean_log_prob(self, X: Any) -> tuple[float, int]:
         """Mean log-likelihood of ``X`` and its number of samples (one read)."""
         log_prob = self._map_rows(
-            X, _score_block, components=False, dtype=np.float64, restore=False
+            X, _score_block64, components=False, dtype=np.float64, restore=False
         )
         if isinstance(log_prob, da.Array):
             mean = log_prob.mean()
@@ -1025,8 +1048,15 @@ def _predict_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
 
 
 def _proba_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
-    return np.exp(estimate_log_prob_resp(X, ep)[1]).astype(np.float64)
+    """Probabilities in the data's dtype (float32 in, float32 out, as scikit-learn)."""
+    return np.exp(estimate_log_prob_resp(X, ep)[1]).astype(X.dtype)
 
 
 def _score_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+    """Log-densities in the data's dtype."""
+    return estimate_log_prob_resp(X, ep)[0].astype(X.dtype)
+
+
+def _score_block64(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+    """Log-densities in float64: what score, BIC and AIC average."""
     return estimate_log_prob_resp(X, ep)[0].astype(np.float64)

@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import daskgmm
 from daskgmm import GaussianMixture
 
 from .conftest import COVARIANCE_TYPES, RandomData, chunkings
@@ -473,9 +474,60 @@ def test_float32_path_agrees_with_float64(ct):
         warnings.simplefilter("ignore", ConvergenceWarning)
         f64 = GaussianMixture(**kw).fit(da.from_array(X, chunks=3000))
         f32 = GaussianMixture(**kw).fit(da.from_array(X.astype(np.float32), chunks=3000))
-    assert f32.means_.dtype == np.float64
+    # float32 in, float32 out (as scikit-learn >= 1.8); the float64 parameters are kept
+    assert f32.means_.dtype == np.float32 and f32._params.means.dtype == np.float64
     np.testing.assert_allclose(f32.lower_bounds_, f64.lower_bounds_, rtol=1e-4)
     np.testing.assert_allclose(f32.means_, f64.means_, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         f32.covariances_, f64.covariances_, rtol=1e-3, atol=1e-4 * np.abs(f64.covariances_).max()
     )
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_float32_in_float32_out_with_full_precision_kept(ct, tmp_path):
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    data = RandomData(np.random.RandomState(3), n_samples=3000, n_components=2, n_features=3)
+    X32 = data.X[ct].astype(np.float32)
+    kw = dict(n_components=2, covariance_type=ct, random_state=0, tol=0, max_iter=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(**kw).fit(X32)
+        sk = SkGaussianMixture(**kw).fit(X32)
+        # a float32 fit resumed from a checkpoint equals an uninterrupted one, bit for bit
+        with pytest.raises(_Stop):
+            GaussianMixture(**kw).fit(X32, checkpoint=tmp_path / "c", callback=_stop_at(3))
+        resumed = GaussianMixture(**kw).fit(X32, checkpoint=tmp_path / "c")
+    names = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+    for name in names:
+        assert getattr(gm, name).dtype == getattr(sk, name).dtype == np.float32, name
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(gm, name), err_msg=name)
+    full = gm._params
+    assert full.means.dtype == np.float64
+    np.testing.assert_array_equal(gm.means_, full.means.astype(np.float32))
+    np.testing.assert_array_equal(resumed._params.means, full.means)
+    for Xin in (X32, da.from_array(X32, chunks=700)):
+        proba, score = gm.predict_proba(Xin), gm.score_samples(Xin)
+        assert proba.dtype == score.dtype == sk.predict_proba(X32).dtype == np.float32
+        # the same model's float64 scores, rounded (the start differs from scikit-learn's)
+        np.testing.assert_allclose(
+            np.asarray(score), gm.score_samples(X32.astype(np.float64)), rtol=1e-4
+        )
+    assert gm.predict_proba(X32.astype(np.float64)).dtype == np.float64
+    # the model file keeps the float64 parameters and the attributes' dtype
+    gm.save(tmp_path / "m.zarr")
+    loaded = daskgmm.load(tmp_path / "m.zarr")
+    assert loaded.means_.dtype == np.float32
+    np.testing.assert_array_equal(loaded._params.means, full.means)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(n):
+    def callback(info):
+        if info.n_iter >= n:
+            raise _Stop
+
+    return callback
