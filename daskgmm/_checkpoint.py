@@ -334,7 +334,7 @@ class Checkpoint:
                 self.fs.rm(entry, recursive=True)
 
     # ------------------------------------------------------------------ save
-    def save(self, state: FitState, meta: dict[str, Any]) -> None:
+    def save(self, state: FitState, meta: dict[str, Any], model: Any = None) -> None:
         """Write ``state`` aside, then switch the pointer to it, then drop older states.
 
         Parameters
@@ -342,12 +342,15 @@ class Checkpoint:
         state : FitState
         meta : dict
             JSON-serialisable fingerprints (data, estimator parameters) checked on load.
+        model : MixtureModel, optional
+            Turns the parameters into named arrays (default: Gaussian mixture
+            parameters, which have ``to_arrays``).
         """
         n_iter = sum(r.n_iter for r in state.restarts)
         name = f"state-{len(state.restarts):03d}-{n_iter:06d}-{uuid.uuid4().hex[:8]}"
         folder = self._path(name)
         try:
-            self._write_state(folder, state, meta)
+            self._write_state(folder, state, meta, model)
         except BaseException:  # a full disk, a kill: the state LATEST points to stays
             with contextlib.suppress(Exception):
                 self.fs.rm(folder, recursive=True)
@@ -358,11 +361,12 @@ class Checkpoint:
             if (_STATE_NAME.fullmatch(base) and base != name) or _POINTER_TMP.fullmatch(base):
                 self.fs.rm(old, recursive=True)  # only what save() wrote: older states, litter
 
-    def _write_state(self, folder: str, state: FitState, meta: dict[str, Any]) -> None:
+    def _write_state(self, folder: str, state: FitState, meta: dict[str, Any], model: Any) -> None:
         self.fs.makedirs(folder, exist_ok=True)
         arrays = {}
         for i, restart in enumerate(state.restarts):
-            arrays.update({f"r{i}-{k}": v for k, v in restart.params.to_arrays().items()})
+            named = model.to_arrays(restart.params) if model else restart.params.to_arrays()
+            arrays.update({f"r{i}-{k}": v for k, v in named.items()})
         rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = state.rng_state
         arrays["rng-keys"] = np.asarray(rng_keys, dtype=np.uint32)
         for key, value in arrays.items():
@@ -371,7 +375,7 @@ class Checkpoint:
             "format": "daskgmm-checkpoint",
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "meta": meta,
-            "covariance_type": state.restarts[0].params.covariance_type,
+            "covariance_type": model.kind if model else state.restarts[0].params.covariance_type,
             "restarts": [
                 {
                     "init": r.init,
@@ -407,8 +411,11 @@ class Checkpoint:
         replace_file(self.fs, self._path(_POINTER), pointer)
 
     # ------------------------------------------------------------------ load
-    def load(self) -> tuple[FitState, dict[str, Any]]:
+    def load(self, model: Any = None) -> tuple[FitState, dict[str, Any]]:
         """The current state and the ``meta`` it was saved with.
+
+        ``model`` (a :class:`daskgmm._em.MixtureModel`) rebuilds and validates the
+        parameters; default: Gaussian mixture parameters of the saved covariance type.
 
         Raises
         ------
@@ -434,14 +441,24 @@ class Checkpoint:
             if not doc["restarts"]:
                 raise CheckpointError(f"{where} is corrupt: state.json lists no restart.")
             restarts = []
+            if model is not None and ct != model.kind:
+                raise CheckpointError(f"{where} holds {ct!r} parameters, not {model.kind!r}.")
             for i, r in enumerate(doc["restarts"]):
+                prefix = f"r{i}-"
+                names = [a[len(prefix) :] for a in doc["arrays"] if a.startswith(prefix)]
                 arrays = {
-                    n: _load_npy(self.fs, posixpath.join(folder, f"r{i}-{n}.npy"), where)
-                    for n in _PARAM_NAMES
+                    n: _load_npy(self.fs, posixpath.join(folder, f"{prefix}{n}.npy"), where)
+                    for n in names or _PARAM_NAMES
                 }
+                if model is None:
+                    if set(arrays) != set(_PARAM_NAMES):
+                        raise CheckpointError(f"{where} is corrupt: restart {i} lacks arrays.")
+                    params = check_params(_params_from_arrays(arrays, ct, where), where)
+                else:
+                    params = model.from_arrays(arrays, where)
                 restarts.append(
                     EMResult(
-                        check_params(_params_from_arrays(arrays, ct, where), where),
+                        params,
                         int(r["n_iter"]),
                         _float(r["lower_bound"]),
                         tuple(_float(x) for x in r["lower_bounds"]),

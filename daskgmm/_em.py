@@ -10,22 +10,37 @@ iteration started from, exactly as scikit-learn's ``lower_bound_``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dask.array as da
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
+from ._checkpoint import FitState
 from ._fingerprint import Digest, content_digest_chunk
+from ._init import restart_seeds
 from ._reduction import _nbytes, map_reduce, one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 
-__all__ = ["EMResult", "IterationInfo", "fit_em", "fit_em_many", "memory_needed"]
+__all__ = [
+    "EMResult",
+    "GaussianEM",
+    "IterationInfo",
+    "MixtureModel",
+    "best_restart",
+    "fit_em",
+    "fit_em_many",
+    "fit_mixture",
+    "memory_needed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +69,117 @@ class _WithDigest:
         return _WithDigest(self.stats + other.stats, self.digest + other.digest)
 
 
-def _suffstats_and_digest_chunk(
+def _stats_and_digest_chunk(
+    chunk_fn: Callable[..., Any],
     block: np.ndarray,
-    eps: tuple[EStepParams, ...],
+    constants: Any,
     *,
     sample_weight: np.ndarray | None = None,
     row_offset: int = 0,
 ) -> _WithDigest:
-    """The statistics of a block and the digest of its content, from one read of it."""
-    stats = suffstats_chunk_many(block, eps, sample_weight=sample_weight, row_offset=row_offset)
+    """A model's statistics of a block and the digest of its content, from one read."""
+    stats = chunk_fn(block, constants, sample_weight=sample_weight, row_offset=row_offset)
     digest = content_digest_chunk(block, sample_weight=sample_weight, row_offset=row_offset)
     return _WithDigest(stats, digest)
+
+
+class MixtureModel(Protocol):
+    """What a model supplies to the fit driver (:func:`fit_mixture`, :func:`fit_em_many`).
+
+    The driver owns restarts sharing each read, checkpoints and resume, the
+    content check, convergence, the best restart and the warning; a model owns
+    its parameters and its math. :class:`GaussianEM` is the Gaussian mixture's.
+    Parameters (``P``) are any object; the model turns them into named float
+    arrays and back for checkpoints.
+    """
+
+    #: Names what the parameters are in a checkpoint (a mismatch is refused).
+    kind: str
+
+    def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
+        """Initial parameters, one per seed (each restart from its own seed)."""
+
+    def estep_constants(self, params: Sequence[Any]) -> tuple[Any, ...]:
+        """Per-pass constants of the restarts iterated in one pass (tiny; on the driver)."""
+
+    def chunk_stats(self, block: np.ndarray, constants: tuple[Any, ...], *, sample_weight: Any,
+                    row_offset: int) -> Any:  # fmt: skip
+        """Pure NumPy: a block's statistics for every restart (``.parts``, associative ``+``)."""
+
+    def update(self, stats: Any, params: Any, constants: Any) -> tuple[Any, float]:
+        """The next parameters and the lower bound of ``params`` (the M-step)."""
+
+    def to_arrays(self, params: Any) -> dict[str, np.ndarray]:
+        """Named float arrays of the parameters (what a checkpoint stores)."""
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> Any:
+        """Parameters from :meth:`to_arrays`'s arrays, validated (``where`` names the file)."""
+
+
+@dataclass(frozen=True)
+class GaussianEM:
+    """The Gaussian mixture as a :class:`MixtureModel`: shifted float64 statistics,
+    scikit-learn's M-step and mean log-likelihood, k-means and the other initialisers.
+
+    Parameters
+    ----------
+    covariance_type, reg_covar, n_components, init_params
+        As in :class:`daskgmm.GaussianMixture`.
+    weights_init, means_init, precisions_init : ndarray, optional
+        Validated user-given initial parameters.
+    """
+
+    covariance_type: str
+    reg_covar: float
+    n_components: int
+    init_params: str = "kmeans"
+    weights_init: Any = None
+    means_init: Any = None
+    precisions_init: Any = None
+
+    @property
+    def kind(self) -> str:
+        return self.covariance_type
+
+    def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
+        from ._init import initialize_many
+
+        return initialize_many(
+            X,
+            seeds=seeds,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            init_params=self.init_params,
+            reg_covar=self.reg_covar,
+            sample_weight=sample_weight,
+            weights_init=self.weights_init,
+            means_init=self.means_init,
+            precisions_init=self.precisions_init,
+        )
+
+    def estep_constants(self, params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
+        return _estep_params(params)
+
+    @staticmethod
+    def chunk_stats(block, constants, *, sample_weight=None, row_offset=0):
+        return suffstats_chunk_many(
+            block, constants, sample_weight=sample_weight, row_offset=row_offset
+        )
+
+    def update(self, stats: Any, params: GMMParams, constants: EStepParams):
+        if not stats.weight_sum > 0:
+            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+        new = m_step(stats, params.means, constants.shift, params.covariance_type, self.reg_covar)
+        return new, stats.loglik / stats.weight_sum
+
+    @staticmethod
+    def to_arrays(params: GMMParams) -> dict[str, np.ndarray]:
+        return params.to_arrays()
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> GMMParams:
+        from ._checkpoint import _params_from_arrays, check_params
+
+        return check_params(_params_from_arrays(arrays, self.covariance_type, where), where)
 
 
 def memory_needed(
@@ -89,7 +204,8 @@ def fit_em_many(
     X: da.Array,
     restarts: Sequence[EMResult],
     *,
-    reg_covar: float,
+    model: MixtureModel | None = None,
+    reg_covar: float = 0.0,
     tol: float,
     max_iter: int,
     sample_weight: da.Array | None = None,
@@ -110,6 +226,9 @@ def fit_em_many(
     restarts : sequence of EMResult
         Starting state of each restart (``EMResult(params, 0, -inf, (), False, init)``
         for a fresh one; a saved state to resume).
+    model : MixtureModel, optional
+        Its statistics, update and lower bound; default: the Gaussian mixture
+        of the restarts' covariance type with ``reg_covar``.
     reg_covar, tol, max_iter
         As in :class:`daskgmm.GaussianMixture`.
     sample_weight : dask.array.Array of shape (n_samples,), optional
@@ -137,6 +256,9 @@ def fit_em_many(
         NaN/inf in ``X`` (first pass), or a covariance that is not positive-definite.
     """
     states = list(restarts)
+    if model is None:
+        first = states[0].params
+        model = GaussianEM(first.covariance_type, reg_covar, first.n_components)
     held: list = []  # the last pass's results, released after the next pass's graph
     while True:
         active = [i for i, s in enumerate(states) if not s.finished(max_iter)]
@@ -144,10 +266,13 @@ def fit_em_many(
             return states
         tic = time.perf_counter()
         with one_blas_thread():  # tiny matrices; see one_blas_thread
-            eps = _estep_params([states[i].params for i in active])
+            eps = model.estep_constants([states[i].params for i in active])
+        chunk_fn = model.chunk_stats
+        if on_digest is not None:
+            chunk_fn = functools.partial(_stats_and_digest_chunk, chunk_fn)
         total = map_reduce(
             X,
-            suffstats_chunk_many if on_digest is None else _suffstats_and_digest_chunk,
+            chunk_fn,
             eps,
             sample_weight=sample_weight,
             split_every=split_every,
@@ -162,15 +287,8 @@ def fit_em_many(
         infos = []
         for i, ep, stats in zip(active, eps, totals, strict=True):
             state = states[i]
-            if not stats.weight_sum > 0:
-                raise ValueError(
-                    "sample_weight sums to zero; at least one weight must be positive."
-                )
-            lower_bound = stats.loglik / stats.weight_sum
             with one_blas_thread():
-                params = m_step(
-                    stats, state.params.means, ep.shift, state.params.covariance_type, reg_covar
-                )
+                params, lower_bound = model.update(stats, state.params, ep)
             change = lower_bound - state.lower_bound
             history = (*state.lower_bounds, lower_bound)
             states[i] = EMResult(
@@ -201,6 +319,134 @@ def fit_em_many(
         if callback is not None:
             for info in infos:
                 callback(info)
+
+
+def best_restart(restarts: Sequence[EMResult]) -> EMResult:
+    """The restart of largest final lower bound (the first on ties, as scikit-learn)."""
+    best = restarts[0]
+    for restart in restarts[1:]:
+        if restart.lower_bound > best.lower_bound:
+            best = restart
+    return best
+
+
+def fit_mixture(
+    X: da.Array,
+    model: MixtureModel,
+    *,
+    n_init: int,
+    random_state: np.random.RandomState,
+    tol: float,
+    max_iter: int,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    checkpoint: Any = None,
+    meta: dict[str, Any] | None = None,
+    state: Any = None,
+    start: tuple[Any, float] | None = None,
+    callback: Callable[[IterationInfo], None] | None = None,
+    on_digest: Callable[[Any], None] | None = None,
+    on_restart: Callable[[int, EMResult | None], None] | None = None,
+) -> tuple[EMResult, list[EMResult]]:
+    """The fit driver, written once for every model.
+
+    Initialises the restarts not yet initialised (all of them from one pass per
+    read, each from its own seed), resumes those a checkpoint holds, iterates
+    all restarts on one read per pass (:func:`fit_em_many`), saves after every
+    pass, chooses the best restart and warns when it did not converge.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+        Validated; persisted already where it fits in memory.
+    model : MixtureModel
+        The parameters and math (:class:`GaussianEM` for the Gaussian mixture).
+    n_init : int
+        Restarts.
+    random_state : numpy.random.RandomState
+        The seeds are drawn from it; its state before the draw is what a
+        checkpoint keeps, so a resumed fit draws the same seeds.
+    tol, max_iter
+        Convergence: ``abs(change of the lower bound) < tol``, or ``max_iter`` passes.
+    sample_weight : dask.array.Array of shape (n_samples,), optional
+    split_every : int, optional
+    checkpoint : daskgmm._checkpoint.Checkpoint, optional
+        Saved after the initialisation and after every pass.
+    meta : dict, optional
+        Saved with the checkpoint (the data's fingerprint and the estimator).
+    state : daskgmm._checkpoint.FitState, optional
+        What the checkpoint held: its restarts are resumed, the others initialised.
+    start : (parameters, lower bound), optional
+        Continue from these (a warm start) instead of initialising (one restart).
+    callback : callable, optional
+        Called with an :class:`IterationInfo` after every iteration.
+    on_digest : callable, optional
+        See :func:`fit_em_many`.
+    on_restart : callable, optional
+        ``on_restart(init, None)`` when a restart starts, ``on_restart(init, result)``
+        when the fit ends (verbose output).
+
+    Returns
+    -------
+    best : EMResult
+    restarts : list of EMResult
+    """
+    if state is not None:
+        random_state.set_state(state.rng_state)
+    rng_state = random_state.get_state()
+    seeds = restart_seeds(random_state, n_init)
+    restarts: list[EMResult] = list(state.restarts) if state is not None else []
+    if state is not None:
+        logger.info(
+            "Resuming from checkpoint %s: %d restart(s) initialised, iterations done %s.",
+            checkpoint.url,
+            len(restarts),
+            [r.n_iter for r in restarts],
+        )
+
+    def save(states: list[EMResult], complete: bool = False) -> None:
+        if checkpoint is not None:
+            checkpoint.save(FitState(tuple(states), rng_state, complete), meta or {}, model)
+
+    missing = range(len(restarts), n_init)
+    for init in missing:
+        if on_restart is not None:
+            on_restart(init, None)
+    if missing and start is None:
+        initial = model.initialize(X, seeds[len(restarts) :], sample_weight)
+        restarts += [
+            EMResult(params, 0, -math.inf, (), False, init)
+            for init, params in zip(missing, initial, strict=True)
+        ]
+    elif missing:
+        restarts += [EMResult(start[0], 0, start[1], (), False, 0)]
+    if missing:
+        save(restarts)
+    restarts = fit_em_many(
+        X,
+        restarts,
+        model=model,
+        tol=tol,
+        max_iter=max_iter,
+        sample_weight=sample_weight,
+        split_every=split_every,
+        callback=callback,
+        on_pass=save,
+        on_digest=on_digest,
+    )
+    for restart in restarts:
+        if on_restart is not None:
+            on_restart(restart.init, restart)
+    best = best_restart(restarts)
+    if not best.converged and max_iter > 0:
+        warnings.warn(
+            "Best performing initialization did not converge. Try different init "
+            "parameters, or increase max_iter, tol, or check for degenerate data.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    save(restarts, complete=True)
+    return best, restarts
 
 
 def fit_em(

@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -17,7 +16,6 @@ import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -33,9 +31,8 @@ from ._checkpoint import (
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
 from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_path
-from ._em import EMResult, IterationInfo, fit_em_many, memory_needed
+from ._em import EMResult, GaussianEM, IterationInfo, best_restart, fit_mixture, memory_needed
 from ._fingerprint import Digest, content_digest, content_digest_chunk
-from ._init import initialize_many, restart_seeds
 from ._lock import JobLock
 from ._reduction import active_client, blas_threads_guard, map_reduce
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
@@ -469,7 +466,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
         self._check_memory(Xd)
-        weights_init, means_init, precisions_init = self._initial_parameters(n_features)
+        model = GaussianEM(
+            self.covariance_type,
+            self.reg_covar,
+            self.n_components,
+            self.init_params,
+            *self._initial_parameters(n_features),
+        )
         sw = check_sample_weight(sample_weight, Xd)
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
         if store is not None:
@@ -481,7 +484,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             w = None if sw is None else dask.compute(sw, scheduler="sync")[0]
             content = content_digest(X_np, sample_weight=w).hex()
         meta = self._checkpoint_meta(inp, sw, content)
-        state, pending = self._load_checkpoint(store, meta, resume)
+        state, pending = self._load_checkpoint(store, meta, resume, model)
         check = _ContentCheck(meta, pending)
         if state is not None and state.complete and pending is not None:
             check(_content_digest(Xd, sw))  # the files changed (or are none): one read
@@ -490,92 +493,31 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             logger.info(
                 "Checkpoint %s holds a finished fit of the same data; loading it.", store.url
             )
-            self._set_result(_best(state.restarts), Xd.dtype)
+            self._set_result(best_restart(state.restarts), Xd.dtype)
             return self
         cached = self._maybe_cache(Xd, sw, in_memory)
         if store is not None and content is None and cached[0] is not Xd:
             check(_content_digest(*cached))  # persisted: reads memory, not the store
         Xd, sw = cached
 
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        n_init = self.n_init if do_init else 1
-        random_state = check_random_state(self.random_state)
-        restarts: list[EMResult] = []
-        if state is not None:
-            random_state.set_state(state.rng_state)
-        # The state the seeds are drawn from is what a checkpoint keeps, so a
-        # resumed fit draws the same seeds even with random_state=None.
-        rng_state = random_state.get_state()
-        seeds = restart_seeds(random_state, n_init)
-        if state is not None:
-            restarts = list(state.restarts)
-            logger.info(
-                "Resuming from checkpoint %s: %d restart(s) initialised, iterations done %s.",
-                store.url,
-                len(restarts),
-                [r.n_iter for r in restarts],
-            )
-
-        def save(states: list[EMResult], complete: bool = False) -> None:
-            if store is not None:
-                store.save(FitState(tuple(states), rng_state, complete), meta)
-
-        # All restarts not yet initialised are initialised together (each pass
-        # over the data serves all of them, each restart from its own seed),
-        # then all iterate together: one read of the data per pass for all.
-        missing = range(len(restarts), n_init)
-        started = {init: self._verbose_init_begin(init) for init in missing}
-        if missing and do_init:
-            initial = initialize_many(
-                Xd,
-                seeds=seeds[len(restarts) :],
-                n_components=self.n_components,
-                covariance_type=self.covariance_type,
-                init_params=self.init_params,
-                reg_covar=self.reg_covar,
-                sample_weight=sw,
-                weights_init=weights_init,
-                means_init=means_init,
-                precisions_init=precisions_init,
-            )
-            restarts += [
-                EMResult(params, 0, -math.inf, (), False, init)
-                for init, params in zip(missing, initial, strict=True)
-            ]
-        elif missing:
-            restarts += [EMResult(self._params, 0, self.lower_bound_, (), False, 0)]
-        if missing:
-            save(restarts)
-
-        def on_iteration(info: IterationInfo) -> None:
-            self._verbose_iteration(info)
-            if callback is not None:
-                callback(info)
-
-        restarts = fit_em_many(
+        warm = self.warm_start and hasattr(self, "converged_")
+        best, _ = fit_mixture(
             Xd,
-            restarts,
-            reg_covar=self.reg_covar,
+            model,
+            n_init=1 if warm else self.n_init,
+            random_state=check_random_state(self.random_state),
             tol=self.tol,
             max_iter=self.max_iter,
             sample_weight=sw,
             split_every=self.split_every,
-            callback=on_iteration,
-            on_pass=save,
+            checkpoint=store,
+            meta=meta,
+            state=state,
+            start=(self._params, self.lower_bound_) if warm else None,
+            callback=self._on_iteration(callback),
             on_digest=check if store is not None and meta["data"]["content"] is None else None,
+            on_restart=self._restart_reporter(),
         )
-        now = time.perf_counter()
-        for restart in restarts:
-            self._verbose_init_end(restart, now - started.get(restart.init, now))
-        best = _best(restarts)
-        if not best.converged and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        save(restarts, complete=True)
         self._set_result(best, Xd.dtype)
         return self
 
@@ -626,7 +568,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return json.loads(json.dumps(params))
 
     @staticmethod
-    def _load_checkpoint(store, meta, resume) -> tuple[FitState | None, str | None]:
+    def _load_checkpoint(store, meta, resume, model) -> tuple[FitState | None, str | None]:
         """The checkpoint's state if it is this fit's, and the content digest that the
         data must still show in the first pass (None: already shown)."""
         if store is None or not store.exists():
@@ -634,7 +576,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if resume is False:
             logger.info("Overwriting the checkpoint at %s (resume=False).", store.url)
             return None, None
-        state, found = store.load()
+        state, found = store.load(model)
         problems, pending = compare_meta(found, meta)
         if problems and resume is True:
             raise RefusedError(other_fit_message(store.url, problems))
@@ -941,10 +883,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return X, y
 
     # ------------------------------------------------------------- verbosity
-    def _verbose_init_begin(self, init: int) -> float:
-        if self.verbose >= 1:
-            print(f"Initialization {init}")
-        return time.perf_counter()
+    def _restart_reporter(self):
+        """scikit-learn's verbose lines: when a restart starts, and how it ended."""
+        started: dict[int, float] = {}
+
+        def report(init: int, result: EMResult | None) -> None:
+            if result is None:
+                started[init] = time.perf_counter()
+                if self.verbose >= 1:
+                    print(f"Initialization {init}")
+            else:
+                now = time.perf_counter()
+                self._verbose_init_end(result, now - started.get(init, now))
+
+        return report
+
+    def _on_iteration(self, callback):
+        def on_iteration(info: IterationInfo) -> None:
+            self._verbose_iteration(info)
+            if callback is not None:
+                callback(info)
+
+        return on_iteration
 
     def _verbose_iteration(self, info: IterationInfo) -> None:
         if self.verbose and info.n_iter % self.verbose_interval == 0:
@@ -1006,15 +966,6 @@ class _ContentCheck:
             raise _OtherData(self.expected, digest.hex())
         self.meta["data"]["content"] = digest.hex()
         self.expected = None
-
-
-def _best(restarts: list[EMResult]) -> EMResult:
-    """The restart of largest final lower bound (the first on ties, as scikit-learn)."""
-    best = restarts[0]
-    for restart in restarts[1:]:
-        if restart.lower_bound > best.lower_bound:
-            best = restart
-    return best
 
 
 def _is_out_of_core(X: Any) -> bool:
