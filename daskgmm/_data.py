@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.utils import check_array
 
 from ._fingerprint import files_fingerprint
-from ._reduction import active_client, blas_threads_guard
+from ._scheduler import active_client, blas_threads_guard
 
 __all__ = [
     "Input",

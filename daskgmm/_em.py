@@ -26,7 +26,8 @@ from sklearn.exceptions import ConvergenceWarning
 from ._checkpoint import FitState
 from ._fingerprint import Digest, content_digest_chunk
 from ._init import restart_seeds
-from ._reduction import _nbytes, map_reduce, one_blas_thread
+from ._reduction import _nbytes, map_reduce
+from ._scheduler import one_blas_thread
 from ._state import EMResult, IterationInfo
 from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
 

@@ -37,8 +37,9 @@ computes exactly as it would alone).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -46,7 +47,7 @@ from numpy.typing import NDArray
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from ._covariance import Workspace, get_covariance_model
-from ._reduction import map_reduce, map_reduce_per_restart
+from ._reduction import map_reduce
 from ._stats import (
     GMMParams,
     ManyStats,
@@ -56,6 +57,7 @@ from ._stats import (
     kmeans_sizes_chunk,
     kmeans_stats_chunk,
     m_step,
+    per_restart_chunk,
     random_resp_stats_chunk,
     uniform_rows,
 )
@@ -495,3 +497,29 @@ def initialize(
         precisions_init=precisions_init,
     )
     return params
+
+
+def map_reduce_per_restart(
+    X: da.Array,
+    chunk_fn: Callable[..., Any],
+    per_restart: Sequence[tuple],
+    *,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    name: str = "daskgmm-chunk-stats",
+) -> tuple[Any, ...]:
+    """:func:`map_reduce` of ``chunk_fn`` for several restarts, in one pass over ``X``.
+
+    ``per_restart`` holds each restart's positional arguments after the block;
+    returns each restart's total, in order.
+    """
+    total = map_reduce(
+        X,
+        per_restart_chunk,
+        chunk_fn,
+        tuple(per_restart),
+        sample_weight=sample_weight,
+        split_every=split_every,
+        name=name,
+    )
+    return total.parts

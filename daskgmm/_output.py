@@ -42,7 +42,7 @@ from ._checkpoint import (
 )
 from ._data import Input, resolve_path
 from ._lock import JobLock
-from ._reduction import active_client, blas_threads_guard
+from ._scheduler import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 
 __all__ = ["check_output_target", "log_density", "quantile_threshold", "write_per_sample"]

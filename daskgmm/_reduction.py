@@ -6,16 +6,16 @@ the partial results ``split_every`` at a time, ending in one key, or, where the
 caller says the results are small, in at most ``split_every`` keys that the
 driver adds. Large parameters are one graph key per pass, so they reach each
 worker once, and a worker that dies holding them costs only their
-recomputation; small ones travel inside the block tasks.
+recomputation; small ones travel inside the block tasks. It knows graphs only:
+which scheduler runs them and BLAS's threads are :mod:`daskgmm._scheduler`'s,
+what a block computes is the caller's function.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import operator
-import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,15 +27,9 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from ._stats import per_restart_chunk
+from ._scheduler import active_client, blas_threads_guard
 
-__all__ = [
-    "active_client",
-    "blas_threads_guard",
-    "map_reduce",
-    "map_reduce_per_restart",
-    "one_blas_thread",
-]
+__all__ = ["map_reduce", "tree_sum"]
 
 #: Default fan-in of the combine tree.
 SPLIT_EVERY = 8
@@ -51,60 +45,6 @@ EMBED_BYTES = 1 << 20
 #: adds on the driver instead of a last combine task (one task's round trip
 #: through the scheduler: 28 against 34 ms for the pass above).
 GATHER_BYTES = 1 << 20
-
-
-def active_client() -> Any | None:
-    """The ``distributed.Client`` that ``dask.compute`` would use now, or None."""
-    owner = getattr(dask.base.get_scheduler(), "__self__", None)
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return None
-    return owner if isinstance(owner, Client) else None
-
-
-def blas_threads_guard(*collections: Any) -> contextlib.AbstractContextManager:
-    """One BLAS thread per task while the local threaded scheduler runs several tasks.
-
-    Dask's threads and BLAS's threads would otherwise oversubscribe the cores
-    (measured: 2.2x slower EM iterations on 2 cores). Pass the collections about
-    to be computed: with no scheduler configured, they pick the threaded one.
-    Distributed workers get their thread limits from the nanny's environment.
-    """
-    import dask.threaded
-
-    if dask.base.get_scheduler(collections=list(collections) or None) is not dask.threaded.get:
-        return contextlib.nullcontext()
-    if (dask.config.get("num_workers", None) or os.cpu_count() or 1) <= 1:
-        return contextlib.nullcontext()
-    return one_blas_thread()
-
-
-def one_blas_thread() -> contextlib.AbstractContextManager:
-    """Limit this process's BLAS to one thread for the duration of the context.
-
-    Besides :func:`blas_threads_guard`, the driver's own linear algebra between
-    passes (M-step, E-step constants) runs under it: its matrices are tiny, but a
-    multithreaded BLAS call there left OpenBLAS's threads spinning into the
-    next pass, taking a core from its tasks on the same machine (2 cores,
-    threaded scheduler, N=1e6 D=16 K=8 float32: 0.117 against 0.093 s per pass).
-
-    Looking the BLAS libraries up takes 1.3-1.6 ms (a ctypes callback per
-    loaded shared library, ~200 with distributed imported), three times per EM
-    iteration, so the lookup is kept until ``sys.modules`` changes: a BLAS
-    loaded later comes with an import.
-    """
-    global _blas_controller
-    from threadpoolctl import ThreadpoolController
-
-    key = len(sys.modules)
-    cached = _blas_controller
-    if cached is None or cached[0] != key:
-        cached = _blas_controller = (key, ThreadpoolController())
-    return cached[1].limit(limits=1, user_api="blas")
-
-
-_blas_controller: tuple[int, Any] | None = None
 
 
 def _apply_block(
@@ -272,29 +212,3 @@ def map_reduce(
         hold[:] = futures  # the previous pass's release now follows this graph
         results = client.gather(futures)
     return _sum(results)
-
-
-def map_reduce_per_restart(
-    X: da.Array,
-    chunk_fn: Callable[..., Any],
-    per_restart: Sequence[tuple],
-    *,
-    sample_weight: da.Array | None = None,
-    split_every: int | None = None,
-    name: str = "daskgmm-chunk-stats",
-) -> tuple[Any, ...]:
-    """:func:`map_reduce` of ``chunk_fn`` for several restarts, in one pass over ``X``.
-
-    ``per_restart`` holds each restart's positional arguments after the block;
-    returns each restart's total, in order.
-    """
-    total = map_reduce(
-        X,
-        per_restart_chunk,
-        chunk_fn,
-        tuple(per_restart),
-        sample_weight=sample_weight,
-        split_every=split_every,
-        name=name,
-    )
-    return total.parts

@@ -34,7 +34,8 @@ from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_p
 from ._em import EMResult, GaussianEM, IterationInfo, best_restart, fit_mixture, memory_needed
 from ._fingerprint import Digest, content_digest, content_digest_chunk
 from ._lock import JobLock
-from ._reduction import active_client, blas_threads_guard, map_reduce
+from ._reduction import map_reduce
+from ._scheduler import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 
 __all__ = ["GaussianMixture"]

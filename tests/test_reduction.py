@@ -92,22 +92,22 @@ def test_one_blas_thread_keeps_its_lookup_until_an_import(monkeypatch):
 
     from threadpoolctl import threadpool_info
 
-    from daskgmm import _reduction
+    from daskgmm import _scheduler
 
     def blas_threads():
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
     before = blas_threads()
-    with _reduction.one_blas_thread():
+    with _scheduler.one_blas_thread():
         assert set(blas_threads()) == {1}
-    first = _reduction._blas_controller
-    with _reduction.one_blas_thread():
+    first = _scheduler._blas_controller
+    with _scheduler.one_blas_thread():
         pass
-    assert _reduction._blas_controller is first
+    assert _scheduler._blas_controller is first
     monkeypatch.setitem(sys.modules, "daskgmm_late_import", types.ModuleType("late"))
-    with _reduction.one_blas_thread():
+    with _scheduler.one_blas_thread():
         assert set(blas_threads()) == {1}
-    assert _reduction._blas_controller is not first
+    assert _scheduler._blas_controller is not first
     assert blas_threads() == before
 
 
