@@ -31,8 +31,20 @@ __all__ = ["main"]
 
 logger = logging.getLogger("daskgmm")
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+def _estimator_choices() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """The option lists and defaults of the model options, from the estimator itself."""
+    from .mixture import GaussianMixture
+
+    constraints = GaussianMixture._parameter_constraints
+    choices = [
+        sorted(c[0].options) for c in (constraints["covariance_type"], constraints["init_params"])
+    ]
+    defaults = GaussianMixture().get_params()
+    return tuple(choices[0]), tuple(choices[1]), defaults
+
+
+COVARIANCE_TYPES, INIT_PARAMS, _ESTIMATOR_DEFAULTS = _estimator_choices()
 
 #: Defaults of every option, per command (argparse itself keeps none, so that
 #: options from a config file can be told apart from defaults).
@@ -48,16 +60,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_key": None,
     },
     "model": {
-        "covariance_type": "full",
-        "tol": 1e-3,
-        "reg_covar": 1e-6,
-        "max_iter": 100,
-        "n_init": 1,
-        "init_params": "kmeans",
-        "random_state": 0,
-        "cache": "auto",
-        "variable": None,
-        "feature_dim": None,
+        **{
+            name: _ESTIMATOR_DEFAULTS[name]
+            for name in (
+                "covariance_type",
+                "tol",
+                "reg_covar",
+                "max_iter",
+                "n_init",
+                "init_params",
+                "cache",
+                "variable",
+                "feature_dim",
+            )
+        },
+        "random_state": 0,  # a job is reproducible by default (the estimator's is None)
     },
     "fit": {"checkpoint": None, "restart": False, "resume": "auto", "overwrite": False},
     "predict": {
@@ -308,55 +325,46 @@ def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], Non
     return update
 
 
+def _model_for_input(opts: dict[str, Any]):
+    """The model, reading INPUT with --variable/--feature-dim, else the model's own."""
+    gm = _load_model(opts["model"])
+    return gm.set_params(
+        variable=opts.get("variable") or gm.variable,
+        feature_dim=opts.get("feature_dim") or gm.feature_dim,
+    )
+
+
 def cmd_predict(opts: dict[str, Any]) -> int:
     """Write labels (and probabilities, log-density) of INPUT to a Zarr store."""
-    from ._output import write_per_sample
-
-    gm = _load_model(opts["model"])
-    inp = _open_for_model(gm, opts)
-    names = (
-        ("label",)
-        + (("probability",) if opts["proba"] else ())
-        + (("log_density",) if opts["score"] else ())
-    )
-    info = write_per_sample(
+    info = _model_for_input(opts).predict_to_zarr(
+        opts["input"],
         opts["output"],
-        gm._params,
-        inp,
-        names,
+        proba=opts["proba"],
+        score=opts["score"],
         overwrite=opts["overwrite"],
         progress=_block_progress(opts, "predict"),
     )
     if not opts["quiet"]:
         print(
-            f"wrote {', '.join(names)} for {info['samples']:,} samples to {opts['output']} "
-            f"({info['blocks']} blocks written, {info['skipped']} already done)"
+            f"wrote {', '.join(info['variables'])} for {info['samples']:,} samples to "
+            f"{opts['output']} ({info['blocks']} blocks written, {info['skipped']} already done)"
         )
     return 0
 
 
 def cmd_anomalies(opts: dict[str, Any]) -> int:
     """Flag the samples of lowest density under a model (a mask in a Zarr store)."""
-    from ._output import log_density, quantile_threshold, write_per_sample
-
     q = float(opts["quantile"])
-    gm = _load_model(opts["model"])
-    inp = _open_for_model(gm, opts)
-    logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
-    threshold = quantile_threshold(log_density(gm._params, inp.X), q)
-    info = write_per_sample(
+    info = _model_for_input(opts).predict_to_zarr(
+        opts["input"],
         opts["output"],
-        gm._params,
-        inp,
-        ("anomaly", "log_density"),
-        threshold=threshold,
+        anomaly_quantile=q,
         overwrite=opts["overwrite"],
-        extra_attrs={"quantile": q, "threshold": threshold},
         progress=_block_progress(opts, "anomalies"),
     )
     if not opts["quiet"]:
         print(
-            f"log-density threshold at quantile {q}: {threshold:.6f}; mask of "
+            f"log-density threshold at quantile {q}: {info['threshold']:.6f}; mask of "
             f"{info['samples']:,} samples written to {opts['output']}"
         )
     return 0
@@ -438,18 +446,16 @@ def cmd_select(opts: dict[str, Any]) -> int:
                 opts, k, covariance_type=ct, variable=None, feature_dim=None, cache=False
             )
             gm.fit(X)
-            mean, n = gm._mean_log_prob(X)  # one read for both criteria
-            n_params = gm._n_parameters()
-            bic = -2 * mean * n + n_params * np.log(n)
-            aic = -2 * mean * n + 2 * n_params
+            criteria = gm.information_criteria(X)  # one read for both
+            bic, aic = criteria["bic"], criteria["aic"]
             rows.append(
                 {
                     "covariance_type": ct,
                     "n_components": k,
                     "bic": bic,
                     "aic": aic,
-                    "log_likelihood": mean,
-                    "n_parameters": n_params,
+                    "log_likelihood": criteria["log_likelihood"],
+                    "n_parameters": criteria["n_parameters"],
                     "converged": gm.converged_,
                     "n_iter": gm.n_iter_,
                     "seconds": round(time.perf_counter() - tic, 3),
@@ -594,8 +600,7 @@ def _check_estimator(opts: dict[str, Any], ks: list[int], types: list[str], n_sa
     """Every estimator the command will fit, validated as ``fit`` would (no data read)."""
     for ct in types:
         for k in ks:
-            gm = _estimator(opts, k, covariance_type=ct)
-            gm._validate_params()
+            gm = _estimator(opts, k, covariance_type=ct).check_parameters()
     if max(ks) > n_samples:
         raise CLIError(
             f"{max(ks)} components need at least as many samples, but the input has {n_samples}"
@@ -815,16 +820,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p: argparse.ArgumentParser, select: bool = False) -> None:
         g = p.add_argument_group("model")
+        d = DEFAULTS["model"]  # the estimator's own defaults
         if not select:
             g.add_argument(
-                "--covariance-type", choices=COVARIANCE_TYPES, default=S, help="default: full"
+                "--covariance-type",
+                choices=COVARIANCE_TYPES,
+                default=S,
+                help=f"default: {d['covariance_type']}",
             )
-        g.add_argument("--tol", type=float, default=S, help="convergence tolerance (1e-3)")
-        g.add_argument("--reg-covar", type=float, default=S, help="diagonal regularisation (1e-6)")
-        g.add_argument("--max-iter", type=int, default=S, help="EM iterations at most (100)")
-        g.add_argument("--n-init", type=int, default=S, help="restarts, best kept (1)")
-        g.add_argument("--init-params", choices=INIT_PARAMS, default=S, help="default: kmeans")
-        g.add_argument("--random-state", type=int, default=S, help="seed (0)")
+        g.add_argument("--tol", type=float, default=S, help=f"convergence tolerance ({d['tol']:g})")
+        g.add_argument(
+            "--reg-covar",
+            type=float,
+            default=S,
+            help=f"diagonal regularisation ({d['reg_covar']:g})",
+        )
+        g.add_argument(
+            "--max-iter", type=int, default=S, help=f"EM iterations at most ({d['max_iter']})"
+        )
+        g.add_argument("--n-init", type=int, default=S, help=f"restarts, best kept ({d['n_init']})")
+        g.add_argument(
+            "--init-params", choices=INIT_PARAMS, default=S, help=f"default: {d['init_params']}"
+        )
+        g.add_argument("--random-state", type=int, default=S, help=f"seed ({d['random_state']})")
         g.add_argument(
             "--cache",
             metavar="auto|true|false",

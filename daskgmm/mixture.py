@@ -308,6 +308,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.variable = variable
 
     # ------------------------------------------------------------ validation
+    def check_parameters(self) -> GaussianMixture:
+        """Validate the constructor parameters as :meth:`fit` does, without data.
+
+        For jobs that must fail before a cluster starts (the command line's
+        preflight). Returns ``self``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            scikit-learn's ``InvalidParameterError``, naming the parameter.
+        """
+        self._validate_params()
+        return self
+
     def _input(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
         """In-memory array-likes -> NumPy (scikit-learn's own checks and messages);
         dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`."""
@@ -839,8 +853,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         bic : float
         """
-        mean, n_samples = self._mean_log_prob(X)
-        return -2 * mean * n_samples + self._n_parameters() * math.log(n_samples)
+        return self.information_criteria(X)["bic"]
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better).
@@ -853,8 +866,105 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         aic : float
         """
+        return self.information_criteria(X)["aic"]
+
+    def information_criteria(self, X) -> dict[str, float]:
+        """BIC and AIC of the model on ``X`` from one read of the data.
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array, xarray object or store path
+            Of shape (n_samples, n_features).
+
+        Returns
+        -------
+        dict
+            ``bic``, ``aic`` (lower is better), ``log_likelihood`` (the mean per
+            sample), ``n_parameters`` and ``n_samples``.
+        """
         mean, n_samples = self._mean_log_prob(X)
-        return -2 * mean * n_samples + 2 * self._n_parameters()
+        n_parameters = self._n_parameters()
+        return {
+            "bic": -2 * mean * n_samples + n_parameters * math.log(n_samples),
+            "aic": -2 * mean * n_samples + 2 * n_parameters,
+            "log_likelihood": mean,
+            "n_parameters": n_parameters,
+            "n_samples": n_samples,
+        }
+
+    def predict_to_zarr(
+        self,
+        X,
+        path,
+        *,
+        proba=False,
+        score=False,
+        anomaly_quantile=None,
+        overwrite=False,
+        progress=None,
+    ) -> dict[str, Any]:
+        """Write per-sample results of ``X`` to a Zarr store, block by block.
+
+        The store is an xarray-readable group with the input's sample dimensions
+        (an image ``(band, y, x)`` gives ``(y, x)`` maps). A run killed at any
+        moment is completed by running it again; a store of this model and the
+        same input files is reused; one of another model or other data is
+        replaced only with ``overwrite``; anything that is not a daskgmm output
+        is never replaced. One job at a time writes a store (a lock beside it).
+
+        Parameters
+        ----------
+        X : array-like, dask.array.Array, xarray object or store path
+            Of shape (n_samples, n_features) (or an image with ``feature_dim``).
+        path : str or path-like
+            The output store (local path or fsspec URL the workers can reach).
+        proba, score : bool, default=False
+            Also write ``probability`` (per component, float32) and ``log_density``.
+        anomaly_quantile : float, optional
+            Write instead an ``anomaly`` mask of the samples whose log-density is
+            below this quantile (found in three distributed passes), and the
+            ``log_density``.
+        overwrite : bool, default=False
+            Replace a daskgmm output of another model or other data.
+        progress : callable, optional
+            Called with (blocks written, blocks in all) as blocks land.
+
+        Returns
+        -------
+        dict
+            ``blocks`` written now, ``skipped`` (already done), ``samples``, and
+            for anomalies the log-density ``threshold``.
+        """
+        from ._output import log_density, quantile_threshold, write_per_sample
+
+        check_is_fitted(self)
+        inp = self._input(X, reset=False)
+        if not isinstance(inp, Input):
+            inp = Input(Xd := from_numpy(inp), f"dask:{Xd.name}")
+        if anomaly_quantile is None:
+            names = (
+                ("label",)
+                + (("probability",) if proba else ())
+                + (("log_density",) if score else ())
+            )
+            info = write_per_sample(
+                path, self._params, inp, names, overwrite=overwrite, progress=progress
+            )
+            return {**info, "variables": list(names)}
+        q = float(anomaly_quantile)
+        logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
+        threshold = quantile_threshold(log_density(self._params, inp.X), q)
+        info = write_per_sample(
+            path,
+            self._params,
+            inp,
+            ("anomaly", "log_density"),
+            threshold=threshold,
+            overwrite=overwrite,
+            extra_attrs={"quantile": q, "threshold": threshold},
+            progress=progress,
+        )
+        return {**info, "variables": ["anomaly", "log_density"], "threshold": threshold}
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.

@@ -531,3 +531,34 @@ def _stop_at(n):
             raise _Stop
 
     return callback
+
+
+def test_information_criteria_in_one_read_match_scikit_learn(random_data, counting_scheduler):
+    X_np = random_data.X["full"]
+    gm = GaussianMixture(3, random_state=0).fit(X_np)
+    before = counting_scheduler.computes
+    criteria = gm.information_criteria(da.from_array(X_np, chunks=100))
+    assert counting_scheduler.computes == before + 1  # both criteria from one read
+    sk = gm.to_sklearn()
+    assert criteria["bic"] == pytest.approx(sk.bic(X_np), rel=1e-10)
+    assert criteria["aic"] == pytest.approx(sk.aic(X_np), rel=1e-10)
+    assert criteria["log_likelihood"] == pytest.approx(sk.score(X_np), rel=1e-10)
+    assert criteria["n_samples"] == len(X_np) and gm.bic(X_np) == pytest.approx(criteria["bic"])
+
+
+def test_predict_to_zarr_writes_what_predict_gives_and_reuses_it(random_data, tmp_path):
+    import zarr
+
+    X = random_data.X["full"]
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    out = tmp_path / "labels.zarr"
+    info = gm.predict_to_zarr(X, out, proba=True, score=True)
+    group = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(group["label"][:], gm.predict(X))
+    np.testing.assert_allclose(group["probability"][:], gm.predict_proba(X), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(group["log_density"][:], gm.score_samples(X), rtol=1e-12)
+    assert info["variables"] == ["label", "probability", "log_density"]
+    anomalies = gm.predict_to_zarr(X, tmp_path / "a.zarr", anomaly_quantile=0.05)
+    mask = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["anomaly"][:]
+    np.testing.assert_array_equal(mask, gm.score_samples(X) < anomalies["threshold"])
+    assert abs(mask.mean() - 0.05) < 0.01
