@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._checkpoint import FitState
-from ._fingerprint import Digest, content_digest_chunk
+from ._fingerprint import Digest, stats_and_digest_chunk
 from ._init import restart_seeds
 from ._reduction import _nbytes, map_reduce
 from ._scheduler import one_blas_thread
@@ -57,31 +57,6 @@ def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
     """
     first = EStepParams.from_params(params[0])
     return (first, *(EStepParams.from_params(p, first.shift) for p in params[1:]))
-
-
-@dataclass(frozen=True, eq=False)
-class _WithDigest:
-    """A block's statistics and its content digest, added pairwise."""
-
-    stats: Any
-    digest: Digest
-
-    def __add__(self, other: _WithDigest) -> _WithDigest:
-        return _WithDigest(self.stats + other.stats, self.digest + other.digest)
-
-
-def _stats_and_digest_chunk(
-    chunk_fn: Callable[..., Any],
-    block: np.ndarray,
-    constants: Any,
-    *,
-    sample_weight: np.ndarray | None = None,
-    row_offset: int = 0,
-) -> _WithDigest:
-    """A model's statistics of a block and the digest of its content, from one read."""
-    stats = chunk_fn(block, constants, sample_weight=sample_weight, row_offset=row_offset)
-    digest = content_digest_chunk(block, sample_weight=sample_weight, row_offset=row_offset)
-    return _WithDigest(stats, digest)
 
 
 class MixtureModel(Protocol):
@@ -161,11 +136,10 @@ class GaussianEM:
     def estep_constants(self, params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
         return _estep_params(params)
 
-    @staticmethod
-    def chunk_stats(block, constants, *, sample_weight=None, row_offset=0):
-        return suffstats_chunk_many(
-            block, constants, sample_weight=sample_weight, row_offset=row_offset
-        )
+    # The kernel itself, not a wrapper: workers unpickle it by reference, and
+    # importing daskgmm._stats (NumPy only) costs them nothing; importing this
+    # module would bring scikit-learn's k-means and the file layer (~65 MiB each).
+    chunk_stats = staticmethod(suffstats_chunk_many)
 
     def update(self, stats: Any, params: GMMParams, constants: EStepParams):
         if not stats.weight_sum > 0:
@@ -270,7 +244,7 @@ def fit_em_many(
             eps = model.estep_constants([states[i].params for i in active])
         chunk_fn = model.chunk_stats
         if on_digest is not None:
-            chunk_fn = functools.partial(_stats_and_digest_chunk, chunk_fn)
+            chunk_fn = functools.partial(stats_and_digest_chunk, chunk_fn)
         total = map_reduce(
             X,
             chunk_fn,

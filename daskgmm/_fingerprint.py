@@ -23,13 +23,20 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Digest", "content_digest", "content_digest_chunk", "files_fingerprint"]
+__all__ = [
+    "Digest",
+    "content_digest",
+    "content_digest_chunk",
+    "files_fingerprint",
+    "stats_and_digest_chunk",
+]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -121,6 +128,31 @@ def content_digest(
         w = None if sample_weight is None else sample_weight[start : start + rows]
         total += content_digest_chunk(X[start : start + rows], sample_weight=w, row_offset=start)
     return total
+
+
+@dataclass(frozen=True, eq=False)
+class _WithDigest:
+    """A block's statistics and its content digest, added pairwise."""
+
+    stats: Any
+    digest: Digest
+
+    def __add__(self, other: _WithDigest) -> _WithDigest:
+        return _WithDigest(self.stats + other.stats, self.digest + other.digest)
+
+
+def stats_and_digest_chunk(
+    chunk_fn: Callable[..., Any],
+    block: np.ndarray,
+    constants: Any,
+    *,
+    sample_weight: np.ndarray | None = None,
+    row_offset: int = 0,
+) -> _WithDigest:
+    """A model's statistics of a block and the digest of its content, from one read."""
+    stats = chunk_fn(block, constants, sample_weight=sample_weight, row_offset=row_offset)
+    digest = content_digest_chunk(block, sample_weight=sample_weight, row_offset=row_offset)
+    return _WithDigest(stats, digest)
 
 
 _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "version_id", "VersionId")

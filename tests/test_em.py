@@ -201,3 +201,34 @@ def test_restarts_share_each_pass_over_the_data(rng, counting_scheduler):
     assert len({round(r.lower_bound, 6) for r in singles}) > 1, "restarts should differ"
     np.testing.assert_allclose(gm.means_, best.params.means, rtol=1e-12)
     assert gm.lower_bounds_ == pytest.approx(list(best.lower_bounds), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_workers_import_only_the_numpy_kernels():
+    """A block task is unpickled by reference: the EM passes' kernel must live in a module
+    that imports nothing heavy (the EM layer would bring the file layer and scikit-learn's
+    k-means, ~65 MiB a worker). The initialisation's block functions still live in _init."""
+    import sys
+
+    from distributed import Client, LocalCluster
+
+    from daskgmm import GaussianMixture
+
+    X = np.random.RandomState(0).normal(size=(4000, 3))
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+    ):
+        GaussianMixture(2, init_params="random_from_data", random_state=0, max_iter=3).fit(
+            da.from_array(X, chunks=1000)
+        )
+        loaded = client.run(lambda: sorted(m for m in sys.modules if m.startswith("daskgmm")))
+    for modules in loaded.values():
+        assert "daskgmm._stats" in modules, modules
+        assert not {"daskgmm._em", "daskgmm._checkpoint", "daskgmm._lock"} & set(modules)
