@@ -96,22 +96,37 @@ def chunk_name(request):
     return request.param
 
 
+def local_cluster():
+    """A real multi-process LocalCluster on 127.0.0.1: two single-threaded workers."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+
+
 @pytest.fixture(scope="session")
 def cluster_client():
-    """A real multi-process LocalCluster on 127.0.0.1 (two single-threaded workers)."""
-    from distributed import Client, LocalCluster
+    """:func:`local_cluster` for the whole session, not set as the default client."""
+    from distributed import Client
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with local_cluster() as cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+class Stop(Exception):
+    """Raised by :func:`stop_after`'s callback: a fit stopped as if killed."""
+
+
+def stop_after(n_iter):
+    """A fit callback that stops the fit once a restart has done ``n_iter`` iterations
+    (the checkpoint then holds the last completed pass)."""
+
+    def callback(info):
+        if info.n_iter >= n_iter:
+            raise Stop
+
+    return callback
 
 
 @pytest.fixture(params=["sync", "threads", "distributed"])

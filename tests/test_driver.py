@@ -17,6 +17,8 @@ from daskgmm._checkpoint import Checkpoint
 from daskgmm._em import GaussianEM, fit_mixture
 from daskgmm._init import restart_seeds
 
+from .conftest import Stop, stop_after
+
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0
 
 LOG_2PI = np.log(2 * np.pi)
@@ -127,10 +129,6 @@ def data():
     return centres, centres[labels] + rng.normal(size=(3000, 2))
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_a_second_model_runs_through_the_same_driver(data, tmp_path):
     centres, X_np = data
     X = da.from_array(X_np, chunks=500)
@@ -152,13 +150,9 @@ def test_a_second_model_runs_through_the_same_driver(data, tmp_path):
         # killed after four passes, then resumed from the checkpoint: the same result
         store = Checkpoint(tmp_path / "ckpt")
 
-        def stop(info):
-            if info.n_iter >= 4:
-                raise _Stop
-
-        with pytest.raises(_Stop):
+        with pytest.raises(Stop):
             fit_mixture(X, model, random_state=np.random.RandomState(1), checkpoint=store,
-                        callback=stop, **kw)  # fmt: skip
+                        callback=stop_after(4), **kw)  # fmt: skip
         state, _ = store.load(model)
         assert [r.n_iter for r in state.restarts] == [4, 4, 4] and not state.complete
         resumed, _ = fit_mixture(

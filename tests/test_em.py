@@ -12,7 +12,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from daskgmm import GaussianMixture, GMMParams, fit_em
 
-from .conftest import COVARIANCE_TYPES, RandomData, chunkings
+from .conftest import COVARIANCE_TYPES, RandomData, chunkings, local_cluster
 
 
 def _init_kwargs(data, ct, rng):
@@ -210,21 +210,12 @@ def test_workers_import_only_the_numpy_kernels():
     k-means, ~65 MiB a worker). The initialisation's block functions still live in _init."""
     import sys
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from daskgmm import GaussianMixture
 
     X = np.random.RandomState(0).normal(size=(4000, 3))
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
-    ):
+    with local_cluster() as cluster, Client(cluster) as client:
         GaussianMixture(2, init_params="random_from_data", random_state=0, max_iter=3).fit(
             da.from_array(X, chunks=1000)
         )

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from daskgmm import GaussianMixture, load
 from daskgmm._checkpoint import RefusedError
 
-from .conftest import RandomData
+from .conftest import RandomData, Stop, stop_after
 from .test_cli import ENV, _run, image_store, scheduler_address  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -148,18 +148,6 @@ def test_two_nights_on_one_path_give_each_night_its_own_model_and_labels(
     assert predict.returncode == 0 and "(0 blocks written" in predict.stdout
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(n):
-    def callback(info):
-        if info.n_iter >= n:
-            raise _Stop
-
-    return callback
-
-
 def test_numpy_checkpoint_resumes_under_another_scheduler_and_block_count(
     tmp_path, cluster_client, caplog
 ):
@@ -168,8 +156,8 @@ def test_numpy_checkpoint_resumes_under_another_scheduler_and_block_count(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         reference = GaussianMixture(**kw).fit(X)
-        with dask.config.set(scheduler="threads"), pytest.raises(_Stop):
-            GaussianMixture(**kw).fit(X, checkpoint=tmp_path / "c", callback=_stop_after(3))
+        with dask.config.set(scheduler="threads"), pytest.raises(Stop):
+            GaussianMixture(**kw).fit(X, checkpoint=tmp_path / "c", callback=stop_after(3))
         with (
             cluster_client.as_current(),
             dask.config.set(scheduler=cluster_client),
@@ -186,8 +174,8 @@ def test_streamed_store_rewritten_with_other_data_is_caught_in_the_first_pass(tm
     kw = dict(n_components=3, random_state=0, tol=0, max_iter=6, cache=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        with pytest.raises(_Stop):
-            GaussianMixture(**kw).fit(store, checkpoint=tmp_path / "c", callback=_stop_after(2))
+        with pytest.raises(Stop):
+            GaussianMixture(**kw).fit(store, checkpoint=tmp_path / "c", callback=stop_after(2))
         Y = _night(9)
         zarr.open_array(store, mode="a")[:] = Y  # same shape, dtype and path; other values
         with pytest.raises(RefusedError, match="data content: checkpoint"):
@@ -409,8 +397,8 @@ def test_object_store_paths_checkpoint_lock_model_and_output(tmp_path):
     kw = dict(n_components=3, random_state=0, max_iter=4, tol=0)
     with dask.config.set(scheduler="threads"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        with pytest.raises(_Stop):
-            GaussianMixture(**kw).fit(X, checkpoint="memory://t/ck", callback=_stop_after(2))
+        with pytest.raises(Stop):
+            GaussianMixture(**kw).fit(X, checkpoint="memory://t/ck", callback=stop_after(2))
         assert not fs.exists("/t/ck.daskgmm-lock")  # released when the fit stopped
         resumed = GaussianMixture(**kw).fit(X, checkpoint="memory://t/ck")
         np.testing.assert_allclose(resumed.means_, GaussianMixture(**kw).fit(X).means_, rtol=1e-12)

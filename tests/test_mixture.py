@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import daskgmm
 from daskgmm import GaussianMixture
 
-from .conftest import COVARIANCE_TYPES, RandomData, chunkings
+from .conftest import COVARIANCE_TYPES, RandomData, Stop, chunkings, stop_after
 
 # k-means|| draws one uniform per row, so integer weights and repeated rows draw
 # different candidates; on this check's structureless data (15 uniform points in 30
@@ -495,8 +495,8 @@ def test_float32_in_float32_out_with_full_precision_kept(ct, tmp_path):
         gm = GaussianMixture(**kw).fit(X32)
         sk = SkGaussianMixture(**kw).fit(X32)
         # a float32 fit resumed from a checkpoint equals an uninterrupted one, bit for bit
-        with pytest.raises(_Stop):
-            GaussianMixture(**kw).fit(X32, checkpoint=tmp_path / "c", callback=_stop_at(3))
+        with pytest.raises(Stop):
+            GaussianMixture(**kw).fit(X32, checkpoint=tmp_path / "c", callback=stop_after(3))
         resumed = GaussianMixture(**kw).fit(X32, checkpoint=tmp_path / "c")
     names = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
     for name in names:
@@ -519,18 +519,6 @@ def test_float32_in_float32_out_with_full_precision_kept(ct, tmp_path):
     loaded = daskgmm.load(tmp_path / "m.zarr")
     assert loaded.means_.dtype == np.float32
     np.testing.assert_array_equal(loaded._params.means, full.means)
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stop_at(n):
-    def callback(info):
-        if info.n_iter >= n:
-            raise _Stop
-
-    return callback
 
 
 def test_information_criteria_in_one_read_match_scikit_learn(random_data, counting_scheduler):
