@@ -206,6 +206,7 @@ def test_a_second_job_on_one_checkpoint_or_output_is_refused(scheduler_address, 
     first = _popen(*fit)
     try:
         _wait_for(f"{tmp_path / 'ckpt'}.daskgmm-lock")
+        first.send_signal(signal.SIGSTOP)  # holds the lock, alive, going nowhere
         second = _run(*fit)
         assert second.returncode == 3, second.stderr
         line = second.stderr.strip().splitlines()[-1]
@@ -226,16 +227,13 @@ def test_a_second_job_on_one_checkpoint_or_output_is_refused(scheduler_address, 
     finally:
         _kill(third)
 
-    # predict: 300 blocks of 4000 rows, long enough to still run when the second comes
-    big = zarr.create_array(str(tmp_path / "big.zarr"), shape=(1_200_000, 8), chunks=(4000, 8),
-                            dtype="f8")  # fmt: skip
-    big[:] = np.tile(zarr.open_array(str(store / "x.zarr"), mode="r")[:], (10, 1))
-    predict = ["predict", store / "m.zarr", tmp_path / "big.zarr", "--proba", "--score",
+    predict = ["predict", store / "m.zarr", store / "x.zarr", "--proba", "--score",
                "-o", tmp_path / "out.zarr", "--scheduler", scheduler_address]  # fmt: skip
     slow = CHUNKS
     first = _popen(*predict, env=slow)
     try:
         _wait_for(f"{tmp_path / 'out.zarr'}.daskgmm-lock")
+        first.send_signal(signal.SIGSTOP)
         second = _run(*predict, env=slow)
         assert second.returncode == 3 and "Output " in second.stderr
         assert "is in use by another daskgmm job" in second.stderr
