@@ -195,8 +195,7 @@ class _WhitenedAccumulator(Accumulator):
         self.precisions_cholesky = precisions_cholesky
         # Y_k by blocks of rows, each from its diagonal block rightwards;
         # finish() mirrors the rest. Where the E-step keeps one GEMM (small D),
-        # one product of all rows is faster too: float32, D=16, K=8, one core:
-        # 0.047 s per 1e6 samples against 0.069 s.
+        # one product of all rows is faster too (see benchmarks/README.md, kernel measurements).
         n_features = deltas.shape[1]
         self.bounds = _moment_blocks(n_features, dtype)
 
@@ -263,12 +262,9 @@ def _column_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
     ``U_k`` is upper triangular, so the outputs of a block of columns ending at
     ``hi`` need only the first ``hi`` features: a batched GEMM per block skips
     the zeros below the diagonal, a quarter of the flops with two blocks, 3/8
-    with four. Blocks of ~16 columns, at least two. Measured on one core, K=8,
-    per 1e6 samples, one GEMM -> two: float64 0.12 -> 0.09 s at D=16, 1.46 ->
-    0.96 s at D=64, but 0.004 -> 0.034 s at D=2 (K tiny GEMMs instead of one);
-    float32 0.06 -> 0.09 s at D=16, 0.12 -> 0.10 s at D=24, 0.79 -> 0.48 s at
-    D=64. Two -> four blocks at D=64: 0.95 -> 0.82 s (float64), 0.47 -> 0.41 s
-    (float32); D=128 two -> eight: 4.4 -> 2.9 s, 2.2 -> 1.5 s.
+    with four. Blocks of ~16 columns, at least two; below 16 features (24 in
+    float32) K tiny GEMMs cost more than the zeros they skip
+    (see benchmarks/README.md, kernel measurements).
     """
     smallest = 16 if np.dtype(dtype).itemsize == 8 else 24
     if n_features < smallest:
@@ -281,12 +277,8 @@ def _moment_blocks(n_features: int, dtype: np.dtype) -> tuple[int, ...]:
 
     At least two where the E-step splits; ~32 rows each in float64, ~16 in
     float32. These GEMMs run along the tile's rows, and narrow blocks can lose
-    more in speed than they save in flops. One core, K=8, per 1e6 samples, two
-    -> four blocks: D=64 1.33 -> 1.42 s (float64, an early version), D=128 5.3
-    -> 4.3 s. float32 takes twice a tile's rows and gains from narrower
-    blocks: D=64 two -> four, one core / two threads, 1.49 -> 1.24 s / 0.89
-    -> 0.73 s (float64 2.55 -> 2.44 s / 1.45 -> 1.45 s; eight blocks 1.63 s
-    on two threads).
+    more in speed than they save in flops; float32 takes twice a tile's rows
+    and gains from narrower blocks (see benchmarks/README.md, kernel measurements).
     """
     if len(_column_blocks(n_features, dtype)) == 2:
         return (0, n_features)
@@ -363,12 +355,7 @@ def _use_quadratic(whitened: Float, dtype: np.dtype) -> bool:
     distance, and the same features times the responsibilities give every first
     and second moment. That halves the flops of the whitened E-step's two GEMMs
     and replaces its (rows, K*D) elementwise passes by a (rows, D(D+1)/2) one,
-    which pays while ``D <= 2K + 8``. Measured on one core per 1e6 samples
-    (whitened -> quadratic, float64 / float32): D=16 K=8 0.38-0.45 -> 0.22 /
-    0.27-0.31 -> 0.14 s; D=16 K=32 1.7-2.2 -> 0.78 / 1.1-1.2 -> 0.46 s; D=8
-    K=8 0.22 -> 0.12-0.16 / 0.17 -> 0.09-0.12 s. A first version also gave
-    D=64 K=32 15.3 -> 8.9 / 6.5 -> 4.5 s, but D=32 K=8 0.99 -> 1.37 s and D=64
-    K=16 7.3 -> 7.6 s.
+    which pays while ``D <= 2K + 8`` (see benchmarks/README.md, kernel measurements).
 
     The price is accuracy: the expansion cancels, with an error of about
     ``eps * reach**2`` relative to each covariance, where ``reach`` is the
@@ -445,11 +432,9 @@ def _gemm_rows(n_columns: int, n_components: int) -> int:
     """Rows per GEMM of the quadratic features (a tile runs several).
 
     OpenBLAS (SkylakeX) runs GEMMs of ``m*n*k <= 1e6`` on its small-matrix
-    kernels, twice as fast on these skinny shapes: one core, per 1e6 samples,
-    D=16 K=8, 800 rows 0.30 s (float64) / 0.22 s (float32) against 0.48 / 0.34 s
-    at 1024 rows; K=4 1600 rows 0.20 / 0.13 s against 0.25 / 0.19 s at 1024.
-    Where that would take fewer than 512 rows (K=32: 204; slower there), a
-    GEMM takes the whole tile.
+    kernels, about twice as fast on these skinny shapes. Where that would take
+    fewer than 512 rows (K=32: 204; slower there), a GEMM takes the whole tile
+    (see benchmarks/README.md, kernel measurements).
     """
     rows = 1_000_000 // (n_columns * n_components)
     return rows if rows >= 512 else 1 << 30
@@ -476,8 +461,7 @@ class _QuadraticAccumulator(Accumulator):
         phi = buffer[:, Xc.shape[1] :]
         if not resp.flags.c_contiguous:
             # the E-step's (K, rows) layout: row-major again for this GEMM, which
-            # is half as fast on the transposed operand (0.055 against 0.11 s
-            # per 1e6 samples, D=16 K=8 float64, the copy included)
+            # is half as fast on the transposed operand, the copy included
             rows_first = ws.take("resp-rows", resp.shape, resp.dtype)
             rows_first[...] = resp
             resp = rows_first
@@ -522,13 +506,8 @@ class CovarianceModel(ABC):
         threaded scheduler) per sample; larger ones fall out of cache. This
         default serves the models whose per-tile temporaries are (rows, K) and
         (rows, D): 4096 rows, fewer only where such a temporary would pass
-        8 MiB in float64; float32 tiles take the same rows. Measured through
-        two threads, N=1e6, against the former rule of 4 MiB of (rows, K*D),
-        which gave 256-1024 rows at D=64 or K=32: diag
-        D=64 K=32 1.20 -> 0.51 s per iteration (float64), 1.10 -> 0.36 s
-        (float32); tied D=64 K=8 0.51 s either way (float64), 0.39 -> 0.25 s
-        (float32); spherical D=64 K=32 1.21 -> 0.48 s; diag D=16 K=8 (4096
-        rows before too) unchanged.
+        8 MiB in float64; float32 tiles take the same rows
+        (see benchmarks/README.md, kernel measurements).
         """
         per_row = (n_components + n_features) * 8
         return int(min(4096, max(256, (8 << 20) // per_row)))
@@ -720,28 +699,19 @@ class Full(CovarianceModel):
             # ~4 MiB of features per tile, a whole number of _gemm_rows pieces
             # (each GEMM then is one stacked call, see _pieces): fewer NumPy
             # calls per sample, which matters most on the threaded scheduler
-            # (every call hands the GIL over). Two threads, per 1e6 samples,
-            # D=16 K=8 (float64 / float32): 1 MiB 0.44 / 0.31 s, 2 MiB 0.30 /
-            # 0.21 s, 4 MiB 0.22 / 0.16 s, 8 MiB 0.25 / 0.15 s. float32 takes
-            # the same bytes, twice the rows (one core, 3102 -> 6204 rows:
-            # 0.131 -> 0.123 s; two threads 0.12-0.14 -> 0.10 s).
+            # (every call hands the GIL over): ~4 MiB of features per tile;
+            # float32 takes the same bytes, twice the rows
+            # (see benchmarks/README.md, kernel measurements).
             n_columns = n_features + _n_quadratic(n_features)
             rows = min(8192, max(256, (4 << 20) // (n_columns * itemsize)))
             piece = _gemm_rows(_n_quadratic(n_features), n_components)
             if piece < rows:
                 rows = max(1, round(rows / piece)) * piece
             return int(rows)
-        # Three (rows, K*D) temporaries per tile. Measured through Dask on 2
-        # threads, N=1e6, float64: at D=16 (K=8 and 32) 2 MiB beats 1 MiB by
-        # 7-15 % (fewer GIL hand-offs) and 4 MiB by 10-20 %; at D=64, where a row
-        # costs 16x the flops, 1 MiB beats 2 MiB by 13 % (cache). float32 takes
-        # the same bytes, twice the rows: on one core as fast, on two threads
-        # faster (its NumPy calls are shorter, the GIL's share larger): per 1e6
-        # samples, K=8, D=64 256 -> 512 rows 1.16 -> 0.95 s, D=32 512 -> 1024
-        # rows 0.51 -> 0.32 s; D=16 K=3 2048 -> 4096 rows 0.11 -> 0.09 s.
-        # With y laid out (K, rows, D), 1.5 MiB beats 1 MiB at D=64 K=8
-        # (float64, per 1e6 samples, two runs: 2 threads 1.54-1.60 -> 1.38-
-        # 1.47 s, one core 2.58-2.62 -> 2.50-2.57 s; 2 MiB 1.60 s).
+        # Three (rows, K*D) temporaries per tile: 2 MiB below 32 features (fewer
+        # GIL hand-offs), 1.5 MiB above (a row costs more flops; cache). float32
+        # takes the same bytes, twice the rows: its NumPy calls are shorter, the
+        # GIL's share larger (see benchmarks/README.md, kernel measurements).
         tile_bytes = (2 << 20) if n_features < 32 else (3 << 19)
         per_row = max(1, n_components * n_features) * itemsize
         return int(min(8192, max(256, tile_bytes // per_row)))
@@ -838,12 +808,8 @@ class Full(CovarianceModel):
             if phi is None or not _is_view(Xc, phi[:, :n_features]):
                 phi = self._features(Xc, None, ws)
             # laid out (K, rows): the GEMM runs with the long side last, and the
-            # normalisation then works along contiguous rows (see
-            # _stats._normalise_inplace). One core, per 1e6 samples, D=16 K=8,
-            # (rows, K) -> (K, rows), float64 / float32: GEMM 0.066 -> 0.062 /
-            # 0.042 -> 0.036 s, normalisation 0.032 -> 0.021 / 0.024 -> 0.014 s;
-            # whole kernel 0.223 -> 0.211 / 0.143 -> 0.132 s, and at K=32 0.78 ->
-            # 0.65 / 0.46 -> 0.35 s.
+            # normalisation then works along contiguous rows (_stats._normalise_inplace;
+            # see benchmarks/README.md, kernel measurements).
             coefficients = prepared.coefficients
             out = ws.take("mahalanobis-t", (len(coefficients), n), Xc.dtype)
             step = _gemm_rows(*coefficients.shape)
@@ -857,11 +823,8 @@ class Full(CovarianceModel):
             augmented[:, 1:] = Xc
         # y[k, n] = U_k^T (x_n - mu_k), kept for _WhitenedAccumulator, laid out
         # (K, rows, D): each component's rows contiguous for the squares and
-        # the moments' GEMMs. One core, per 1e6 samples, against (rows, K*D):
-        # D=64 K=8 2.76 -> 2.61 s (float64), 1.55 -> 1.47 s (float32); D=32
-        # 0.98 -> 0.90 s; D=16 K=3 0.17 -> 0.14 s. The one GEMM of small D
-        # gives (rows, K*D), copied over: as fast as before in float32 (D=16
-        # K=3 0.128 / 0.131 s; without the copy, strided, 0.152 s).
+        # the moments' GEMMs. The one GEMM of small D gives (rows, K*D), copied
+        # over: cheaper than working on it strided (see benchmarks/README.md, kernel measurements).
         stacked = prepared.stacked
         if stacked is not None:
             n_components = stacked.shape[1] // n_features
@@ -894,8 +857,7 @@ class Full(CovarianceModel):
             rows = np.flatnonzero(root[:, k])
             if len(rows) <= len(Xc) // 2:
                 # mostly zero weights (k-means's hard assignments): only the
-                # component's own rows (the initialisation's last pass, 1e6 x 16
-                # float32, K=4, one core: 0.21 -> 0.14 s)
+                # component's own rows (see benchmarks/README.md, kernel measurements)
                 diff = np.take(Xc, rows, axis=0, out=buf[: len(rows)])
                 diff -= deltas[k]
                 diff *= root[rows, k, None]

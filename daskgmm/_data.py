@@ -64,11 +64,8 @@ def _parallel_slots() -> tuple[int, int]:
     client's workers, once they have joined), one block per worker thread:
     persisted blocks stay on the worker that holds them, so a second block
     balances nothing and costs one more task per pass, about 1-1.5 ms of the
-    scheduler's CPU on the cores the workers compute on. LocalCluster of 2
-    single-threaded workers, N=1e6 D=16 K=8, five pairs of processes,
-    seconds per iteration: float64 0.155-0.215 -> 0.137-0.204, float32
-    0.097-0.120 -> 0.079-0.115 (each faster in four pairs of five); the
-    float32 / float64 ratio 1.47-1.80 -> 1.74-1.83.
+    scheduler's CPU on the cores the workers compute on
+    (see benchmarks/README.md, scheduling measurements).
     """
     client = active_client()
     if client is not None:

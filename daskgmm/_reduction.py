@@ -35,15 +35,13 @@ __all__ = ["map_reduce", "tree_sum"]
 SPLIT_EVERY = 8
 
 #: Largest size of all of one argument's copies that :func:`map_reduce` puts
-#: inside the block tasks instead of one graph key. Measured on a 2-core
-#: LocalCluster, four blocks, a pass that computes nothing: 34 ms with the
-#: parameters as a key and a last combine task, 27 ms with the parameters in
-#: the tasks, 24 ms with the top partial sums added on the driver too.
+#: inside the block tasks instead of one graph key: a worker then needs no key
+#: before it starts (see benchmarks/README.md, scheduling measurements).
 EMBED_BYTES = 1 << 20
 
 #: Largest size of the top partial sums that :func:`map_reduce` gathers and
 #: adds on the driver instead of a last combine task (one task's round trip
-#: through the scheduler: 28 against 34 ms for the pass above).
+#: through the scheduler less).
 GATHER_BYTES = 1 << 20
 
 
@@ -163,9 +161,8 @@ def map_reduce(
         in the client's batched stream to the scheduler, which sends at most
         once per 10 ms; released at the end of a pass, they held the next
         pass's graph back by the rest of those 10 ms. Held until the next
-        pass, their release follows its graph. (2-core LocalCluster, a pass
-        that computes nothing: 21.8 -> 16.9 ms, the graph reaching the
-        scheduler 3.4 instead of 7.4 ms after the pass began.) The caller
+        pass, their release follows its graph
+        (see benchmarks/README.md, scheduling measurements). The caller
         drops the list when the loop ends.
 
     Returns

@@ -30,7 +30,7 @@ def blas_threads_guard(*collections: Any) -> contextlib.AbstractContextManager:
     """One BLAS thread per task while the local threaded scheduler runs several tasks.
 
     Dask's threads and BLAS's threads would otherwise oversubscribe the cores
-    (measured: 2.2x slower EM iterations on 2 cores). Pass the collections about
+    (see benchmarks/README.md, scheduling measurements). Pass the collections about
     to be computed: with no scheduler configured, they pick the threaded one.
     Distributed workers get their thread limits from the nanny's environment.
     """
@@ -49,13 +49,12 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     Besides :func:`blas_threads_guard`, the driver's own linear algebra between
     passes (M-step, E-step constants) runs under it: its matrices are tiny, but a
     multithreaded BLAS call there left OpenBLAS's threads spinning into the
-    next pass, taking a core from its tasks on the same machine (2 cores,
-    threaded scheduler, N=1e6 D=16 K=8 float32: 0.117 against 0.093 s per pass).
+    next pass, taking a core from its tasks on the same machine.
 
-    Looking the BLAS libraries up takes 1.3-1.6 ms (a ctypes callback per
-    loaded shared library, ~200 with distributed imported), three times per EM
-    iteration, so the lookup is kept until ``sys.modules`` changes: a BLAS
-    loaded later comes with an import.
+    Looking the BLAS libraries up costs a ctypes callback per loaded shared
+    library, three times per EM iteration, so the lookup is kept until
+    ``sys.modules`` changes: a BLAS loaded later comes with an import
+    (see benchmarks/README.md, scheduling measurements).
     """
     global _blas_controller
     from threadpoolctl import ThreadpoolController

@@ -512,8 +512,7 @@ def _first_minimum(block: Float, best: Float, ws: Workspace, name: str) -> NDArr
 
     One equality test per centre, from the last to the first, so that ties go to
     the lowest index as with ``argmin``. Along the contiguous rows this beats
-    ``argmin`` along either axis (one core, 1e6 rows of float32, 41 centres:
-    29 ms against 53 ms on the (rows, centres) layout and 148 ms on this one).
+    ``argmin`` along either axis (see benchmarks/README.md, kernel measurements).
     """
     labels = ws.take(name, (block.shape[1],), np.intp)
     labels[...] = 0
@@ -551,12 +550,11 @@ def _nearest(
     every set, and the row norms are added once per set after its minimum. The
     distances are laid out (centres, rows), so that each set's minimum is a
     reduction over the first axis, vectorised along the rows (NumPy's minimum
-    or argmin along a short last axis costs more than the GEMM: one core, 1e6
-    x 16 float32, 25 centres, argmin 0.055 s against 0.022 s for this layout's
-    GEMM and minimum). Everything lives in ``ws``: on distributed's workers
-    (``MALLOC_TRIM_THRESHOLD_`` set) fresh tile temporaries made the k-means
-    passes 2-3x slower (one core, 1e6 x 16 float32, 41 centres: 0.37 against
-    0.14 s). ``labels=False`` gives None for the labels and skips them.
+    or argmin along a short last axis costs more than the GEMM). Everything
+    lives in ``ws``: on distributed's workers (``MALLOC_TRIM_THRESHOLD_`` set)
+    fresh tile temporaries made the k-means passes several times slower (see
+    benchmarks/README.md, kernel measurements). ``labels=False`` gives None for
+    the labels and skips them.
     """
     n = len(Xc)
     found = []
@@ -582,9 +580,7 @@ def _nearest_tiles(
     ``shift``: each tile is centred once, and one GEMM gives its distances to
     every centre of every set (:func:`_nearest`). A tile holds ~1 MiB of
     distances per set, whatever the number of centres (k-means|| rounds hold
-    hundreds): one core, 1e6 x 16 float32, 41 centres, a round takes 0.063 s
-    for one set and 0.17 s for four at ~6400 rows, but 0.076 s for one at 8192
-    rows and 0.26 s for four at 1600. ``labels=False`` yields None for the
+    hundreds) (see benchmarks/README.md, kernel measurements). ``labels=False`` yields None for the
     labels and skips them. Distances that are not finite are traced back to
     NaN/inf in ``X``, naming the row (``row_offset`` is ``X``'s first).
     """
@@ -677,8 +673,8 @@ def kmeans_sizes_chunk(
 ) -> ManyStats:
     """:func:`kmeans_stats_chunk` without first moments: sizes of k-means|| candidates.
 
-    One core, 1e6 x 16 float32, 41 candidates: 0.14 -> 0.11 s without the
-    one-hot GEMM.
+    Skipping the one-hot GEMM of the first moments pays (see
+    benchmarks/README.md, kernel measurements).
     """
     return kmeans_stats_chunk(X, centers, shift, sample_weight, row_offset, first_moments=False)
 
@@ -722,8 +718,7 @@ def uniform_rows(
     first draw (a counter step yields four 64-bit draws; the ones before it
     are skipped). With ``ws`` the draws land in a reused array (see
     :func:`_nearest`). Packed this way a k-means|| round draws one number per
-    row, not four (one core, 1e6 rows, 41 candidates: 0.021 of the round's
-    0.075 s were the draws).
+    row, not four (see benchmarks/README.md, kernel measurements).
     """
     first = row_offset * n_cols
     skip = first % 4

@@ -58,12 +58,8 @@ def parse_cluster(spec: str) -> tuple[str, int | None]:
 #: statistical profiler in the workers (it samples every thread's stack every
 #: 10 ms, and this cluster has no dashboard to show it), and the event loops'
 #: health check and the system monitor at a tenth and a quarter of their
-#: default rates. On 2 cores the cluster's processes share them with the
-#: compute. Per EM iteration at N=1e6 D=64 K=8 float64, six pairs of
-#: alternated runs each: these settings 1.77 against 1.93 s (median; faster
-#: in four pairs), and with the memory monitor at 1 s too 1.90 against
-#: 2.17 s (faster in all six), the driver process (scheduler, nannies,
-#: client) using 2.5 % of a core against 6-7 %. The memory monitor keeps its
+#: default rates: on 2 cores the cluster's processes share them with the
+#: compute (see benchmarks/README.md, scheduling measurements). The memory monitor keeps its
 #: default: it is what pauses or restarts a worker running out of memory.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
