@@ -608,22 +608,14 @@ def _check_estimator(opts: dict[str, Any], ks: list[int], types: list[str], n_sa
     return gm
 
 
-def _check_fit_output(opts: dict[str, Any], gm, inp) -> None:
+def _check_fit_output(opts: dict[str, Any], gm) -> None:
     """A model already at --output: the same job's may be replaced; another only with
-    --overwrite; anything else never."""
+    --overwrite; anything else never (``model_at`` refuses it)."""
     from ._checkpoint import model_at
 
-    attrs = model_at(opts["output"])
-    if attrs is None or opts["overwrite"]:
+    if model_at(opts["output"]) is None or opts["overwrite"]:
         return
-    fit = attrs.get("fit") or {}
-    data, now = fit.get("data") or {}, inp.fingerprint()
-    same = (
-        now["files"] is not None
-        and fit.get("estimator") == gm._result_params()
-        and all(data.get(key) == now[key] for key in ("shape", "dtype", "files"))
-    )
-    if not same:
+    if not gm.same_fit_as(opts["output"], opts["input"]):
         raise RefusedError(
             f"model path {opts['output']!r} holds another daskgmm model (other parameters or "
             "other input files); pass --overwrite to replace it"
@@ -657,7 +649,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             if opts["checkpoint"]:
                 Checkpoint(opts["checkpoint"]).check_target()
                 _check_writable(opts["checkpoint"])
-            _check_fit_output(opts, gm, inp)
+            _check_fit_output(opts, gm)
             _check_writable(opts["output"])
         else:
             types = _covariance_types(opts["covariance_type"])

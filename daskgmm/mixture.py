@@ -647,6 +647,34 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             overwrite=overwrite,
         )
 
+    def same_fit_as(self, path, X) -> bool:
+        """Whether the model saved at ``path`` was fitted with these parameters on
+        these input files: a re-run of the same job, whose model it may replace.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A model written by :meth:`save`.
+        X : str or path-like
+            The input (a store or file); in-memory data have no files to compare.
+
+        Returns
+        -------
+        bool
+            False also where nothing, or no record of its fit, is at ``path``.
+        """
+        from ._checkpoint import model_at
+
+        attrs = model_at(resolve_path(path))
+        fit = (attrs or {}).get("fit") or {}
+        inp = open_input(X, variable=self.variable, feature_dim=self.feature_dim)
+        saved, now = fit.get("data") or {}, inp.fingerprint()
+        return (
+            now["files"] is not None
+            and fit.get("estimator") == self._result_params()
+            and all(saved.get(key) == now[key] for key in ("shape", "dtype", "files"))
+        )
+
     @classmethod
     def load(cls, path) -> GaussianMixture:
         """Load a model written by :meth:`save` (see :func:`daskgmm.load`)."""

@@ -418,3 +418,19 @@ def test_object_store_paths_checkpoint_lock_model_and_output(tmp_path):
         with pytest.raises(RefusedError, match=r"for other data \(the input's files changed\)"):
             write_per_sample("memory://t/o.zarr", resumed._params, open_input(url), ("label",))
     assert not [p for p in fs.find("/t") if p.endswith((".tmp", ".daskgmm-lock"))]
+
+
+def test_a_rerun_of_the_same_job_may_replace_its_model_and_no_other(tmp_path):
+    store = _store(tmp_path / "x.zarr", _night(1))
+    gm = GaussianMixture(3, random_state=0).fit(store)
+    gm.save(tmp_path / "m.zarr")
+    assert GaussianMixture(3, random_state=0).same_fit_as(tmp_path / "m.zarr", store)
+    assert not GaussianMixture(2, random_state=0).same_fit_as(tmp_path / "m.zarr", store)
+    assert not GaussianMixture(3, random_state=0).same_fit_as(tmp_path / "none.zarr", store)
+    # the command line refuses another job's model before any cluster starts (exit 3, not 4)
+    res = _run("fit", store, "-k", 2, "--random-state", 0, "-o", tmp_path / "m.zarr",
+               "--scheduler", NOWHERE)  # fmt: skip
+    assert res.returncode == 3 and "holds another daskgmm model" in res.stderr
+    time.sleep(0.01)
+    zarr.open_array(store, mode="a")[:] = _night(2)  # the same path, new files
+    assert not GaussianMixture(3, random_state=0).same_fit_as(tmp_path / "m.zarr", store)
