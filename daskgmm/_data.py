@@ -13,6 +13,7 @@ scikit-learn's own ``check_array`` (same messages as ``GaussianMixture``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -251,9 +252,9 @@ class Input:
     sample_shape : tuple of int or None
     lazy : bool
         False for in-memory xarray inputs, whose per-sample results are computed.
-    files : str or None
-        :func:`daskgmm._fingerprint.files_fingerprint` of the files read, for
-        inputs opened from a path (None for in-memory and dask inputs).
+    source : str or None
+        The resolved path or URL the input was opened from (None for in-memory
+        and dask inputs).
     """
 
     X: da.Array
@@ -262,7 +263,14 @@ class Input:
     sample_coords: dict[str, Any] | None = None
     sample_shape: tuple[int, ...] | None = None
     lazy: bool = True
-    files: str | None = None
+    source: str | None = None
+
+    @functools.cached_property
+    def files(self) -> str | None:
+        """:func:`daskgmm._fingerprint.files_fingerprint` of :attr:`source`; listed on
+        first use only (a store of a million chunks takes seconds to list), which is
+        where a checkpoint or an output is to be reused, not a plain predict."""
+        return None if self.source is None else files_fingerprint(self.source)
 
     def fingerprint(self) -> dict[str, Any]:
         """Shape, dtype and files fingerprint: nothing that depends on the chunking,
@@ -452,11 +460,11 @@ def open_input(
     ValueError, TypeError
         See :func:`as_dask_array`, plus an unknown variable or dimension.
     """
-    identity = files = None
+    identity = source = None
     if _is_path(X):
         path = resolve_path(X)
         X, identity = _open_path(X, variable)
-        files = files_fingerprint(path)
+        source = path
     else:
         try:
             import zarr
@@ -473,14 +481,14 @@ def open_input(
         X = X[variable]
     if hasattr(X, "dims") and hasattr(X, "coords"):
         return dataclasses.replace(
-            _open_dataarray(X, feature_dim, min_samples, identity), files=files
+            _open_dataarray(X, feature_dim, min_samples, identity), source=source
         )
     if feature_dim is not None:
         raise ValueError(
             f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
         )
     Xd = as_dask_array(X, min_samples=min_samples)
-    return Input(Xd, identity or f"dask:{Xd.name}", files=files)
+    return Input(Xd, identity or f"dask:{Xd.name}", source=source)
 
 
 def _open_dataarray(

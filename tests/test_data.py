@@ -266,3 +266,16 @@ def test_in_memory_blocks_on_a_cluster_are_one_per_worker_thread(
         Xd = as_dask_array(X)
     assert Xd.numblocks[0] == cluster
     assert max(Xd.chunks[0]) * n_features * 8 <= target_chunk_bytes()
+
+
+def test_a_store_is_listed_for_its_files_fingerprint_only_when_asked(tmp_path):
+    """Opening a store (predict, score) does not list it: a million chunks take seconds;
+    the fingerprint is computed where a checkpoint or an output is to be reused."""
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=(1000, 2), chunks=(100, 2), dtype="f8")
+    z[:] = np.random.RandomState(0).normal(size=(1000, 2))
+    inp = open_input(str(tmp_path / "x.zarr"))
+    assert "files" not in vars(inp)  # not listed on opening
+    first = inp.files
+    assert first is not None and vars(inp)["files"] == first  # listed once, then kept
+    z[:10] = 0.0  # rewritten chunk files: another fingerprint for a new opening
+    assert open_input(str(tmp_path / "x.zarr")).files != first
