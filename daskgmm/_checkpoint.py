@@ -328,6 +328,11 @@ class Checkpoint:
                 keep = _read_json(self.fs, self._path(_POINTER), "").get("state")
             except CheckpointError:
                 return  # a damaged pointer is left for the user to see
+        self._remove_states_but(keep)
+
+    def _remove_states_but(self, keep: str | None) -> None:
+        """Remove every state but ``keep``, and pointer temporaries: only names that
+        :meth:`save` gives, never anything else in the folder."""
         for entry in self.fs.ls(self.root, detail=False):
             base = posixpath.basename(entry.rstrip("/"))
             if (_STATE_NAME.fullmatch(base) and base != keep) or _POINTER_TMP.fullmatch(base):
@@ -356,10 +361,7 @@ class Checkpoint:
                 self.fs.rm(folder, recursive=True)
             raise
         self._switch_pointer(name)
-        for old in self.fs.ls(self.root, detail=False):
-            base = posixpath.basename(old.rstrip("/"))
-            if (_STATE_NAME.fullmatch(base) and base != name) or _POINTER_TMP.fullmatch(base):
-                self.fs.rm(old, recursive=True)  # only what save() wrote: older states, litter
+        self._remove_states_but(name)  # older states, litter
 
     def _write_state(self, folder: str, state: FitState, meta: dict[str, Any], model: Any) -> None:
         self.fs.makedirs(folder, exist_ok=True)
