@@ -137,9 +137,14 @@ def _write_block(
     return len(block)
 
 
-def check_output_target(url: str | os.PathLike[str]) -> None:
+def check_output_target(url: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Refuse an output path that holds anything but a daskgmm output (checked before a
     cluster starts; whether an output of daskgmm is reused is decided when writing).
+
+    Returns
+    -------
+    dict or None
+        The attributes of the daskgmm output there; None if nothing is there.
 
     Raises
     ------
@@ -147,11 +152,15 @@ def check_output_target(url: str | os.PathLike[str]) -> None:
     """
     url = resolve_path(url)
     fs, root = fsspec.core.url_to_fs(url)
-    if fs.exists(root) and _output_attrs(fs, root) is None:
+    if not fs.exists(root):
+        return None
+    attrs = _output_attrs(fs, root)
+    if attrs is None:
         raise RefusedError(
             f"Output {url!r} exists and is not a daskgmm output; refusing to replace it "
             "even with --overwrite. Choose another output path."
         )
+    return attrs
 
 
 def write_per_sample(
@@ -218,10 +227,8 @@ def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs
     local = isinstance(fs, LocalFileSystem)
     if local:  # stores a killed run was still creating
         _remove_litter(fs, os.path.dirname(root), _aside(os.path.basename(root), "tmp"))
-    existing = None
-    if fs.exists(root):
-        check_output_target(url)
-        existing = _output_attrs(fs, root)
+    existing = check_output_target(url)
+    if existing is not None:
         same_job = existing.get("job") == job
         same_files = inp.files is not None and existing.get("files") == inp.files
         if same_job and same_files:
