@@ -286,19 +286,18 @@ def _load_model(path: str):
         raise CLIError(f"model {path!r} does not exist") from None
 
 
-def _open_for_model(gm, opts: dict[str, Any]):
+def _check_input_for_model(opts: dict[str, Any]) -> None:
+    """INPUT opens as the model will read it, with as many features as it was trained on."""
     from ._data import open_input
 
     _check_exists(opts["input"])
-    variable = opts.get("variable") or gm.variable
-    feature_dim = opts.get("feature_dim") or gm.feature_dim
-    inp = open_input(opts["input"], variable=variable, feature_dim=feature_dim)
+    gm = _model_for_input(opts)
+    inp = open_input(opts["input"], variable=gm.variable, feature_dim=gm.feature_dim)
     if inp.X.shape[1] != gm.n_features_in_:
         raise CLIError(
             f"the model was trained on {gm.n_features_in_} features but {opts['input']!r} has "
             f"{inp.X.shape[1]}"
         )
-    return inp
 
 
 def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], None]:
@@ -677,7 +676,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         if command == "anomalies" and not 0.0 < float(opts["quantile"]) < 1.0:
             raise CLIError(f"--quantile must be strictly between 0 and 1, got {opts['quantile']}")
         _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
-        _open_for_model(_load_model(opts["model"]), opts)
+        _check_input_for_model(opts)
         check_output_target(opts["output"])
         _check_writable(opts["output"])
 

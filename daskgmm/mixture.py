@@ -472,7 +472,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if in_memory:
             # already checked by scikit-learn's validate_data: wrap, do not re-scan
             X_np = inp
-            inp = Input(Xd := from_numpy(X_np), f"dask:{Xd.name}")
+            inp = _numpy_input(X_np)
         Xd = inp.X
         n_samples, n_features = Xd.shape
         if n_samples < self.n_components:
@@ -968,7 +968,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         inp = self._input(X, reset=False)
         if not isinstance(inp, Input):
-            inp = Input(Xd := from_numpy(inp), f"dask:{Xd.name}")
+            inp = _numpy_input(inp)
         if anomaly_quantile is None:
             names = (
                 ("label",)
@@ -1078,6 +1078,13 @@ _FITTED = (
     "lower_bounds_",
     "n_features_in_",
 )
+
+
+def _numpy_input(X: np.ndarray) -> Input:
+    """An array scikit-learn's ``validate_data`` has checked, as an :class:`Input` of row
+    views (no copy, no second scan)."""
+    Xd = from_numpy(X)
+    return Input(Xd, f"dask:{Xd.name}")
 
 
 def _content_digest(X: da.Array, sample_weight: da.Array | None) -> Digest:
