@@ -53,7 +53,7 @@ def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
     restart's own (the weighted mean of its means; restarts of one dataset
     have theirs close together), so that it computes exactly as it would alone.
     A restart whose means sit too far from it for the quadratic features takes
-    the whitened path (:func:`daskgmm._covariance._use_quadratic`).
+    the whitened path (:func:`daskgmm._kernels._use_quadratic`).
     """
     first = EStepParams.from_params(params[0])
     return (first, *(EStepParams.from_params(p, first.shift) for p in params[1:]))

@@ -46,7 +46,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from ._covariance import Workspace, get_covariance_model
+from ._covariance import get_covariance_model
+from ._kernels import Workspace
 from ._reduction import map_reduce
 from ._stats import (
     GMMParams,

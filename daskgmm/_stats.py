@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from ._covariance import Accumulator, CovarianceModel, Workspace, get_covariance_model
+from ._covariance import CovarianceModel, get_covariance_model
+from ._kernels import Accumulator, Plan, Tile, Workspace, centre
 
 __all__ = [
     "EStepParams",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 Float = NDArray[np.floating]
+
+#: ``responsibilities(tile, tile_start, workspace) -> (resp, per_row_score, products)``
+#: of one tile; ``products`` (or None) go to the accumulator of the same part.
+Responsibilities = Callable[[Tile, int, Workspace], tuple[Float, Float, object]]
 
 
 _NAN_MESSAGE = (
@@ -217,26 +222,22 @@ def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
         )
 
 
-def _log_prob_constants(ep: EStepParams, dtype: np.dtype) -> tuple[tuple, Float]:
-    """Per-block constants: the model's prepared factors and the per-component offset."""
+def _log_prob_constants(ep: EStepParams, dtype: np.dtype) -> tuple[Plan, Float]:
+    """Per-block constants: the model's kernel plan and the per-component offset."""
     model = get_covariance_model(ep.covariance_type)
     n_features = ep.deltas.shape[1]
     offset = ep.log_det + ep.log_weights - 0.5 * n_features * math.log(2 * math.pi)
-    return model.prepare(ep.deltas, ep.precisions_cholesky, dtype), offset.astype(dtype)
+    return model.plan(ep.deltas, ep.precisions_cholesky, dtype), offset.astype(dtype)
 
 
 def _weighted_log_prob_centred(
-    Xc: Float,
-    model: CovarianceModel,
-    prepared: tuple,
-    offset: Float,
-    ws: Workspace | None = None,
-) -> Float:
-    """``log p(x | k) + log w_k`` of samples already minus the shift."""
-    out = model.squared_mahalanobis(Xc, prepared, ws)
+    tile: Tile, plan: Plan, offset: Float, ws: Workspace
+) -> tuple[Float, object]:
+    """``log p(x | k) + log w_k`` of a tile already minus the shift, and the plan's products."""
+    out, products = plan.mahalanobis(tile, ws)
     out *= -0.5
     out += offset
-    return out
+    return out, products
 
 
 def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
@@ -255,14 +256,14 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)
     shift = ep.shift.astype(X.dtype)
     model = get_covariance_model(ep.covariance_type)
-    prepared, offset = _log_prob_constants(ep, X.dtype)
+    plan, offset = _log_prob_constants(ep, X.dtype)
     step = model.tile_rows(n_components, X.shape[1], X.dtype.itemsize)
     ws = Workspace()
     for start in range(0, X.shape[0], step):
         tile = X[start : start + step]
-        Xc = model.centre(tile, shift, ws, prepared)
         with np.errstate(invalid="ignore", over="ignore"):
-            out[start : start + step] = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
+            wlp, _ = _weighted_log_prob_centred(plan.centre(tile, shift, ws), plan, offset, ws)
+            out[start : start + step] = wlp
         if not np.all(np.isfinite(out[start : start + step])):
             _raise_nonfinite(tile, None)
     return out
@@ -325,42 +326,44 @@ def estimate_log_prob_resp(X: Float, ep: EStepParams) -> tuple[Float, Float]:
 
 def _accumulate_chunk(
     X: Float,
+    model: CovarianceModel,
     accumulator: Accumulator,
     shift: Float,
-    responsibilities: Callable[[Float, int, Workspace], tuple[Float, Float]],
+    responsibilities: Responsibilities,
     sample_weight: Float | None,
     row_offset: int,
 ) -> SuffStats:
     """Tile the rows of ``X`` and accumulate statistics of the given responsibilities.
 
-    ``responsibilities(Xc_tile, tile_start, workspace)`` returns ``(resp, per_row_score)``.
+    ``responsibilities(tile, tile_start, workspace)`` returns ``(resp,
+    per_row_score, products)``; ``products`` go to the accumulator's ``add``.
     A non-finite score is traced back to NaN/inf in ``X`` (no extra pass: the
     float64 sum of the scores is finite exactly when all of them are).
     """
     (stats,) = _accumulate_chunk_many(
-        X, [(accumulator, responsibilities)], shift, sample_weight, row_offset
+        X, model, [(accumulator, responsibilities)], shift, sample_weight, row_offset
     )
     return stats
 
 
 def _accumulate_chunk_many(
     X: Float,
-    parts: Sequence[tuple[Accumulator, Callable[[Float, int, Workspace], tuple[Float, Float]]]],
+    model: CovarianceModel,
+    parts: Sequence[tuple[Accumulator, Responsibilities]],
     shift: Float,
     sample_weight: Float | None,
     row_offset: int,
-    prepared: tuple | None = None,
+    plan: Plan | None = None,
 ) -> list[SuffStats]:
     """:func:`_accumulate_chunk` for several ``(accumulator, responsibilities)`` at once.
 
     Each tile is read and centred once (around the one ``shift``, laid out for
-    ``prepared``) for all of them, in turn: models keep their per-tile products
-    in the one workspace, so every ``responsibilities`` call is followed by its
-    own ``add`` before the next starts. ``prepared`` is the first part's
-    E-step constants (:meth:`CovarianceModel.prepare`), if it has any.
+    ``plan``, the first part's E-step kernels, if it has any; in tiles of
+    ``model``'s size) for all of them, in turn: the products of a part's
+    E-step live in the one workspace, so every ``responsibilities`` call is
+    followed by its own ``add`` before the next starts.
     """
     n_samples, n_features = X.shape
-    model = parts[0][0].model
     n_components = max(acc.deltas.shape[0] for acc, _ in parts)
     nk = [np.zeros(acc.deltas.shape[0]) for acc, _ in parts]
     loglik = [0.0] * len(parts)
@@ -371,12 +374,12 @@ def _accumulate_chunk_many(
     ws = Workspace()
     for start in range(0, n_samples, step):
         tile = X[start : start + step]
-        Xc = model.centre(tile, shift_x, ws, prepared)
+        centred = centre(tile, shift_x, ws) if plan is None else plan.centre(tile, shift_x, ws)
         w = None if sample_weight is None else sample_weight[start : start + step]
         weight_sum += len(tile) if w is None else float(np.sum(w, dtype=np.float64))
         for i, (accumulator, responsibilities) in enumerate(parts):
             with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-                resp, score = responsibilities(Xc, start, ws)
+                resp, score, products = responsibilities(centred, start, ws)
             total = float(np.sum(score, dtype=np.float64))
             if not math.isfinite(total):
                 _raise_nonfinite(tile, row_offset + start)
@@ -390,7 +393,7 @@ def _accumulate_chunk_many(
                 resp *= w[:, None].astype(resp.dtype)
                 loglik[i] += float(w.astype(np.float64) @ score.astype(np.float64))
             nk[i] += ones[: len(resp)] @ resp
-            accumulator.add(Xc, resp, ws)
+            accumulator.add(centred.x, resp, products, ws)
     return [
         SuffStats(nk[i], *acc.finish(nk[i]), loglik[i], weight_sum, n_samples)
         for i, (acc, _) in enumerate(parts)
@@ -431,16 +434,15 @@ def suffstats_chunk(
     return stats
 
 
-def _estep_part(ep: EStepParams, dtype: np.dtype) -> tuple[tuple, Accumulator, Callable]:
-    """The E-step constants, accumulator and responsibilities of one restart."""
-    model = get_covariance_model(ep.covariance_type)
-    prepared, offset = _log_prob_constants(ep, dtype)
+def _estep_part(ep: EStepParams, dtype: np.dtype) -> tuple[Plan, Accumulator, Responsibilities]:
+    """The E-step kernels, accumulator and responsibilities of one restart."""
+    plan, offset = _log_prob_constants(ep, dtype)
 
-    def responsibilities(Xc, start, ws):
-        wlp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
-        return wlp, _normalise_inplace(wlp, ws)
+    def responsibilities(tile, start, ws):
+        wlp, products = _weighted_log_prob_centred(tile, plan, offset, ws)
+        return wlp, _normalise_inplace(wlp, ws), products
 
-    return prepared, model.accumulator(ep.deltas, dtype, prepared), responsibilities
+    return plan, plan.accumulator(ep.deltas, dtype), responsibilities
 
 
 def _suffstats_many(
@@ -454,6 +456,7 @@ def _suffstats_many(
         parts = [_estep_part(eps[i], X.dtype) for i in members]
         stats = _accumulate_chunk_many(
             X,
+            get_covariance_model(eps[members[0]].covariance_type),
             [(acc, resp) for _, acc, resp in parts],
             eps[members[0]].shift,
             sample_weight,
@@ -700,12 +703,14 @@ def hard_assignment_stats_chunk(
         sets = _CentreSets.of([c], shift, X.dtype)
         eye = np.eye(len(c), dtype=X.dtype)
 
-        def responsibilities(Xc, start, ws, sets=sets, eye=eye):
-            ((labels, d2),) = _nearest(Xc, sets, ws)
-            return eye[labels], d2
+        def responsibilities(tile, start, ws, sets=sets, eye=eye):
+            ((labels, d2),) = _nearest(tile.x, sets, ws)
+            return eye[labels], d2, None
 
         parts.append((model.accumulator(c - shift, X.dtype), responsibilities))
-    return ManyStats(tuple(_accumulate_chunk_many(X, parts, shift, sample_weight, row_offset)))
+    return ManyStats(
+        tuple(_accumulate_chunk_many(X, model, parts, shift, sample_weight, row_offset))
+    )
 
 
 def uniform_rows(
@@ -742,14 +747,16 @@ def random_resp_stats_chunk(
     model = get_covariance_model(covariance_type)
     deltas = np.zeros((n_components, X.shape[1]))
 
-    def responsibilities(Xc, start, ws):
-        resp = uniform_rows(seed, row_offset + start, len(Xc), n_components, ws)
+    def responsibilities(tile, start, ws):
+        resp = uniform_rows(seed, row_offset + start, len(tile.x), n_components, ws)
         resp /= resp.sum(axis=1, keepdims=True)
         # The score is only a finiteness probe here.
-        return resp.astype(X.dtype), np.einsum("nd->n", Xc).astype(np.float64)
+        return resp.astype(X.dtype), np.einsum("nd->n", tile.x).astype(np.float64), None
 
     accumulator = model.accumulator(deltas, X.dtype)
-    return _accumulate_chunk(X, accumulator, shift, responsibilities, sample_weight, row_offset)
+    return _accumulate_chunk(
+        X, model, accumulator, shift, responsibilities, sample_weight, row_offset
+    )
 
 
 def m_step(

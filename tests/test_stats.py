@@ -182,7 +182,7 @@ def test_restarts_sharing_tiles_compute_as_alone(rng, ct, dtype):
     for the first restart's features), one around its own shift; with weights.
     Each equals its own pass, to the bit where its arithmetic is the same.
     """
-    from daskgmm._covariance import _QuadraticPlan
+    from daskgmm._kernels import QuadraticPlan
     from daskgmm._stats import _log_prob_constants
 
     means = rng.uniform(-3, 3, size=(3, 4))
@@ -206,7 +206,7 @@ def test_restarts_sharing_tiles_compute_as_alone(rng, ct, dtype):
         EStepParams.from_params(moved),
     )
     if ct == "full":
-        plans = [isinstance(_log_prob_constants(ep, X.dtype)[0], _QuadraticPlan) for ep in eps]
+        plans = [isinstance(_log_prob_constants(ep, X.dtype)[0], QuadraticPlan) for ep in eps]
         assert plans == [True, True, False, True]
     shared = suffstats_chunk_many(X, eps, sample_weight=w, row_offset=5).parts
     for ep, got in zip(eps, shared, strict=True):
@@ -292,7 +292,8 @@ def test_uniform_rows_do_not_depend_on_blocks(n_cols):
 
 
 def test_stats_module_does_not_import_dask():
-    code = "import sys, daskgmm._stats, daskgmm._covariance; print('dask' in sys.modules)"
+    modules = "daskgmm._stats, daskgmm._covariance, daskgmm._kernels"
+    code = f"import sys, {modules}; print('dask' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -322,7 +323,8 @@ def test_full_second_moments_from_the_estep_products_are_accurate(
     path: 4e-5). The quadratic features (forced here; the E-step takes them only
     where ``_use_quadratic`` allows) lose ``eps * reach**2``, as documented.
     """
-    import daskgmm._covariance as cov
+    import daskgmm._kernels as kernels
+    from daskgmm._covariance import get_covariance_model
     from daskgmm._stats import _log_prob_constants, _normalise_inplace, _weighted_log_prob_centred
 
     n = 3000
@@ -340,17 +342,20 @@ def test_full_second_moments_from_the_estep_products_are_accurate(
     params = GMMParams.from_covariances("full", np.full(3, 1 / 3), means + 0.1, covs * 1.2)
     ep = EStepParams.from_params(params)
     Xc = (X - ep.shift).astype(dtype)
-    model = cov.get_covariance_model("full")
-    monkeypatch.setattr(cov, "_use_quadratic", lambda *args: plan == "quadratic")
+    model = get_covariance_model("full")
+    monkeypatch.setattr(kernels, "_use_quadratic", lambda *args: plan == "quadratic")
     prepared, offset = _log_prob_constants(ep, Xc.dtype)
-    assert isinstance(prepared, cov._QuadraticPlan) == (plan == "quadratic")
+    assert isinstance(prepared, kernels.QuadraticPlan) == (plan == "quadratic")
 
     def moments(estep):
-        ws = cov.Workspace()
-        resp = _weighted_log_prob_centred(Xc, model, prepared, offset, ws)
+        ws = kernels.Workspace()
+        resp, products = _weighted_log_prob_centred(kernels.Tile(Xc), prepared, offset, ws)
         _normalise_inplace(resp)
-        acc = model.accumulator(ep.deltas, Xc.dtype, prepared if estep else None)
-        acc.add(Xc, resp, ws)
+        if estep:
+            acc = prepared.accumulator(ep.deltas, Xc.dtype)
+        else:
+            acc = model.accumulator(ep.deltas, Xc.dtype)
+        acc.add(Xc, resp, products, ws)
         return acc.finish(resp.sum(axis=0).astype(float))[1], resp.astype(float)
 
     got, resp = moments(estep=True)
@@ -372,7 +377,7 @@ def test_full_second_moments_from_the_estep_products_are_accurate(
 
 def test_quadratic_features_are_chosen_by_shape_and_reach():
     """Small D against K, and means near the shift (in float32: within ~29 sigma)."""
-    from daskgmm._covariance import _use_quadratic
+    from daskgmm._kernels import _use_quadratic
 
     def use(k, d, distance, dtype):
         whitened = np.zeros((k, d))  # U_k^T d_k: one mean `distance` sigmas from the shift
@@ -418,16 +423,24 @@ def test_center_sets_sharing_tiles_compute_as_alone(rng, dtype):
         kmeans_stats_chunk(X, sets, shift)
 
 
-def test_whitened_accumulator_requires_the_estep_of_the_same_tile(rng):
-    from daskgmm._covariance import Workspace, get_covariance_model
+@pytest.mark.parametrize("quadratic", [False, True], ids=["whitened", "quadratic"])
+def test_full_estep_accumulator_requires_the_products_of_the_same_tile(rng, quadratic):
+    """The E-step's products are handed over, and products of another tile are refused."""
+    from daskgmm._kernels import Workspace, full_plan
 
     data = RandomData(rng, n_samples=20, n_components=2, n_features=3)
     ep = EStepParams.from_params(_params(data, "full"))
-    model = get_covariance_model("full")
-    prepared = model.prepare(ep.deltas, ep.precisions_cholesky, np.float64)
-    acc = model.accumulator(ep.deltas, np.float64, prepared)
-    with pytest.raises(RuntimeError, match="must follow squared_mahalanobis"):
-        acc.add(data.X["full"] - ep.shift, np.full((20, 2), 0.5), Workspace())
+    deltas = ep.deltas * (1.0 if quadratic else 1e3)  # far means take the whitened path
+    plan = full_plan(deltas, ep.precisions_cholesky, np.float64)
+    assert type(plan).__name__ == ("QuadraticPlan" if quadratic else "WhitenedPlan")
+    Xc = data.X["full"] - ep.shift
+    ws = Workspace()
+    _, products = plan.mahalanobis(plan.centre(data.X["full"][:7], ep.shift, ws), ws)
+    acc = plan.accumulator(deltas, np.float64)
+    with pytest.raises(ValueError, match=r"needs the .* of this tile from mahalanobis"):
+        acc.add(Xc, np.full((20, 2), 0.5), products, ws)
+    with pytest.raises(ValueError, match=r"needs the .* of this tile from mahalanobis"):
+        acc.add(Xc, np.full((20, 2), 0.5), None, ws)
 
 
 def test_kmeans_stats_match_the_nearest_centre_definition(rng):
