@@ -204,6 +204,32 @@ class CovarianceModel(ABC):
         return Accumulator(self.moments, deltas, dtype, self.s2_shape(*deltas.shape))
 
     @abstractmethod
+    def dense_covariances(
+        self, precisions_cholesky: Float, n_components: int, n_features: int
+    ) -> Float:
+        """Every component's covariance as a (D, D) matrix, shape (K, D, D), float64.
+
+        For the marginals and conditionals of the missing-value E-step, which
+        need sub-blocks of the covariances, not of the precisions.
+        """
+
+    @abstractmethod
+    def moments_from_full(self, nk: Float, s1: Float, s: Float, deltas: Float) -> Float:
+        """This type's second moment ``s2`` from per-component full moments.
+
+        Parameters
+        ----------
+        nk : ndarray of shape (n_components,)
+        s1 : ndarray of shape (n_components, n_features)
+            ``sum_n r_nk (x_n - means_k)``.
+        s : ndarray of shape (n_components, n_features, n_features)
+            ``sum_n r_nk (x_n - means_k)(x_n - means_k)^T`` (conditional
+            expectations for samples with missing values).
+        deltas : ndarray of shape (n_components, n_features)
+            The means minus the shift.
+        """
+
+    @abstractmethod
     def covariances_from_stats(
         self, nk: Float, s1: Float, s2: Float, deltas: Float, reg_covar: float
     ) -> Float:
@@ -279,6 +305,13 @@ class Full(CovarianceModel):
     def plan(self, deltas, precisions_cholesky, dtype):
         return _kernels.full_plan(deltas, precisions_cholesky, dtype)
 
+    def dense_covariances(self, precisions_cholesky, n_components, n_features):
+        inverse = np.linalg.inv(precisions_cholesky)  # P = U U^T => P^-1 = U^-T U^-1
+        return np.matmul(inverse.transpose(0, 2, 1), inverse)
+
+    def moments_from_full(self, nk, s1, s, deltas):
+        return s
+
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         mean_shift = s1 / nk[:, None]
         cov = s2 / nk[:, None, None] - mean_shift[:, :, None] * mean_shift[:, None, :]
@@ -330,6 +363,15 @@ class Tied(CovarianceModel):
 
     def plan(self, deltas, precisions_cholesky, dtype):
         return _kernels.TiedPlan.build(deltas, precisions_cholesky, dtype)
+
+    def dense_covariances(self, precisions_cholesky, n_components, n_features):
+        inverse = np.linalg.inv(precisions_cholesky)
+        return np.broadcast_to(inverse.T @ inverse, (n_components, *inverse.shape)).copy()
+
+    def moments_from_full(self, nk, s1, s, deltas):
+        # around the shift, summed over components: (x - c) = (x - mu_k) + d_k
+        cross = s1.T @ deltas
+        return np.sum(s, axis=0) + cross + cross.T + (deltas * nk[:, None]).T @ deltas
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         centers = deltas + s1 / nk[:, None]  # new means minus the shift
@@ -399,6 +441,13 @@ class Diag(_Diagonal):
     def plan(self, deltas, precisions_cholesky, dtype):
         return _kernels.DiagPlan.build(deltas, precisions_cholesky, dtype)
 
+    def dense_covariances(self, precisions_cholesky, n_components, n_features):
+        variances = 1.0 / precisions_cholesky**2
+        return variances[:, :, None] * np.eye(variances.shape[1])
+
+    def moments_from_full(self, nk, s1, s, deltas):
+        return np.diagonal(s, axis1=1, axis2=2).copy()
+
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         return self._diagonal_covariances(nk, s1, s2, reg_covar)
 
@@ -435,6 +484,12 @@ class Spherical(_Diagonal):
 
     def s2_shape(self, n_components, n_features):
         return (n_components,)
+
+    def dense_covariances(self, precisions_cholesky, n_components, n_features):
+        return (1.0 / precisions_cholesky**2)[:, None, None] * np.eye(n_features)
+
+    def moments_from_full(self, nk, s1, s, deltas):
+        return np.trace(s, axis1=1, axis2=2)
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         mean_shift = s1 / nk[:, None]

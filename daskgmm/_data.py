@@ -255,6 +255,8 @@ class Input:
     source : str or None
         The resolved path or URL the input was opened from (None for in-memory
         and dask inputs).
+    nodata : float or None
+        The value turned into NaN (missing), given or declared by the input.
     """
 
     X: da.Array
@@ -264,6 +266,7 @@ class Input:
     sample_shape: tuple[int, ...] | None = None
     lazy: bool = True
     source: str | None = None
+    nodata: float | None = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -365,7 +368,7 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     if isinstance(node, zarr.Array):
         if variable is not None:
             raise ValueError(f"Input {url!r} is a single Zarr array; do not pass variable.")
-        return _from_zarr_array(node), f"zarr:{identity}"
+        return _ZarrArray(_from_zarr_array(node), declared_nodata(node)), f"zarr:{identity}"
     import xarray as xr
 
     names = sorted(node.array_keys())
@@ -391,7 +394,8 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
         return _rechunk_store_variable(ds[variable]), f"zarr:{identity}#{variable}"
     if variable not in names:
         raise ValueError(f"Input {url!r} has no array {variable!r}; it has {names}.")
-    return _from_zarr_array(node[variable]), f"zarr:{identity}#{variable}"
+    z = node[variable]
+    return _ZarrArray(_from_zarr_array(z), declared_nodata(z)), f"zarr:{identity}#{variable}"
 
 
 def _is_zarr_store(fs: Any, path: str) -> bool:
@@ -408,7 +412,7 @@ def _open_directory(fs: Any, path: str, url: str, variable: str | None) -> tuple
     if not entries:
         raise ValueError(f"Input directory {url!r} holds no .npy files or .zarr stores.")
     prefix = url.split("://", 1)[0] + "://" if "://" in url else ""
-    parts = [_open_path(prefix + e, variable)[0] for e in entries]
+    parts = [_unwrap_zarr(_open_path(prefix + e, variable)[0])[0] for e in entries]
     widths = {p.shape[1:] for p in parts}
     if len(widths) != 1 or any(not isinstance(p, da.Array) or p.ndim != 2 for p in parts):
         raise ValueError(
@@ -429,12 +433,68 @@ def _rechunk_store_variable(arr: Any) -> Any:
     return arr.chunk(dict(zip(arr.dims, store_chunks)))
 
 
+#: Attributes by which an input declares the value of its missing entries (xarray
+#: decodes ``_FillValue``/``missing_value`` itself when it opens a store; rasters
+#: opened by rioxarray carry ``nodata``).
+NODATA_ATTRIBUTES = ("nodata", "_FillValue", "missing_value")
+
+
+def declared_nodata(X: Any) -> float | None:
+    """The missing-value marker an input declares, if any (see :data:`NODATA_ATTRIBUTES`).
+
+    A raw Zarr array's own ``fill_value`` counts when it is neither 0 (the
+    default of floating arrays, which real data hold) nor NaN (already missing).
+    """
+    attrs = dict(getattr(X, "attrs", {}) or {})
+    encoding = getattr(X, "encoding", None)
+    for name in NODATA_ATTRIBUTES:
+        value = attrs.get(name, (encoding or {}).get(name) if name == "nodata" else None)
+        if value is not None:
+            return _nodata_value(value, name)
+    fill = getattr(X, "fill_value", None)
+    if fill is not None and hasattr(X, "chunks") and not hasattr(X, "dims"):
+        value = _nodata_value(fill, "fill_value")
+        if value is not None and value != 0.0:
+            return value
+    return None
+
+
+def _nodata_value(value: Any, name: str) -> float | None:
+    try:
+        value = float(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"The input's {name} attribute {value!r} is not a number.") from None
+    return None if math.isnan(value) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZarrArray:
+    """A raw Zarr array opened lazily, with the missing-value marker it declares."""
+
+    X: da.Array
+    nodata: float | None
+
+
+def _unwrap_zarr(X: Any) -> tuple[Any, float | None]:
+    return (X.X, X.nodata) if isinstance(X, _ZarrArray) else (X, None)
+
+
+def _mark_nodata(X: da.Array, nodata: float) -> da.Array:
+    return X.map_blocks(_nodata_block, nodata, dtype=X.dtype)
+
+
+def _nodata_block(block: np.ndarray, nodata: float) -> np.ndarray:
+    hit = block == block.dtype.type(nodata)
+    return np.where(hit, np.nan, block) if hit.any() else block
+
+
 def open_input(
     X: Any,
     *,
     variable: str | None = None,
     feature_dim: str | None = None,
     min_samples: int = 1,
+    nodata: float | None = None,
 ) -> Input:
     """Open and validate any supported input as samples x features.
 
@@ -448,6 +508,9 @@ def open_input(
         The feature dimension of an xarray input; every other dimension is
         stacked into samples. Default: the last dimension of a 2-D array.
     min_samples : int, default=1
+    nodata : float, optional
+        Entries equal to it become NaN (missing). Default: the value the input
+        declares (:func:`declared_nodata`), if any.
 
     Returns
     -------
@@ -460,17 +523,18 @@ def open_input(
     ValueError, TypeError
         See :func:`as_dask_array`, plus an unknown variable or dimension.
     """
-    identity = source = None
+    identity = source = declared = None
     if _is_path(X):
         path = resolve_path(X)
         X, identity = _open_path(X, variable)
+        X, declared = _unwrap_zarr(X)
         source = path
     else:
         try:
             import zarr
 
             if isinstance(X, zarr.Array):
-                X = _from_zarr_array(X)
+                X, declared = _from_zarr_array(X), declared_nodata(X)
         except ImportError:  # pragma: no cover - zarr is a dependency
             pass
     if hasattr(X, "data_vars"):  # xarray.Dataset
@@ -479,16 +543,24 @@ def open_input(
                 f"Pick a variable of the dataset with variable=...; it has {sorted(X.data_vars)}."
             )
         X = X[variable]
+    if nodata is None:
+        nodata = declared if declared is not None else declared_nodata(X)
+        if nodata is not None:
+            logger.info("The input declares %r for missing values: read as NaN.", nodata)
     if hasattr(X, "dims") and hasattr(X, "coords"):
-        return dataclasses.replace(
+        inp = dataclasses.replace(
             _open_dataarray(X, feature_dim, min_samples, identity), source=source
         )
-    if feature_dim is not None:
-        raise ValueError(
-            f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
-        )
-    Xd = as_dask_array(X, min_samples=min_samples)
-    return Input(Xd, identity or f"dask:{Xd.name}", source=source)
+    else:
+        if feature_dim is not None:
+            raise ValueError(
+                f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
+            )
+        Xd = as_dask_array(X, min_samples=min_samples)
+        inp = Input(Xd, identity or f"dask:{Xd.name}", source=source)
+    if nodata is None:
+        return inp
+    return dataclasses.replace(inp, X=_mark_nodata(inp.X, float(nodata)), nodata=float(nodata))
 
 
 def _open_dataarray(

@@ -103,6 +103,8 @@ class GaussianEM:
         As in :class:`daskgmm.GaussianMixture`.
     weights_init, means_init, precisions_init : ndarray, optional
         Validated user-given initial parameters.
+    missing : bool, default=False
+        NaN entries are missing values (``missing='marginalize'``).
     """
 
     covariance_type: str
@@ -112,6 +114,7 @@ class GaussianEM:
     weights_init: Any = None
     means_init: Any = None
     precisions_init: Any = None
+    missing: bool = False
 
     @property
     def kind(self) -> str:
@@ -131,15 +134,21 @@ class GaussianEM:
             weights_init=self.weights_init,
             means_init=self.means_init,
             precisions_init=self.precisions_init,
+            missing=self.missing,
         )
 
     def estep_constants(self, params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
         return _estep_params(params)
 
-    # The kernel itself, not a wrapper: workers unpickle it by reference, and
-    # importing daskgmm._stats (NumPy only) costs them nothing; importing this
-    # module would bring scikit-learn's k-means and the file layer (~65 MiB each).
-    chunk_stats = staticmethod(suffstats_chunk_many)
+    @property
+    def chunk_stats(self) -> Callable[..., Any]:
+        # The kernel itself (or a partial of it), not a method: workers unpickle
+        # it by reference, and importing daskgmm._stats (NumPy only) costs them
+        # nothing; importing this module would bring scikit-learn's k-means and
+        # the file layer (~65 MiB each).
+        if self.missing:
+            return functools.partial(suffstats_chunk_many, missing=True)
+        return suffstats_chunk_many
 
     def update(self, stats: Any, params: GMMParams, constants: EStepParams):
         if not stats.weight_sum > 0:

@@ -379,6 +379,44 @@ def _params_from_data(
     raise ValueError(f"Unknown init_params {init_params!r}")
 
 
+def _without_holes(
+    X: da.Array, sample_weight: da.Array | None, n_components: int
+) -> tuple[da.Array, da.Array]:
+    """Data and weights for initialising on data with missing values (NaN), one pass.
+
+    The initialisers run unchanged on ``X`` with every hole filled with its
+    feature's observed mean, and weights that keep the complete samples where
+    there are at least :data:`~daskgmm._missing.COMPLETE_PER_COMPONENT` per
+    component (EM then uses every observed value), else every sample with an
+    observed value (the filled values only seed EM). A zero weight removes a
+    sample from every initialiser's statistics and draws, except the uniform
+    row draws of ``'random_from_data'``.
+    """
+    from ._missing import COMPLETE_PER_COMPONENT, fill_holes, observed_summary_chunk, rows_to_keep
+
+    summary = map_reduce(X, observed_summary_chunk, name="daskgmm-missing-summary")
+    never = np.flatnonzero(summary.count == 0)
+    if len(never):
+        raise ValueError(
+            f"Feature {int(never[0])} of X has no observed value (all NaN); drop it first."
+        )
+    if summary.complete == X.shape[0]:  # no holes: the initialisers as without them
+        return X, sample_weight
+    complete_only = summary.complete >= COMPLETE_PER_COMPONENT * n_components
+    logger.info(
+        "Missing values: %d complete samples of %d with an observed value; initialising on %s.",
+        summary.complete,
+        summary.observed_rows,
+        "the complete samples" if complete_only else "all of them, holes filled with the means",
+    )
+    means = summary.total / summary.count
+    filled = X.map_blocks(fill_holes, means, dtype=X.dtype)
+    keep = X.map_blocks(rows_to_keep, complete_only, drop_axis=1, dtype=np.float64)
+    if sample_weight is not None:
+        keep = keep * sample_weight.rechunk((X.chunks[0],))
+    return filled, keep
+
+
 def restart_seeds(random_state: np.random.RandomState, n_init: int) -> list[int]:
     """One seed per restart, drawn up front: restart ``i`` depends on ``random_state`` and ``i``."""
     return [int(s) for s in random_state.randint(2**31 - 1, size=n_init)]
@@ -396,6 +434,7 @@ def initialize_many(
     weights_init: Float | None = None,
     means_init: Float | None = None,
     precisions_init: Float | None = None,
+    missing: bool = False,
 ) -> list[GMMParams]:
     """Initial parameters of several restarts, as scikit-learn's ``_initialize_parameters``.
 
@@ -418,6 +457,8 @@ def initialize_many(
     reg_covar : float
     sample_weight : dask.array.Array of shape (n_samples,), optional
     weights_init, means_init, precisions_init : ndarray, optional
+    missing : bool, default=False
+        NaN entries are missing values: see :func:`_without_holes`.
 
     Returns
     -------
@@ -430,6 +471,8 @@ def initialize_many(
         )
         return [params for _ in seeds]
     rngs = [np.random.RandomState(seed) for seed in seeds]
+    if missing:
+        X, sample_weight = _without_holes(X, sample_weight, n_components)
     computed = _params_from_data(
         X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight
     )

@@ -116,12 +116,13 @@ def _write_block(
     rows_per_slab: int,
     names: tuple[str, ...],
     threshold: float | None,
+    missing: bool = False,
 ) -> int:
     import zarr
 
-    log_norm, log_resp = estimate_log_prob_resp(block, ep)
+    log_norm, log_resp = estimate_log_prob_resp(block, ep, missing)
     values = {
-        "label": lambda: np.argmax(log_resp, axis=1),
+        "label": lambda: np.where(np.isnan(log_norm), -1, np.argmax(log_resp, axis=1)),
         "probability": lambda: np.exp(log_resp).astype(np.float32),
         "log_density": lambda: log_norm,
         "anomaly": lambda: log_norm < threshold,
@@ -173,6 +174,7 @@ def write_per_sample(
     overwrite: bool = False,
     extra_attrs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    missing: bool = False,
 ) -> dict[str, Any]:
     """Compute per-sample outputs and write them to a Zarr group, resumably.
 
@@ -193,6 +195,10 @@ def write_per_sample(
         Added to the group's ``daskgmm`` attribute (e.g. the threshold).
     progress : callable, optional
         Called with (blocks written, blocks in all) as blocks land.
+    missing : bool, default=False
+        NaN entries are missing values (the marginal densities); a sample with
+        none observed gets label -1 (the label's declared ``_FillValue``) and
+        NaN probabilities and log-density.
 
     Returns
     -------
@@ -207,11 +213,13 @@ def write_per_sample(
     url = resolve_path(url)  # tasks on workers resolve relative paths elsewhere
     with JobLock(url, "Output"):  # one job at a time on an output
         return _write_per_sample(
-            url, params, inp, names, threshold, overwrite, extra_attrs, progress
+            url, params, inp, names, threshold, overwrite, extra_attrs, progress, missing
         )
 
 
-def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs, progress):
+def _write_per_sample(
+    url, params, inp, names, threshold, overwrite, extra_attrs, progress, missing
+):
     import xarray as xr
 
     layout = _layout(inp)
@@ -222,6 +230,8 @@ def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs
         "shape": list(inp.X.shape),
         "dtype": str(inp.X.dtype),
     }
+    if missing:  # only then: outputs of earlier versions keep their job
+        job["missing"] = "marginalize"
     job = json.loads(json.dumps(job))
     fs, root = fsspec.core.url_to_fs(url)
     local = isinstance(fs, LocalFileSystem)
@@ -279,6 +289,8 @@ def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs
             chunks = (slab_chunk, *shape[1:])
             data_vars[name] = (dims, da.zeros(shape, chunks=chunks, dtype=dtype))
         ds = xr.Dataset(data_vars, coords=layout.coords)
+        if missing and "label" in names:
+            ds["label"].encoding["_FillValue"] = -1  # samples with no observed value
         ds.attrs["daskgmm"] = {
             "format": "daskgmm-output",
             "job": job,
@@ -315,6 +327,7 @@ def _write_per_sample(url, params, inp, names, threshold, overwrite, extra_attrs
                 layout.rows_per_slab,
                 tuple(names),
                 threshold,
+                missing,
             )
         )
     if done:
@@ -355,15 +368,17 @@ def _compute_with_progress(
         progress(done, total)
 
 
-def _log_density_block(block: np.ndarray, ep: EStepParams) -> np.ndarray:
-    return estimate_log_prob_resp(block, ep)[0].astype(np.float64)
+def _log_density_block(block: np.ndarray, ep: EStepParams, missing: bool) -> np.ndarray:
+    return estimate_log_prob_resp(block, ep, missing)[0].astype(np.float64)
 
 
-def log_density(params: GMMParams, X: da.Array) -> da.Array:
-    """The lazy log-density of each row of ``X`` (samples x features) under ``params``."""
+def log_density(params: GMMParams, X: da.Array, missing: bool = False) -> da.Array:
+    """The lazy log-density of each row of ``X`` (samples x features) under ``params``
+    (NaN for a sample with no observed value where ``missing``)."""
     return X.map_blocks(
         _log_density_block,
         dask.delayed(EStepParams.from_params(params)),
+        missing,
         chunks=(X.chunks[0],),
         drop_axis=1,
         dtype=np.float64,
@@ -374,15 +389,17 @@ def log_density(params: GMMParams, X: da.Array) -> da.Array:
 def quantile_threshold(values: da.Array, q: float, bins: int = 1 << 16) -> float:
     """The ``q``-quantile of a dask array, to ``(max - min) / bins**2``, in three passes.
 
-    Min and max, then a histogram, then a histogram of the bin holding the
-    quantile: every pass is a distributed reduction; nothing is sorted or
-    gathered on the driver.
+    Min, max and count, then a histogram, then a histogram of the bin holding
+    the quantile: every pass is a distributed reduction; nothing is sorted or
+    gathered on the driver. NaN (samples with no observed value) are left out.
     """
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile must be strictly between 0 and 1, got {q}")
-    lo, hi = (float(v) for v in dask.compute(values.min(), values.max()))
-    n = values.shape[0] if values.ndim == 1 else values.size
-    target = q * n
+    lo, hi, n = dask.compute(da.nanmin(values), da.nanmax(values), da.sum(~da.isnan(values)))
+    if not n:
+        raise ValueError("No sample has an observed value: there is no quantile to find.")
+    lo, hi = float(lo), float(hi)
+    target = q * int(n)
     below = 0.0
     for _ in range(2):
         if hi <= lo:

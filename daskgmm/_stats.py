@@ -45,8 +45,12 @@ Float = NDArray[np.floating]
 Responsibilities = Callable[[Tile, int, Workspace], tuple[Float, Float, object]]
 
 
+#: scikit-learn's message (after its first line), kept so that users' ``match=``
+#: patterns carry over; the first line, all a command line shows, says what to do.
 _NAN_MESSAGE = (
-    "Input X contains NaN.\nGaussianMixture does not accept missing values encoded as NaN "
+    "Input X contains NaN{where}. daskgmm uses the observed values of such samples exactly "
+    "with missing='marginalize' (command line: --missing marginalize).\n"
+    "GaussianMixture does not accept missing values encoded as NaN "
     "natively. Alternatively, it is possible to preprocess the data, for instance by using "
     "an imputer transformer in a pipeline or drop samples with missing values. See "
     "https://scikit-learn.org/stable/modules/impute.html"
@@ -214,7 +218,7 @@ def _raise_nonfinite(X: Float, row_offset: int | None) -> None:
 
     bad = np.isnan(X)
     if bad.any():
-        raise ValueError(_NAN_MESSAGE + where(bad))
+        raise ValueError(_NAN_MESSAGE.format(where=where(bad)))
     bad = ~np.isfinite(X)
     if bad.any():
         raise ValueError(
@@ -240,18 +244,39 @@ def _weighted_log_prob_centred(
     return out, products
 
 
-def estimate_weighted_log_prob(X: Float, ep: EStepParams) -> Float:
+def estimate_weighted_log_prob(X: Float, ep: EStepParams, missing: bool = False) -> Float:
     """``log p(x_n | k) + log w_k`` for one block, in the dtype of ``X``.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
     ep : EStepParams
+    missing : bool, default=False
+        NaN entries are missing values: a sample with some gets its
+        components' marginal densities on its observed values, one with none
+        a row of NaN.
 
     Returns
     -------
     ndarray of shape (n_samples, n_components)
     """
+    if missing:
+        observed = ~np.isnan(X)
+        incomplete = ~observed.all(axis=1)
+        if incomplete.any():
+            from ._missing import MissingEStep
+
+            _raise_infinite(X, None)
+            out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
+            complete = ~incomplete
+            if complete.any():
+                out[complete] = estimate_weighted_log_prob(X[complete], ep)
+            some = np.flatnonzero(incomplete & observed.any(axis=1))
+            estep = MissingEStep(
+                ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
+            )
+            out[some] = estep.weighted_log_prob(X[some], observed[some])
+            return out
     n_components = ep.deltas.shape[0]
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)
     shift = ep.shift.astype(X.dtype)
@@ -304,20 +329,23 @@ def _normalise_inplace(wlp: Float, ws: Workspace | None = None) -> Float:
     return total
 
 
-def estimate_log_prob_resp(X: Float, ep: EStepParams) -> tuple[Float, Float]:
+def estimate_log_prob_resp(X: Float, ep: EStepParams, missing: bool = False) -> tuple[Float, Float]:
     """``log p(x_n)`` and log-responsibilities of one block.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
     ep : EStepParams
+    missing : bool, default=False
+        See :func:`estimate_weighted_log_prob`; samples with no observed
+        value get NaN.
 
     Returns
     -------
     log_prob_norm : ndarray of shape (n_samples,)
     log_resp : ndarray of shape (n_samples, n_components)
     """
-    wlp = estimate_weighted_log_prob(X, ep)
+    wlp = estimate_weighted_log_prob(X, ep, missing)
     top = wlp.max(axis=1, keepdims=True)
     with np.errstate(under="ignore"):
         log_norm = (top + np.log(np.exp(wlp - top).sum(axis=1, keepdims=True)))[:, 0]
@@ -483,6 +511,7 @@ def suffstats_chunk_many(
     eps: tuple[EStepParams, ...],
     sample_weight: Float | None = None,
     row_offset: int = 0,
+    missing: bool = False,
 ) -> ManyStats:
     """:func:`suffstats_chunk` of several restarts from one read of the block.
 
@@ -490,8 +519,65 @@ def suffstats_chunk_many(
     covariance type also share each tile's centring, and for ``full`` on
     quadratic features the features themselves: only the two GEMMs and the
     normalisation run per restart.
+
+    With ``missing=True`` NaN entries are missing values: the block's complete
+    samples take the same kernels, its incomplete ones the marginal E-step and
+    conditional statistics of :mod:`daskgmm._missing`, and samples with no
+    observed value are left out (of ``weight_sum`` and ``n_samples`` too).
+    A block without NaN costs one ``isnan`` pass more.
     """
+    if missing:
+        observed = ~np.isnan(X)
+        incomplete = ~observed.all(axis=1)
+        if incomplete.any():
+            return ManyStats(
+                tuple(_suffstats_missing(X, eps, sample_weight, row_offset, observed, incomplete))
+            )
     return ManyStats(tuple(_suffstats_many(X, eps, sample_weight, row_offset)))
+
+
+def _raise_infinite(X: Float, row_offset: int | None) -> None:
+    """Refuse ``inf`` where NaN are missing values (scikit-learn's message)."""
+    if np.isinf(X).any():
+        _raise_nonfinite(np.where(np.isnan(X), 0.0, X), row_offset)
+
+
+def _suffstats_missing(
+    X: Float,
+    eps: Sequence[EStepParams],
+    sample_weight: Float | None,
+    row_offset: int,
+    observed: NDArray[np.bool_],
+    incomplete: NDArray[np.bool_],
+) -> list[SuffStats]:
+    """:func:`suffstats_chunk_many` of a block with NaN entries (see there)."""
+    from ._missing import MissingEStep
+
+    _raise_infinite(X, row_offset)
+    complete = ~incomplete
+    some = incomplete & observed.any(axis=1)
+    w = None if sample_weight is None else np.asarray(sample_weight)
+    whole: list[SuffStats | None] = [None] * len(eps)
+    if complete.any():
+        whole = _suffstats_many(X[complete], eps, None if w is None else w[complete], row_offset)
+    out = []
+    rows = np.flatnonzero(some)
+    X_part, observed_part = X[rows], observed[rows]
+    w_part = None if w is None else w[rows]
+    weight_sum = float(len(rows) if w_part is None else np.sum(w_part, dtype=np.float64))
+    for i, ep in enumerate(eps):
+        estep = MissingEStep(
+            ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
+        )
+        nk, s1, s2, loglik = estep.stats(X_part, observed_part, w_part)
+        part = SuffStats(nk, s1, s2, loglik, weight_sum, len(rows))
+        if not math.isfinite(loglik):
+            raise FloatingPointError(
+                "Non-finite log-likelihood for finite input; the data or parameters "
+                "overflow. Scale the input data."
+            )
+        out.append(part if whole[i] is None else whole[i] + part)
+    return out
 
 
 def per_restart_chunk(

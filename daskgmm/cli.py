@@ -32,19 +32,19 @@ __all__ = ["main"]
 logger = logging.getLogger("daskgmm")
 
 
-def _estimator_choices() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+def _estimator_choices() -> tuple[tuple[tuple[str, ...], ...], dict[str, Any]]:
     """The option lists and defaults of the model options, from the estimator itself."""
     from .mixture import GaussianMixture
 
     constraints = GaussianMixture._parameter_constraints
-    choices = [
-        sorted(c[0].options) for c in (constraints["covariance_type"], constraints["init_params"])
-    ]
-    defaults = GaussianMixture().get_params()
-    return tuple(choices[0]), tuple(choices[1]), defaults
+    choices = tuple(
+        tuple(sorted(constraints[name][0].options))
+        for name in ("covariance_type", "init_params", "missing")
+    )
+    return choices, GaussianMixture().get_params()
 
 
-COVARIANCE_TYPES, INIT_PARAMS, _ESTIMATOR_DEFAULTS = _estimator_choices()
+(COVARIANCE_TYPES, INIT_PARAMS, MISSING), _ESTIMATOR_DEFAULTS = _estimator_choices()
 
 #: Defaults of every option, per command (argparse itself keeps none, so that
 #: options from a config file can be told apart from defaults).
@@ -72,6 +72,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "cache",
                 "variable",
                 "feature_dim",
+                "missing",
+                "nodata",
             )
         },
         "random_state": 0,  # a job is reproducible by default (the estimator's is None)
@@ -83,6 +85,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "overwrite": False,
         "variable": None,
         "feature_dim": None,
+        "missing": None,  # the model's own
+        "nodata": None,
     },
     "select": {
         "k": "1..8",
@@ -92,7 +96,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "plot": None,
         "overwrite": False,
     },
-    "anomalies": {"quantile": 0.001, "overwrite": False, "variable": None, "feature_dim": None},
+    "anomalies": {
+        "quantile": 0.001,
+        "overwrite": False,
+        "variable": None,
+        "feature_dim": None,
+        "missing": None,  # the model's own
+        "nodata": None,
+    },
     "demo": {
         "n_samples": 400_000,
         "n_features": 4,
@@ -186,6 +197,8 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         cache=_cache(opts["cache"]),
         variable=opts["variable"],
         feature_dim=opts["feature_dim"],
+        missing=opts["missing"],
+        nodata=opts["nodata"],
     )
     kw.update(overrides)
     return GaussianMixture(**kw)
@@ -292,7 +305,9 @@ def _check_input_for_model(opts: dict[str, Any]) -> None:
 
     _check_exists(opts["input"])
     gm = _model_for_input(opts)
-    inp = open_input(opts["input"], variable=gm.variable, feature_dim=gm.feature_dim)
+    inp = open_input(
+        opts["input"], variable=gm.variable, feature_dim=gm.feature_dim, nodata=gm.nodata
+    )
     if inp.X.shape[1] != gm.n_features_in_:
         raise CLIError(
             f"the model was trained on {gm.n_features_in_} features but {opts['input']!r} has "
@@ -325,11 +340,14 @@ def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], Non
 
 
 def _model_for_input(opts: dict[str, Any]):
-    """The model, reading INPUT with --variable/--feature-dim, else the model's own."""
+    """The model, reading INPUT with --variable/--feature-dim/--missing/--nodata, else
+    the model's own."""
     gm = _load_model(opts["model"])
     return gm.set_params(
         variable=opts.get("variable") or gm.variable,
         feature_dim=opts.get("feature_dim") or gm.feature_dim,
+        missing=opts.get("missing") or gm.missing,
+        nodata=gm.nodata if opts.get("nodata") is None else opts["nodata"],
     )
 
 
@@ -431,7 +449,12 @@ def cmd_select(opts: dict[str, Any]) -> int:
 
     ks = _k_range(opts["k"])
     types = _covariance_types(opts["covariance_type"])
-    inp = open_input(opts["input"], variable=opts["variable"], feature_dim=opts["feature_dim"])
+    inp = open_input(
+        opts["input"],
+        variable=opts["variable"],
+        feature_dim=opts["feature_dim"],
+        nodata=opts["nodata"],
+    )
     X = inp.X.persist() if _cache(opts["cache"]) is not False else inp.X
     rows, best = [], None
     n_fits = len(ks) * len(types)
@@ -442,7 +465,13 @@ def cmd_select(opts: dict[str, Any]) -> int:
             )
             tic = time.perf_counter()
             gm = _estimator(
-                opts, k, covariance_type=ct, variable=None, feature_dim=None, cache=False
+                opts,
+                k,
+                covariance_type=ct,
+                variable=None,
+                feature_dim=None,
+                nodata=None,  # X has them as NaN already
+                cache=False,
             )
             gm.fit(X)
             criteria = gm.information_criteria(X)  # one read for both
@@ -468,7 +497,9 @@ def cmd_select(opts: dict[str, Any]) -> int:
     csv_path, json_path, plot = _selection_paths(opts)
     _plot_selection(rows, types, plot)
     if opts["output"]:
-        best[1].set_params(variable=opts["variable"], feature_dim=opts["feature_dim"])
+        best[1].set_params(
+            variable=opts["variable"], feature_dim=opts["feature_dim"], nodata=opts["nodata"]
+        )
         best[1].save(opts["output"], overwrite=opts["overwrite"])
     if not opts["quiet"]:
         print(
@@ -637,7 +668,12 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
     elif command in ("fit", "select"):
         _require(opts, "input", *(("n_components", "output") if command == "fit" else ()))
         _check_exists(opts["input"])
-        inp = open_input(opts["input"], variable=opts["variable"], feature_dim=opts["feature_dim"])
+        inp = open_input(
+            opts["input"],
+            variable=opts["variable"],
+            feature_dim=opts["feature_dim"],
+            nodata=opts["nodata"],
+        )
         _cache(opts["cache"])
         if command == "fit":
             _resume(opts)
@@ -794,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
             "workers)",
         )
 
-    def data_options(p: argparse.ArgumentParser) -> None:
+    def data_options(p: argparse.ArgumentParser, fitting: bool = True) -> None:
         p.add_argument(
             "--variable",
             metavar="NAME",
@@ -807,6 +843,22 @@ def build_parser() -> argparse.ArgumentParser:
             default=S,
             help="feature dimension of an xarray variable, e.g. band; the other "
             "dimensions become samples",
+        )
+        p.add_argument(
+            "--missing",
+            choices=MISSING,
+            default=S,
+            help="NaN entries: an error, or missing values used exactly (marginalize); "
+            f"default: {DEFAULTS['model']['missing']}"
+            + (" (predict/anomalies: the model's own)" if not fitting else ""),
+        )
+        p.add_argument(
+            "--nodata",
+            type=float,
+            metavar="VALUE",
+            default=S,
+            help="a value that marks missing entries (read as NaN); default: the one the "
+            "input declares (nodata, _FillValue, missing_value), if any",
         )
 
     def model_options(p: argparse.ArgumentParser, select: bool = False) -> None:
@@ -902,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="replace an output written by another model or for other data",
     )
-    data_options(p)
+    data_options(p, fitting=False)
     common(p)
 
     p = sub.add_parser(
@@ -951,7 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=S, help="share flagged (0.001)")
     p.add_argument("-o", "--output", metavar="OUT.zarr", default=S)
     p.add_argument("--overwrite", action="store_true", default=S)
-    data_options(p)
+    data_options(p, fitting=False)
     common(p)
 
     p = sub.add_parser(

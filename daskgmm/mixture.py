@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -173,6 +174,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         second dimension of a 2-D array.
     variable : str, default=None
         For Zarr groups and xarray datasets: the variable to model.
+    missing : {'error', 'marginalize'}, default='error'
+        What NaN entries of ``X`` are. ``'error'``: invalid (a ``ValueError``,
+        as scikit-learn). ``'marginalize'``: missing values, used exactly: a
+        sample's likelihood is the mixture of its components' marginals on its
+        observed values, and EM fills the M-step with conditional expectations
+        (Ghahramani & Jordan, 1994), so no observed value is thrown away and the
+        covariances are not shrunk as by imputation. Samples with every value
+        missing do not enter the fit; ``predict`` gives them -1 and
+        ``predict_proba``/``score_samples`` NaN. ``score``, ``bic`` and ``aic``
+        count the samples with an observed value. ``inf`` stays an error. The
+        initialisation runs on the complete samples when there are at least
+        ``20 * n_components`` of them, else on all samples with the holes filled
+        with the features' observed means; it costs one more read of the data.
+    nodata : float, default=None
+        A value that marks missing entries of ``X`` (e.g. -9999): they are read
+        as NaN. Default: the value a store or xarray input declares in a
+        ``nodata``, ``_FillValue`` or ``missing_value`` attribute (or a raw Zarr
+        array's non-zero ``fill_value``), if any.
 
     Attributes
     ----------
@@ -264,6 +283,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "split_every": [Interval(Integral, 2, None, closed="left"), None],
         "feature_dim": [str, None],
         "variable": [str, None],
+        "missing": [StrOptions({"error", "marginalize"})],
+        "nodata": [Real, None],
     }
 
     def __init__(
@@ -287,6 +308,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         split_every=None,
         feature_dim=None,
         variable=None,
+        missing="error",
+        nodata=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -306,6 +329,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.split_every = split_every
         self.feature_dim = feature_dim
         self.variable = variable
+        self.missing = missing
+        self.nodata = nodata
 
     # ------------------------------------------------------------ validation
     def check_parameters(self) -> GaussianMixture:
@@ -325,16 +350,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _input(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
         """In-memory array-likes -> NumPy (scikit-learn's own checks and messages);
         dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`."""
+        nodata = getattr(self, "nodata", None)
         if not _is_out_of_core(X):
-            return validate_data(
+            X = validate_data(
                 self,
                 X,
                 reset=reset,
                 dtype=[np.float64, np.float32],
                 ensure_min_samples=min_samples,
+                ensure_all_finite="allow-nan" if self._marginalize else True,
             )
+            if nodata is not None:
+                X = np.where(X == X.dtype.type(nodata), X.dtype.type(np.nan), X)
+            return X
         inp = open_input(
-            X, variable=self.variable, feature_dim=self.feature_dim, min_samples=min_samples
+            X,
+            variable=self.variable,
+            feature_dim=self.feature_dim,
+            min_samples=min_samples,
+            nodata=nodata,
         )
         n_features = inp.X.shape[1]
         if reset:
@@ -347,6 +381,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
         return inp
+
+    @property
+    def _marginalize(self) -> bool:
+        """Whether NaN entries are missing values (``missing='marginalize'``)."""
+        return getattr(self, "missing", "error") == "marginalize"
 
     def _initial_parameters(self, n_features: int) -> tuple[Any, Any, Any]:
         """Validated copies of ``*_init`` (never written back to ``self``)."""
@@ -487,6 +526,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.n_components,
             self.init_params,
             *self._initial_parameters(n_features),
+            missing=self._marginalize,
         )
         sw = check_sample_weight(sample_weight, Xd)
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
@@ -667,7 +707,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         attrs = model_at(resolve_path(path))
         fit = (attrs or {}).get("fit") or {}
-        inp = open_input(X, variable=self.variable, feature_dim=self.feature_dim)
+        inp = open_input(
+            X, variable=self.variable, feature_dim=self.feature_dim, nodata=self.nodata
+        )
         saved, now = fit.get("data") or {}, inp.fingerprint()
         return (
             now["files"] is not None
@@ -797,6 +839,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return out
         return inp.restore(out, "component" if components else None, name=name)
 
+    def _block_fn(self, block_fn):
+        """``block_fn`` with this estimator's missing-value mode bound (picklable)."""
+        return functools.partial(block_fn, missing=self._marginalize)
+
     def predict(self, X):
         """Label of the most probable component of each sample.
 
@@ -809,7 +855,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray or dask.array.Array of shape (n_samples,)
             Lazy (with the input's row chunks) for dask input.
         """
-        return self._map_rows(X, _predict_block, components=False, dtype=np.int64, name="label")
+        return self._map_rows(
+            X, self._block_fn(_predict_block), components=False, dtype=np.int64, name="label"
+        )
 
     def predict_proba(self, X):
         """Posterior probability of each component for each sample.
@@ -823,7 +871,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray or dask.array.Array of shape (n_samples, n_components)
             Lazy for dask input.
         """
-        return self._map_rows(X, _proba_block, components=True, dtype="data", name="probability")
+        return self._map_rows(
+            X, self._block_fn(_proba_block), components=True, dtype="data", name="probability"
+        )
 
     def score_samples(self, X):
         """Log-likelihood of each sample under the model.
@@ -837,7 +887,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log_prob : ndarray or dask.array.Array of shape (n_samples,)
             Lazy for dask input.
         """
-        return self._map_rows(X, _score_block, components=False, dtype="data", name="log_density")
+        return self._map_rows(
+            X, self._block_fn(_score_block), components=False, dtype="data", name="log_density"
+        )
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` under the model (reads dask input once).
@@ -856,13 +908,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _mean_log_prob(self, X: Any) -> tuple[float, int]:
         """Mean log-likelihood of ``X`` and its number of samples (one read)."""
         log_prob = self._map_rows(
-            X, _score_block64, components=False, dtype=np.float64, restore=False
+            X, self._block_fn(_score_block64), components=False, dtype=np.float64, restore=False
         )
+        if not self._marginalize:
+            if isinstance(log_prob, da.Array):
+                mean = log_prob.mean()
+                with blas_threads_guard(mean):
+                    return float(mean.compute()), int(log_prob.shape[0])
+            return float(np.mean(log_prob)), len(log_prob)
+        # samples with no observed value (NaN) do not count
+        xp = da if isinstance(log_prob, da.Array) else np
+        observed = ~xp.isnan(log_prob)
+        total, count = xp.sum(xp.where(observed, log_prob, 0.0)), xp.sum(observed)
         if isinstance(log_prob, da.Array):
-            mean = log_prob.mean()
-            with blas_threads_guard(mean):
-                return float(mean.compute()), int(log_prob.shape[0])
-        return float(np.mean(log_prob)), len(log_prob)
+            with blas_threads_guard(total):
+                total, count = dask.compute(total, count)
+        if not count:
+            raise ValueError("X has no observed value (every entry is NaN).")
+        return float(total) / int(count), int(count)
 
     def _n_parameters(self) -> int:
         _, n_features = self.means_.shape
@@ -976,12 +1039,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 + (("log_density",) if score else ())
             )
             info = write_per_sample(
-                path, self._params, inp, names, overwrite=overwrite, progress=progress
+                path,
+                self._params,
+                inp,
+                names,
+                overwrite=overwrite,
+                progress=progress,
+                missing=self._marginalize,
             )
             return {**info, "variables": list(names)}
         q = float(anomaly_quantile)
         logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
-        threshold = quantile_threshold(log_density(self._params, inp.X), q)
+        threshold = quantile_threshold(log_density(self._params, inp.X, self._marginalize), q)
         info = write_per_sample(
             path,
             self._params,
@@ -991,6 +1060,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             overwrite=overwrite,
             extra_attrs={"quantile": q, "threshold": threshold},
             progress=progress,
+            missing=self._marginalize,
         )
         return {**info, "variables": ["anomaly", "log_density"], "threshold": threshold}
 
@@ -1140,20 +1210,24 @@ def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(out))
 
 
-def _predict_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
-    return np.argmax(estimate_weighted_log_prob(X, ep), axis=1).astype(np.int64)
+def _predict_block(X: np.ndarray, ep: EStepParams, missing: bool = False) -> np.ndarray:
+    wlp = estimate_weighted_log_prob(X, ep, missing)
+    labels = np.argmax(wlp, axis=1).astype(np.int64)
+    if missing:
+        labels[np.isnan(wlp[:, 0])] = -1  # no observed value
+    return labels
 
 
-def _proba_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+def _proba_block(X: np.ndarray, ep: EStepParams, missing: bool = False) -> np.ndarray:
     """Probabilities in the data's dtype (float32 in, float32 out, as scikit-learn)."""
-    return np.exp(estimate_log_prob_resp(X, ep)[1]).astype(X.dtype)
+    return np.exp(estimate_log_prob_resp(X, ep, missing)[1]).astype(X.dtype)
 
 
-def _score_block(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+def _score_block(X: np.ndarray, ep: EStepParams, missing: bool = False) -> np.ndarray:
     """Log-densities in the data's dtype."""
-    return estimate_log_prob_resp(X, ep)[0].astype(X.dtype)
+    return estimate_log_prob_resp(X, ep, missing)[0].astype(X.dtype)
 
 
-def _score_block64(X: np.ndarray, ep: EStepParams) -> np.ndarray:
+def _score_block64(X: np.ndarray, ep: EStepParams, missing: bool = False) -> np.ndarray:
     """Log-densities in float64: what score, BIC and AIC average."""
-    return estimate_log_prob_resp(X, ep)[0].astype(np.float64)
+    return estimate_log_prob_resp(X, ep, missing)[0].astype(np.float64)

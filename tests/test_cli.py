@@ -492,3 +492,55 @@ def test_predict_never_deletes_what_it_did_not_write(scheduler_address, tmp_path
     )
     assert forced.returncode == 0, forced.stderr
     assert zarr.open_group(str(tmp_path / "o.zarr"))["label"][:].max() <= 2
+
+
+def test_missing_values_through_the_command_line(scheduler_address, tmp_path):
+    """An image whose band 3 is missing on a fifth of the pixels and whose border has
+    no band at all, marked by a declared ``nodata``: every pixel with a value is
+    labelled, the border is -1 (the label map's declared fill value), as in Python."""
+    rng = np.random.RandomState(2)
+    ny, nx = 60, 40
+    truth = np.zeros((ny, nx), dtype=int)
+    truth[20:40] = 1
+    truth[40:] = 2
+    centres = np.array([[10.0, 50.0, 20.0], [60.0, 10.0, 30.0], [30.0, 30.0, 90.0]])
+    pixels = centres[truth] + rng.normal(scale=2.0, size=(ny, nx, 3))
+    pixels[rng.random_sample((ny, nx)) < 0.2, 2] = -9999.0
+    pixels[:, :2] = -9999.0  # a border without data
+    da_ = xr.DataArray(pixels.transpose(2, 0, 1), dims=("band", "y", "x"), name="reflectance")
+    da_.attrs["nodata"] = -9999.0
+    path = tmp_path / "scene.zarr"
+    da_.to_dataset().chunk({"y": 15}).to_zarr(path, zarr_format=3, consolidated=False)
+    common = ("--scheduler", scheduler_address)
+    out = _run(
+        "fit", path, "-k", 3, "--feature-dim", "band", "--missing", "marginalize",
+        "-o", tmp_path / "m.zarr", "--random-state", 0, *common,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "declares -9999.0 for missing values" in out.stderr
+    out = _run("predict", tmp_path / "m.zarr", path, "-o", tmp_path / "l.zarr", "--score", *common)
+    assert out.returncode == 0, out.stderr
+    gm = GaussianMixture(3, feature_dim="band", missing="marginalize", random_state=0).fit(path)
+    ds = xr.open_zarr(tmp_path / "l.zarr", consolidated=False, mask_and_scale=False)
+    labels = ds["label"].values
+    assert ds["label"].attrs["_FillValue"] == -1
+    assert (labels[:, :2] == -1).all() and (labels[:, 2:] >= 0).all()
+    np.testing.assert_array_equal(labels, gm.predict(path).values)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth[:, 2:].ravel(), labels[:, 2:].ravel()) > 0.99
+    assert np.isnan(ds["log_density"].values[:, :2]).all()
+    # anomalies: the border has no density and is never flagged
+    out = _run(
+        "anomalies", tmp_path / "m.zarr", path, "--quantile", 0.01, "-o", tmp_path / "a.zarr",
+        *common,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    mask = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["anomaly"][:]
+    assert not mask[:, :2].any() and 20 <= mask.sum() <= 26  # 1 % of 2,280 pixels
+    # --nodata for inputs that declare none; without --missing marginalize: one clear line
+    np.save(tmp_path / "x.npy", pixels[:, 2:].reshape(-1, 3))
+    out = _run("fit", tmp_path / "x.npy", "-k", 3, "--nodata", -9999, "-o", tmp_path / "n.zarr",
+               *common)  # fmt: skip
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2 and "Input X contains NaN" in last and "--missing" in last

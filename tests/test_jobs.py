@@ -337,7 +337,11 @@ def test_nan_in_a_npy_file_and_non_convergence_are_one_line_each(tmp_path):
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1] == "daskgmm: error: Input X contains NaN."
+    assert res.stderr.strip().splitlines()[-1] == (
+        "daskgmm: error: Input X contains NaN (first in row 17). daskgmm uses the observed "
+        "values of such samples exactly with missing='marginalize' (command line: --missing "
+        "marginalize)."
+    )
     res = _run("fit", tmp_path / "ok.npy", "-k", 3, "--max-iter", 1, "-o", tmp_path / "m.zarr",
                "--cluster", "local:1")  # fmt: skip
     assert res.returncode == 0, res.stderr
