@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,6 +41,11 @@ Float = NDArray[np.floating]
 
 #: Samples of one pattern processed together (bounds the (K, rows, |o|) temporaries).
 _TILE_ROWS = 2048
+
+#: From this many samples, a pattern runs the complete-data kernels on its observed
+#: features (see :meth:`MissingEStep.marginal`); below, their set-up costs more
+#: than the direct products here (see benchmarks/README.md, missing values).
+KERNEL_ROWS = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,13 +80,27 @@ def _pattern_plan(
     return _PatternPlan(o, m, deltas[:, o], whiten, const, regression, conditional)
 
 
-def _patterns(observed: NDArray[np.bool_]) -> list[tuple[NDArray[np.bool_], NDArray[np.intp]]]:
-    """``(observed mask, rows)`` of each distinct pattern among the rows of ``observed``."""
-    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse, minlength=len(patterns)))[:-1]
-    return list(zip(patterns, np.split(order, bounds), strict=True))
+def patterns(observed: NDArray[np.bool_]) -> list[tuple[NDArray[np.bool_], NDArray[np.intp]]]:
+    """``(observed mask, rows)`` of each distinct pattern among the rows of ``observed``.
+
+    Each row's mask is packed into bytes and the bytes into one key, so that
+    the grouping sorts plain integers (``np.unique(axis=0)`` on the boolean rows
+    took 10 times the E-step of their samples).
+    """
+    n_rows = len(observed)
+    packed = np.packbits(observed, axis=1)
+    width = packed.shape[1]
+    if width <= 8:
+        keys = np.zeros((n_rows, 8), np.uint8)
+        keys[:, :width] = packed
+        keys = keys.view(np.uint64)[:, 0]
+    else:
+        keys = np.ascontiguousarray(packed).view(np.dtype((np.void, width)))[:, 0]
+    order = np.argsort(keys, kind="stable")  # one sort: rows of a pattern in their order
+    ordered = keys[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    groups = np.split(order, bounds)
+    return [(observed[rows[0]], rows) for rows in groups if len(rows)]
 
 
 class MissingEStep:
@@ -116,6 +136,32 @@ class MissingEStep:
             )
         return plan
 
+    def marginal(self, plan: _PatternPlan) -> Any:
+        """The E-step constants of the components' marginals on ``plan``'s observed features.
+
+        A marginal of a Gaussian mixture is a Gaussian mixture of the
+        covariance type's :attr:`marginal_type
+        <daskgmm._covariance.CovarianceModel.marginal_type>`: the samples of a
+        large pattern run the fused complete-data kernels of :mod:`daskgmm._stats`
+        on their observed features, at their speed and with their accuracy.
+        """
+        from ._stats import EStepParams
+
+        o = plan.observed
+        sub = get_covariance_model(self.model.marginal_type)
+        factors = sub.precisions_cholesky(
+            sub.from_dense(self.covariances[:, o[:, None], o[None, :]])
+        )
+        n_components = len(self.deltas)
+        return EStepParams(
+            sub.name,
+            self.log_weights,
+            self.shift[o],
+            self.deltas[:, o],
+            factors,
+            sub.log_det_cholesky(factors, n_components, len(o)),
+        )
+
     @staticmethod
     def _tile(plan: _PatternPlan, xc_o: Float) -> tuple[Float, Float]:
         """``e`` (K, rows, |o|) and the weighted log-densities (rows, K) of one tile."""
@@ -124,21 +170,36 @@ class MissingEStep:
         wlp = plan.const[:, None] - 0.5 * np.einsum("kno,kno->kn", z, z)
         return e, wlp.T
 
-    def weighted_log_prob(self, X: Float, observed: NDArray[np.bool_]) -> Float:
-        """``log p(x_o | k) + log pi_k`` of rows with at least one observed value, (n, K)."""
-        out = np.empty((len(X), len(self.deltas)))
-        for mask, rows in _patterns(observed):
+    def weighted_log_prob(
+        self, X: Float, groups: list[tuple[NDArray[np.bool_], NDArray[np.intp]]]
+    ) -> Float:
+        """``log p(x_o | k) + log pi_k`` of the samples of ``groups``, (n, K), in their order.
+
+        ``groups`` holds ``(observed mask, rows of X)`` of incomplete patterns
+        (:func:`patterns`), each with at least one observed value.
+        """
+        from ._stats import estimate_weighted_log_prob
+
+        parts = []
+        for mask, rows in groups:
             plan = self.plan(mask)
+            if len(rows) >= KERNEL_ROWS:
+                X_o = X[np.ix_(rows, plan.observed)]
+                parts.append(estimate_weighted_log_prob(X_o, self.marginal(plan)))
+                continue
             for start in range(0, len(rows), _TILE_ROWS):
                 tile = rows[start : start + _TILE_ROWS]
-                xc_o = X[tile][:, plan.observed].astype(np.float64) - self.shift[plan.observed]
-                out[tile] = self._tile(plan, xc_o)[1]
-        return out
+                xc_o = X[np.ix_(tile, plan.observed)].astype(np.float64) - self.shift[plan.observed]
+                parts.append(self._tile(plan, xc_o)[1])
+        return np.concatenate(parts) if parts else np.empty((0, len(self.deltas)))
 
     def stats(
-        self, X: Float, observed: NDArray[np.bool_], sample_weight: Float | None
+        self,
+        X: Float,
+        groups: list[tuple[NDArray[np.bool_], NDArray[np.intp]]],
+        sample_weight: Float | None,
     ) -> tuple[Float, Float, Float, float]:
-        """Statistics of rows with at least one observed value.
+        """Statistics of the samples of ``groups`` (see :meth:`weighted_log_prob`).
 
         Returns
         -------
@@ -157,29 +218,12 @@ class MissingEStep:
         s1 = np.zeros((n_components, n_features))
         s = np.zeros((n_components, n_features, n_features))
         loglik = 0.0
-        for mask, rows in _patterns(observed):
+        for mask, rows in groups:
             plan = self.plan(mask)
             o, m = plan.observed, plan.missing
-            n_o = len(o)
-            nk_p = np.zeros(n_components)
-            s1_o = np.zeros((n_components, n_o))
-            s2_o = np.zeros((n_components, n_o, n_o))
-            for start in range(0, len(rows), _TILE_ROWS):
-                tile = rows[start : start + _TILE_ROWS]
-                xc_o = X[tile][:, o].astype(np.float64) - self.shift[o]
-                e, wlp = self._tile(plan, xc_o)
-                top = wlp.max(axis=1, keepdims=True)
-                log_norm = top[:, 0] + np.log(np.sum(np.exp(wlp - top), axis=1))
-                resp = np.exp(wlp - log_norm[:, None])
-                if sample_weight is not None:
-                    w = sample_weight[tile].astype(np.float64)
-                    resp *= w[:, None]
-                    loglik += float(w @ log_norm)
-                else:
-                    loglik += float(np.sum(log_norm))
-                nk_p += resp.sum(axis=0)
-                s1_o += np.einsum("nk,kno->ko", resp, e)
-                s2_o += np.matmul((e * resp.T[:, :, None]).transpose(0, 2, 1), e)
+            pattern_stats = self._kernel_stats if len(rows) >= KERNEL_ROWS else self._direct_stats
+            nk_p, s1_o, s2_o, ll = pattern_stats(plan, X, rows, sample_weight)
+            loglik += ll
             # lift to all coordinates: x - mu -> [e ; B e], plus n_k C on the missing block
             nk += nk_p
             s1[:, o] += s1_o
@@ -193,6 +237,47 @@ class MissingEStep:
                 + nk_p[:, None, None] * plan.conditional
             )
         return nk, s1, self.model.moments_from_full(nk, s1, s, self.deltas), loglik
+
+    def _kernel_stats(self, plan, X, rows, sample_weight):
+        """``(nk, sum r e, sum r e e^T, loglik)`` of a pattern's samples by the fused
+        kernels of its marginal (:meth:`marginal`)."""
+        from ._stats import _suffstats_many
+
+        X_o = X[np.ix_(rows, plan.observed)]
+        w = None if sample_weight is None else sample_weight[rows]
+        (st,) = _suffstats_many(X_o, (self.marginal(plan),), w, 0)
+        s2_o = st.s2
+        if s2_o.ndim == 2:  # diag: the diagonals (its conditionals do not need the rest)
+            s2_o = s2_o[:, :, None] * np.eye(s2_o.shape[1])
+        elif s2_o.ndim == 1:  # spherical: the traces, which is all its M-step reads
+            s2_o = (s2_o / len(plan.observed))[:, None, None] * np.eye(len(plan.observed))
+        return st.nk, st.s1, s2_o, st.loglik
+
+    def _direct_stats(self, plan, X, rows, sample_weight):
+        """:meth:`_kernel_stats` of a few samples, by direct float64 products."""
+        n_components, n_o = len(self.deltas), len(plan.observed)
+        o = plan.observed
+        loglik = 0.0
+        nk_p = np.zeros(n_components)
+        s1_o = np.zeros((n_components, n_o))
+        s2_o = np.zeros((n_components, n_o, n_o))
+        for start in range(0, len(rows), _TILE_ROWS):
+            tile = rows[start : start + _TILE_ROWS]
+            xc_o = X[np.ix_(tile, o)].astype(np.float64) - self.shift[o]
+            e, wlp = self._tile(plan, xc_o)
+            top = wlp.max(axis=1, keepdims=True)
+            log_norm = top[:, 0] + np.log(np.sum(np.exp(wlp - top), axis=1))
+            resp = np.exp(wlp - log_norm[:, None])
+            if sample_weight is not None:
+                w = sample_weight[tile].astype(np.float64)
+                resp *= w[:, None]
+                loglik += float(w @ log_norm)
+            else:
+                loglik += float(np.sum(log_norm))
+            nk_p += resp.sum(axis=0)
+            s1_o += np.einsum("nk,kno->ko", resp, e)
+            s2_o += np.matmul((e * resp.T[:, :, None]).transpose(0, 2, 1), e)
+        return nk_p, s1_o, s2_o, loglik
 
 
 # ------------------------------------------------------------ initialisation

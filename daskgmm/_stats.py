@@ -260,23 +260,26 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams, missing: bool = False)
     -------
     ndarray of shape (n_samples, n_components)
     """
-    if missing:
-        observed = ~np.isnan(X)
-        incomplete = ~observed.all(axis=1)
-        if incomplete.any():
-            from ._missing import MissingEStep
+    if missing and not math.isfinite(float(np.sum(X, dtype=np.float64))):
+        from ._missing import MissingEStep, patterns
 
-            _raise_infinite(X, None)
-            out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
-            complete = ~incomplete
-            if complete.any():
-                out[complete] = estimate_weighted_log_prob(X[complete], ep)
-            some = np.flatnonzero(incomplete & observed.any(axis=1))
-            estep = MissingEStep(
-                ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
-            )
-            out[some] = estep.weighted_log_prob(X[some], observed[some])
-            return out
+        _raise_infinite(X, None)
+        out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
+        estep = None
+        for mask, rows in patterns(~np.isnan(X)):
+            if mask.all():
+                out[rows] = estimate_weighted_log_prob(X.take(rows, axis=0), ep)
+            elif mask.any():
+                if estep is None:
+                    estep = MissingEStep(
+                        ep.covariance_type,
+                        ep.log_weights,
+                        ep.shift,
+                        ep.deltas,
+                        ep.precisions_cholesky,
+                    )
+                out[rows] = estep.weighted_log_prob(X, [(mask, rows)])
+        return out
     n_components = ep.deltas.shape[0]
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)
     shift = ep.shift.astype(X.dtype)
@@ -524,15 +527,10 @@ def suffstats_chunk_many(
     samples take the same kernels, its incomplete ones the marginal E-step and
     conditional statistics of :mod:`daskgmm._missing`, and samples with no
     observed value are left out (of ``weight_sum`` and ``n_samples`` too).
-    A block without NaN costs one ``isnan`` pass more.
+    A block without NaN costs one sum more (a finite sum has no NaN).
     """
-    if missing:
-        observed = ~np.isnan(X)
-        incomplete = ~observed.all(axis=1)
-        if incomplete.any():
-            return ManyStats(
-                tuple(_suffstats_missing(X, eps, sample_weight, row_offset, observed, incomplete))
-            )
+    if missing and not math.isfinite(float(np.sum(X, dtype=np.float64))):
+        return ManyStats(tuple(_suffstats_missing(X, eps, sample_weight, row_offset)))
     return ManyStats(tuple(_suffstats_many(X, eps, sample_weight, row_offset)))
 
 
@@ -543,39 +541,37 @@ def _raise_infinite(X: Float, row_offset: int | None) -> None:
 
 
 def _suffstats_missing(
-    X: Float,
-    eps: Sequence[EStepParams],
-    sample_weight: Float | None,
-    row_offset: int,
-    observed: NDArray[np.bool_],
-    incomplete: NDArray[np.bool_],
+    X: Float, eps: Sequence[EStepParams], sample_weight: Float | None, row_offset: int
 ) -> list[SuffStats]:
-    """:func:`suffstats_chunk_many` of a block with NaN entries (see there)."""
-    from ._missing import MissingEStep
+    """:func:`suffstats_chunk_many` of a block that may hold NaN entries (see there)."""
+    from ._missing import MissingEStep, patterns
 
     _raise_infinite(X, row_offset)
-    complete = ~incomplete
-    some = incomplete & observed.any(axis=1)
     w = None if sample_weight is None else np.asarray(sample_weight)
+    groups = patterns(~np.isnan(X))
+    complete = [rows for mask, rows in groups if mask.all()]
+    incomplete = [(mask, rows) for mask, rows in groups if mask.any() and not mask.all()]
     whole: list[SuffStats | None] = [None] * len(eps)
-    if complete.any():
-        whole = _suffstats_many(X[complete], eps, None if w is None else w[complete], row_offset)
+    if complete:
+        rows = complete[0]
+        whole = _suffstats_many(X.take(rows, axis=0), eps, None if w is None else w[rows], 0)
+    n_rows = sum(len(rows) for _, rows in incomplete)
+    if w is None:
+        weight_sum = float(n_rows)
+    else:
+        weight_sum = sum(float(np.sum(w[rows], dtype=np.float64)) for _, rows in incomplete)
     out = []
-    rows = np.flatnonzero(some)
-    X_part, observed_part = X[rows], observed[rows]
-    w_part = None if w is None else w[rows]
-    weight_sum = float(len(rows) if w_part is None else np.sum(w_part, dtype=np.float64))
     for i, ep in enumerate(eps):
         estep = MissingEStep(
             ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
         )
-        nk, s1, s2, loglik = estep.stats(X_part, observed_part, w_part)
-        part = SuffStats(nk, s1, s2, loglik, weight_sum, len(rows))
+        nk, s1, s2, loglik = estep.stats(X, incomplete, w)
         if not math.isfinite(loglik):
             raise FloatingPointError(
                 "Non-finite log-likelihood for finite input; the data or parameters "
                 "overflow. Scale the input data."
             )
+        part = SuffStats(nk, s1, s2, loglik, weight_sum, n_rows)
         out.append(part if whole[i] is None else whole[i] + part)
     return out
 

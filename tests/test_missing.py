@@ -71,15 +71,32 @@ def _quiet(gm, X, **kw):
         return gm.fit(X, **kw)
 
 
+def _three_patterns(rng, X):
+    """Every sample incomplete, in one of three patterns (many samples each)."""
+    Xm = X.copy()
+    group = rng.randint(0, 3, size=len(X))
+    Xm[group == 0, 2] = np.nan
+    Xm[group == 1, 0] = np.nan
+    Xm[group == 1, 3] = np.nan
+    Xm[group == 2, 1] = np.nan
+    Xm[7] = np.nan
+    return Xm
+
+
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
-@pytest.mark.parametrize("weighted", [False, True])
-def test_statistics_with_holes_are_the_conditional_expectations(rng, ct, weighted):
+@pytest.mark.parametrize(
+    "weighted, holes",
+    [(False, "random"), (True, "random"), (True, "three patterns")],
+)
+def test_statistics_with_holes_are_the_conditional_expectations(rng, ct, weighted, holes):
     """Per sample: the marginal responsibilities on the observed values, and the
-    M-step's moments of the completed sample plus the conditional covariance."""
+    M-step's moments of the completed sample plus the conditional covariance.
+    Random holes give many small patterns (direct products); three patterns of
+    hundreds of samples run the complete-data kernels on their marginals."""
     K, D = 3, 4
     weights, means, covariances = _truth(rng, ct, K, D)
-    X, _ = _draw(rng, ct, weights, means, covariances, 400)
-    Xm = _holes(rng, X, 0.3)
+    X, _ = _draw(rng, ct, weights, means, covariances, 400 if holes == "random" else 1200)
+    Xm = _holes(rng, X, 0.3) if holes == "random" else _three_patterns(rng, X)
     w = rng.uniform(0.5, 2.0, size=len(X)) if weighted else None
     params = GMMParams.from_covariances(ct, weights, means + 0.3, covariances)
     ep = EStepParams.from_params(params)
@@ -362,3 +379,13 @@ def test_bad_input_with_missing_values_is_one_clear_error(holes_data):
         GaussianMixture(3, missing="marginalize").fit(X)
     with pytest.raises(ValueError, match="'missing' parameter of GaussianMixture must be"):
         GaussianMixture(3, missing="drop").fit(holes_data)
+
+
+def test_float32_with_holes_stays_float32_and_close_to_float64(holes_data):
+    kw = dict(n_components=3, missing="marginalize", random_state=4, tol=1e-6)
+    single = GaussianMixture(**kw).fit(holes_data.astype(np.float32))
+    double = GaussianMixture(**kw).fit(holes_data)
+    assert single.means_.dtype == np.float32 and single.covariances_.dtype == np.float32
+    assert single.score_samples(holes_data.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(single.means_, double.means_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(single.covariances_, double.covariances_, rtol=1e-3, atol=1e-4)
