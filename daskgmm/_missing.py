@@ -29,7 +29,7 @@ Samples with every value missing carry no information and are left out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -39,72 +39,116 @@ from ._covariance import get_covariance_model
 
 Float = NDArray[np.floating]
 
-#: Samples of one pattern processed together (bounds the (K, rows, |o|) temporaries).
-_TILE_ROWS = 2048
+#: Bytes of the per-sample temporaries of a tile of small patterns, (rows, K, |o|, |o|).
+_TILE_BYTES = 32 << 20
 
 #: From this many samples, a pattern runs the complete-data kernels on its observed
-#: features (see :meth:`MissingEStep.marginal`); below, their set-up costs more
-#: than the direct products here (see benchmarks/README.md, missing values).
+#: features (see :meth:`MissingEStep.marginal`); below, the samples of all the
+#: small patterns with as many observed values run together here, batched
+#: (see benchmarks/README.md, missing values).
 KERNEL_ROWS = 256
 
 
-@dataclass(frozen=True, eq=False)
-class _PatternPlan:
-    """One restart's constants for one missingness pattern, all components at once."""
-
-    observed: NDArray[np.intp]
-    missing: NDArray[np.intp]
-    deltas_o: Float  # (K, |o|): means minus the shift, observed coordinates
-    whiten: Float  # (K, |o|, |o|): L_k^-1, with L_k L_k^T = Sigma_k,oo
-    const: Float  # (K,): log pi_k - (|o| log 2 pi + log det Sigma_k,oo) / 2
-    regression: Float  # (K, |m|, |o|): B_k
-    conditional: Float  # (K, |m|, |m|): C_k
-
-
-def _pattern_plan(
-    covariances: Float, deltas: Float, log_weights: Float, observed_mask: NDArray[np.bool_]
-) -> _PatternPlan:
-    o = np.flatnonzero(observed_mask)
-    m = np.flatnonzero(~observed_mask)
-    s_oo = covariances[:, o[:, None], o[None, :]]
-    s_mo = covariances[:, m[:, None], o[None, :]]
-    s_mm = covariances[:, m[:, None], m[None, :]]
-    chol = np.linalg.cholesky(s_oo)
-    whiten = np.linalg.inv(chol)
-    log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
-    const = log_weights - 0.5 * (len(o) * math.log(2 * math.pi) + log_det)
-    # B = S_mo S_oo^-1 = S_mo L^-T L^-1
-    regression = np.matmul(np.matmul(s_mo, whiten.transpose(0, 2, 1)), whiten)
-    conditional = s_mm - np.matmul(regression, s_mo.transpose(0, 2, 1))
-    conditional = 0.5 * (conditional + conditional.transpose(0, 2, 1))
-    return _PatternPlan(o, m, deltas[:, o], whiten, const, regression, conditional)
+#: Patterns found one by one (a comparison pass each) before the rest are sorted.
+_PEELED = 16
 
 
 def patterns(observed: NDArray[np.bool_]) -> list[tuple[NDArray[np.bool_], NDArray[np.intp]]]:
-    """``(observed mask, rows)`` of each distinct pattern among the rows of ``observed``.
+    """``(observed mask, rows)`` of each distinct pattern among the rows of ``observed``,
+    rows in ascending order.
 
-    Each row's mask is packed into bytes and the bytes into one key, so that
-    the grouping sorts plain integers (``np.unique(axis=0)`` on the boolean rows
-    took 10 times the E-step of their samples).
+    Each row's mask becomes one number (a float64 sum of powers of two, exact up
+    to 52 features; packed bytes beyond), and the patterns are peeled off one
+    comparison pass at a time: blocks hold a few patterns, usually, and then no
+    sort runs at all. What remains after :data:`_PEELED` patterns is grouped by
+    one stable sort (``np.unique(axis=0)`` on the boolean rows took 10 times the
+    E-step of their samples).
     """
-    n_rows = len(observed)
-    packed = np.packbits(observed, axis=1)
-    width = packed.shape[1]
-    if width <= 8:
-        keys = np.zeros((n_rows, 8), np.uint8)
-        keys[:, :width] = packed
-        keys = keys.view(np.uint64)[:, 0]
+    n_rows, n_features = observed.shape
+    if n_features <= 24:  # float32 sums of powers of two are exact
+        keys = observed.view(np.uint8).astype(np.float32) @ np.exp2(
+            np.arange(n_features), dtype=np.float32
+        )
+    elif n_features <= 52:
+        keys = observed.view(np.uint8) @ np.exp2(np.arange(n_features))
     else:
-        keys = np.ascontiguousarray(packed).view(np.dtype((np.void, width)))[:, 0]
-    order = np.argsort(keys, kind="stable")  # one sort: rows of a pattern in their order
-    ordered = keys[order]
+        packed = np.ascontiguousarray(np.packbits(observed, axis=1))
+        keys = packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
+    groups = []
+    left = np.ones(n_rows, dtype=bool)
+    for _ in range(_PEELED):
+        first = int(np.argmax(left))
+        if not left[first]:
+            return groups
+        hit = keys == keys[first]
+        groups.append((observed[first], np.flatnonzero(hit)))
+        left &= ~hit
+    rows = np.flatnonzero(left)
+    order = np.argsort(keys[rows], kind="stable")
+    ordered = keys[rows][order]
     bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    groups = np.split(order, bounds)
-    return [(observed[rows[0]], rows) for rows in groups if len(rows)]
+    for members in np.split(rows[order], bounds):
+        if len(members):
+            groups.append((observed[members[0]], members))
+    return groups
+
+
+@dataclass(frozen=True, eq=False)
+class _Plans:
+    """One restart's constants for ``P`` patterns with ``m`` missing values each.
+
+    From the precisions ``Lambda`` alone: ``Sigma_oo^-1 = Lambda_oo - Lambda_om
+    C Lambda_mo`` with the conditional covariance ``C = Lambda_mm^-1``, the
+    regression ``B = Sigma_mo Sigma_oo^-1 = -C Lambda_mo``, and
+    ``log det Sigma_oo = log det Sigma + log det Lambda_mm``: only ``m x m``
+    matrices are inverted, batched over patterns and components, so thousands
+    of small patterns (values missing at random) cost a few NumPy calls.
+    """
+
+    observed: NDArray[np.intp]  # (P, s): observed features, ascending
+    missing: NDArray[np.intp]  # (P, m): missing features, ascending
+    const: Float  # (P, K): log pi_k - (s log 2 pi + log det Sigma_oo) / 2
+    regression: Float  # (P, K, m, s): B
+    conditional: Float  # (P, K, m, m): C
+
+
+def _plans(
+    precisions: Float, log_det: Float, log_weights: Float, masks: NDArray[np.bool_]
+) -> _Plans:
+    """:class:`_Plans` of the patterns ``masks`` (P, D), all with as many missing values.
+
+    ``precisions`` (K, D, D) and ``log_det`` (K,), ``log det Sigma_k``.
+    """
+    n_observed = int(masks[0].sum())
+    order = np.argsort(~masks, axis=1, kind="stable")  # observed features first, ascending
+    o, m = order[:, :n_observed], order[:, n_observed:]
+
+    def block(rows, cols):  # (P, K, a, b) blocks of the (K, D, D) precisions
+        picked = np.take_along_axis(precisions[None], rows[:, None, :, None], axis=2)
+        return np.take_along_axis(picked, cols[:, None, None, :], axis=3)
+
+    lam_mm, lam_mo = block(m, m), block(m, o)
+    if m.shape[1] == 1:
+        conditional = 1.0 / lam_mm
+        log_det_mm = np.log(lam_mm[..., 0, 0])
+    else:
+        conditional = np.linalg.inv(lam_mm)
+        conditional = 0.5 * (conditional + conditional.transpose(0, 1, 3, 2))
+        log_det_mm = np.linalg.slogdet(lam_mm)[1]
+    const = log_weights - 0.5 * (n_observed * math.log(2 * math.pi) + log_det + log_det_mm)
+    return _Plans(o, m, const, -np.matmul(conditional, lam_mo), conditional)
+
+
+def _by_size(groups):
+    """The groups by their number of observed values."""
+    sizes: dict[int, list] = {}
+    for mask, rows in groups:
+        sizes.setdefault(int(mask.sum()), []).append((mask, rows))
+    return sizes.values()
 
 
 class MissingEStep:
-    """The marginal E-step of one restart on the incomplete samples of blocks.
+    """The marginal E-step of one restart on the incomplete samples of a block.
 
     Parameters
     ----------
@@ -125,19 +169,16 @@ class MissingEStep:
         self.log_weights = log_weights
         self.shift = shift
         self.deltas = deltas
-        self._plans: dict[bytes, _PatternPlan] = {}
+        self.precisions = np.linalg.inv(self.covariances)
+        self.precisions = 0.5 * (self.precisions + self.precisions.transpose(0, 2, 1))
+        self.log_det = np.linalg.slogdet(self.covariances)[1]
 
-    def plan(self, observed_mask: NDArray[np.bool_]) -> _PatternPlan:
-        key = np.packbits(observed_mask).tobytes()
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = _pattern_plan(
-                self.covariances, self.deltas, self.log_weights, observed_mask
-            )
-        return plan
+    def plans(self, masks: NDArray[np.bool_]) -> _Plans:
+        return _plans(self.precisions, self.log_det, self.log_weights, masks)
 
-    def marginal(self, plan: _PatternPlan) -> Any:
-        """The E-step constants of the components' marginals on ``plan``'s observed features.
+    def marginal(self, plans: _Plans, p: int) -> Any:
+        """The E-step constants of the components' marginals on pattern ``p``'s observed
+        features.
 
         A marginal of a Gaussian mixture is a Gaussian mixture of the
         covariance type's :attr:`marginal_type
@@ -147,51 +188,72 @@ class MissingEStep:
         """
         from ._stats import EStepParams
 
-        o = plan.observed
         sub = get_covariance_model(self.model.marginal_type)
-        factors = sub.precisions_cholesky(
-            sub.from_dense(self.covariances[:, o[:, None], o[None, :]])
-        )
-        n_components = len(self.deltas)
+        o = plans.observed[p]
+        factors = sub.precisions_cholesky(sub.from_dense(self.covariances[:, o[:, None], o]))
         return EStepParams(
             sub.name,
             self.log_weights,
             self.shift[o],
             self.deltas[:, o],
             factors,
-            sub.log_det_cholesky(factors, n_components, len(o)),
+            sub.log_det_cholesky(factors, len(self.deltas), len(o)),
         )
 
-    @staticmethod
-    def _tile(plan: _PatternPlan, xc_o: Float) -> tuple[Float, Float]:
-        """``e`` (K, rows, |o|) and the weighted log-densities (rows, K) of one tile."""
-        e = xc_o[None] - plan.deltas_o[:, None, :]
-        z = np.matmul(e, plan.whiten.transpose(0, 2, 1))
-        wlp = plan.const[:, None] - 0.5 * np.einsum("kno,kno->kn", z, z)
-        return e, wlp.T
+    def _tiles(self, X: Float, plans: _Plans, members: list[NDArray[np.intp]]):
+        """Yield ``(rows, pattern of each, filled, wlp)`` for tiles of the samples of
+        small patterns: ``log p(x_o | k) + log pi_k`` (rows, K) and each sample's
+        deviation from each mean completed in feature order, ``[e ; B e]``
+        (rows, K, D), batched over the patterns in each tile.
+
+        With ``e`` zero on the missing features, ``y = Lambda e`` is one GEMM per
+        component for all patterns, ``e^T Sigma_oo^-1 e = e^T y - y_m^T C y_m``
+        and ``B e = -C y_m``: per sample only ``m``-sized products differ.
+        """
+        rows = np.concatenate(members)
+        pattern = np.repeat(np.arange(len(members)), [len(r) for r in members])
+        n_components, n_features = self.deltas.shape
+        n_missing = plans.missing.shape[1]
+        step = max(64, _TILE_BYTES // (8 * n_components * (4 * n_features + n_missing**2)))
+        for start in range(0, len(rows), step):
+            tile, which = rows[start : start + step], pattern[start : start + step]
+            xc = X[tile].astype(np.float64) - self.shift
+            e = xc[:, None, :] - self.deltas  # (rows, K, D), NaN where missing
+            e[np.isnan(e)] = 0.0
+            y = np.matmul(e.transpose(1, 0, 2), self.precisions).transpose(1, 0, 2)
+            index = np.broadcast_to(plans.missing[which][:, None, :], (*e.shape[:2], n_missing))
+            y_m = np.take_along_axis(y, index, axis=2)
+            c_y = np.matmul(plans.conditional[which], y_m[..., None])[..., 0]
+            mahalanobis = np.einsum("rkd,rkd->rk", e, y) - np.einsum("rkm,rkm->rk", y_m, c_y)
+            np.put_along_axis(e, index, -c_y, axis=2)
+            yield tile, which, e, plans.const[which] - 0.5 * mahalanobis
 
     def weighted_log_prob(
         self, X: Float, groups: list[tuple[NDArray[np.bool_], NDArray[np.intp]]]
     ) -> Float:
-        """``log p(x_o | k) + log pi_k`` of the samples of ``groups``, (n, K), in their order.
+        """``log p(x_o | k) + log pi_k`` of the samples of ``groups``, shape (len(X), K);
+        the rows of no group are left NaN.
 
         ``groups`` holds ``(observed mask, rows of X)`` of incomplete patterns
         (:func:`patterns`), each with at least one observed value.
         """
         from ._stats import estimate_weighted_log_prob
 
-        parts = []
-        for mask, rows in groups:
-            plan = self.plan(mask)
-            if len(rows) >= KERNEL_ROWS:
-                X_o = X[np.ix_(rows, plan.observed)]
-                parts.append(estimate_weighted_log_prob(X_o, self.marginal(plan)))
-                continue
-            for start in range(0, len(rows), _TILE_ROWS):
-                tile = rows[start : start + _TILE_ROWS]
-                xc_o = X[np.ix_(tile, plan.observed)].astype(np.float64) - self.shift[plan.observed]
-                parts.append(self._tile(plan, xc_o)[1])
-        return np.concatenate(parts) if parts else np.empty((0, len(self.deltas)))
+        out = np.full((len(X), len(self.deltas)), np.nan)
+        for same in _by_size(groups):
+            plans = self.plans(np.array([mask for mask, _ in same]))
+            small = []
+            for p, (_, rows) in enumerate(same):
+                if len(rows) >= KERNEL_ROWS:
+                    X_o = X[np.ix_(rows, plans.observed[p])]
+                    out[rows] = estimate_weighted_log_prob(X_o, self.marginal(plans, p))
+                else:
+                    small.append(p)
+            if small:
+                sub = _select(plans, small)
+                for tile, _, _, wlp in self._tiles(X, sub, [same[p][1] for p in small]):
+                    out[tile] = wlp
+        return out
 
     def stats(
         self,
@@ -218,53 +280,54 @@ class MissingEStep:
         s1 = np.zeros((n_components, n_features))
         s = np.zeros((n_components, n_features, n_features))
         loglik = 0.0
-        for mask, rows in groups:
-            plan = self.plan(mask)
-            o, m = plan.observed, plan.missing
-            pattern_stats = self._kernel_stats if len(rows) >= KERNEL_ROWS else self._direct_stats
-            nk_p, s1_o, s2_o, ll = pattern_stats(plan, X, rows, sample_weight)
-            loglik += ll
-            # lift to all coordinates: x - mu -> [e ; B e], plus n_k C on the missing block
-            nk += nk_p
-            s1[:, o] += s1_o
-            s1[:, m] += np.einsum("kmo,ko->km", plan.regression, s1_o)
-            b_s = np.matmul(plan.regression, s2_o)  # (K, |m|, |o|)
-            s[:, o[:, None], o[None, :]] += s2_o
-            s[:, m[:, None], o[None, :]] += b_s
-            s[:, o[:, None], m[None, :]] += b_s.transpose(0, 2, 1)
-            s[:, m[:, None], m[None, :]] += (
-                np.matmul(b_s, plan.regression.transpose(0, 2, 1))
-                + nk_p[:, None, None] * plan.conditional
-            )
+        for same in _by_size(groups):
+            plans = self.plans(np.array([mask for mask, _ in same]))
+            large = [p for p, (_, rows) in enumerate(same) if len(rows) >= KERNEL_ROWS]
+            small = [p for p, (_, rows) in enumerate(same) if len(rows) < KERNEL_ROWS]
+            if large:
+                n_o = plans.observed.shape[1]
+                nk_p = np.zeros((len(large), n_components))
+                s1_o = np.zeros((len(large), n_components, n_o))
+                s2_o = np.zeros((len(large), n_components, n_o, n_o))
+                for i, p in enumerate(large):
+                    loglik += self._kernel_stats(
+                        X, plans, p, same[p][1], sample_weight, nk_p[i], s1_o[i], s2_o[i]
+                    )
+                _lift(_select(plans, large), nk_p, s1_o, s2_o, nk, s1, s)
+            if small:
+                rows = [same[p][1] for p in small]
+                sub = _select(plans, small)
+                loglik += self._small_stats(X, sub, rows, sample_weight, nk, s1, s)
         return nk, s1, self.model.moments_from_full(nk, s1, s, self.deltas), loglik
 
-    def _kernel_stats(self, plan, X, rows, sample_weight):
-        """``(nk, sum r e, sum r e e^T, loglik)`` of a pattern's samples by the fused
-        kernels of its marginal (:meth:`marginal`)."""
+    def _kernel_stats(self, X, plans, p, rows, sample_weight, nk_p, s1_o, s2_o) -> float:
+        """Pattern ``p``'s ``nk``, ``sum r e``, ``sum r e e^T`` (into the given arrays) by
+        the fused kernels of its marginal (:meth:`marginal`); returns its log-likelihood."""
         from ._stats import _suffstats_many
 
-        X_o = X[np.ix_(rows, plan.observed)]
+        X_o = X[np.ix_(rows, plans.observed[p])]
         w = None if sample_weight is None else sample_weight[rows]
-        (st,) = _suffstats_many(X_o, (self.marginal(plan),), w, 0)
-        s2_o = st.s2
-        if s2_o.ndim == 2:  # diag: the diagonals (its conditionals do not need the rest)
-            s2_o = s2_o[:, :, None] * np.eye(s2_o.shape[1])
-        elif s2_o.ndim == 1:  # spherical: the traces, which is all its M-step reads
-            s2_o = (s2_o / len(plan.observed))[:, None, None] * np.eye(len(plan.observed))
-        return st.nk, st.s1, s2_o, st.loglik
+        (st,) = _suffstats_many(X_o, (self.marginal(plans, p),), w, 0)
+        s2 = st.s2
+        if s2.ndim == 2:  # diag: the diagonals (its conditionals do not need the rest)
+            s2 = s2[:, :, None] * np.eye(s2.shape[1])
+        elif s2.ndim == 1:  # spherical: the traces, which is all its M-step reads
+            s2 = (s2 / s1_o.shape[1])[:, None, None] * np.eye(s1_o.shape[1])
+        nk_p[...], s1_o[...], s2_o[...] = st.nk, st.s1, s2
+        return st.loglik
 
-    def _direct_stats(self, plan, X, rows, sample_weight):
-        """:meth:`_kernel_stats` of a few samples, by direct float64 products."""
-        n_components, n_o = len(self.deltas), len(plan.observed)
-        o = plan.observed
+    def _small_stats(self, X, plans, members, sample_weight, nk, s1, s) -> float:
+        """Add the statistics of the samples of many small patterns to ``nk``, ``s1``, ``s``,
+        batched; returns their log-likelihood.
+
+        Each sample's deviation is completed in feature order, ``[e ; B e]``, so
+        that the second moments of all of them are one batched GEMM per tile,
+        as for complete samples; only ``n_k C`` is added per pattern.
+        """
+        n_components, n_features = self.deltas.shape
+        nk_p = np.zeros((len(members), n_components))
         loglik = 0.0
-        nk_p = np.zeros(n_components)
-        s1_o = np.zeros((n_components, n_o))
-        s2_o = np.zeros((n_components, n_o, n_o))
-        for start in range(0, len(rows), _TILE_ROWS):
-            tile = rows[start : start + _TILE_ROWS]
-            xc_o = X[np.ix_(tile, o)].astype(np.float64) - self.shift[o]
-            e, wlp = self._tile(plan, xc_o)
+        for tile, which, filled, wlp in self._tiles(X, plans, members):
             top = wlp.max(axis=1, keepdims=True)
             log_norm = top[:, 0] + np.log(np.sum(np.exp(wlp - top), axis=1))
             resp = np.exp(wlp - log_norm[:, None])
@@ -274,10 +337,70 @@ class MissingEStep:
                 loglik += float(w @ log_norm)
             else:
                 loglik += float(np.sum(log_norm))
-            nk_p += resp.sum(axis=0)
-            s1_o += np.einsum("nk,kno->ko", resp, e)
-            s2_o += np.matmul((e * resp.T[:, :, None]).transpose(0, 2, 1), e)
-        return nk_p, s1_o, s2_o, loglik
+            weighted = resp[..., None] * filled
+            s1 += weighted.sum(axis=0)
+            s += np.matmul(weighted.transpose(1, 2, 0), filled.transpose(1, 0, 2))
+            # the tile's rows of one pattern are consecutive
+            starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
+            nk_p[which[starts]] += np.add.reduceat(resp, starts, axis=0)
+        nk += nk_p.sum(axis=0)
+        # sum_p n_pk C_pk on each pattern's (missing, missing) block
+        m = plans.missing
+        flat = (m[:, :, None] * n_features + m[:, None, :]).reshape(len(m), -1)  # (P, m*m)
+        values = nk_p[..., None, None] * plans.conditional  # (P, K, m, m)
+        for k in range(n_components):
+            s[k] += np.bincount(
+                flat.ravel(), values[:, k].reshape(len(m), -1).ravel(), n_features * n_features
+            ).reshape(n_features, n_features)
+        return loglik
+
+
+def _select(plans: _Plans, which: list[int]) -> _Plans:
+    """The plans of some of the patterns."""
+    index = np.asarray(which)
+    return _Plans(*(getattr(plans, f.name)[index] for f in fields(plans)))
+
+
+#: Bytes of the per-pattern second moments lifted together, (patterns, K, D, D).
+_LIFT_BYTES = 16 << 20
+
+
+def _lift(plans: _Plans, nk_p, s1_o, s2_o, nk, s1, s) -> None:
+    """Add the patterns' moments, lifted to all features, to ``nk``, ``s1``, ``s``.
+
+    ``x - mu -> [e ; B e]`` and the second moments ``[S, S B^T ; B S, B S B^T + n C]``
+    in each pattern's (observed, missing) order, put back in feature order.
+    """
+    n_patterns, n_components = s1_o.shape[:2]
+    n_features = s1.shape[1]
+    nk += nk_p.sum(axis=0)
+    step = max(1, _LIFT_BYTES // (8 * n_components * n_features * n_features))
+    for lo in range(0, n_patterns, step):
+        part = slice(lo, lo + step)
+        order = np.concatenate([plans.observed[part], plans.missing[part]], axis=1)  # (P, D)
+        b = plans.regression[part]
+        s1_m = np.matmul(b, s1_o[part][..., None])[..., 0]
+        b_s = np.matmul(b, s2_o[part])  # (P, K, m, s)
+        s_mm = np.matmul(b_s, b.transpose(0, 1, 3, 2))
+        s_mm += nk_p[part][..., None, None] * plans.conditional[part]
+        first = np.concatenate([s1_o[part], s1_m], axis=2)  # (P, K, D), pattern order
+        second = np.concatenate(
+            [
+                np.concatenate([s2_o[part], b_s.transpose(0, 1, 3, 2)], axis=3),
+                np.concatenate([b_s, s_mm], axis=3),
+            ],
+            axis=2,
+        )
+        lifted = np.zeros_like(first)
+        np.put_along_axis(lifted, np.broadcast_to(order[:, None, :], first.shape), first, axis=2)
+        s1 += lifted.sum(axis=0)
+        rows = np.zeros_like(second)
+        index = np.broadcast_to(order[:, None, :, None], second.shape)
+        np.put_along_axis(rows, index, second, axis=2)
+        lifted = np.zeros_like(second)
+        index = np.broadcast_to(order[:, None, None, :], second.shape)
+        np.put_along_axis(lifted, index, rows, axis=3)
+        s += lifted.sum(axis=0)
 
 
 # ------------------------------------------------------------ initialisation

@@ -265,20 +265,18 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams, missing: bool = False)
 
         _raise_infinite(X, None)
         out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
-        estep = None
+        incomplete = []
         for mask, rows in patterns(~np.isnan(X)):
             if mask.all():
                 out[rows] = estimate_weighted_log_prob(X.take(rows, axis=0), ep)
             elif mask.any():
-                if estep is None:
-                    estep = MissingEStep(
-                        ep.covariance_type,
-                        ep.log_weights,
-                        ep.shift,
-                        ep.deltas,
-                        ep.precisions_cholesky,
-                    )
-                out[rows] = estep.weighted_log_prob(X, [(mask, rows)])
+                incomplete.append((mask, rows))
+        if incomplete:
+            estep = MissingEStep(
+                ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
+            )
+            rows = np.concatenate([rows for _, rows in incomplete])
+            out[rows] = estep.weighted_log_prob(X, incomplete)[rows]
         return out
     n_components = ep.deltas.shape[0]
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)

@@ -389,3 +389,18 @@ def test_float32_with_holes_stays_float32_and_close_to_float64(holes_data):
     assert single.score_samples(holes_data.astype(np.float32)).dtype == np.float32
     np.testing.assert_allclose(single.means_, double.means_, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(single.covariances_, double.covariances_, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_features", [5, 30, 60])  # keys: float32, float64, bytes
+def test_patterns_group_every_sample_once_in_order(rng, n_features):
+    from daskgmm._missing import patterns
+
+    observed = rng.random_sample((3000, n_features)) > 3 / n_features / 5  # dozens of patterns
+    observed[::7] = observed[0]
+    groups = patterns(observed)
+    expected: dict[bytes, list[int]] = {}
+    for i, row in enumerate(observed):
+        expected.setdefault(row.tobytes(), []).append(i)
+    assert len(groups) == len(expected) > 16
+    for mask, rows in groups:
+        np.testing.assert_array_equal(rows, expected[mask.tobytes()])
