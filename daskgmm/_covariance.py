@@ -213,6 +213,10 @@ class CovarianceModel(ABC):
         need sub-blocks of the covariances, not of the precisions.
         """
 
+    #: Whether the precisions are diagonal: features independent within a component,
+    #: so that a marginal is the same model on fewer features.
+    diagonal: ClassVar[bool] = False
+
     #: The type of a marginal on some features: the marginals of ``tied`` components
     #: differ in their means only, but the E-step of any one block of samples needs
     #: per-component statistics to lift to all features, as ``full`` keeps them.
@@ -408,6 +412,8 @@ class Tied(CovarianceModel):
 
 class _Diagonal(CovarianceModel):
     """Shared code of the ``diag`` and ``spherical`` types (diagonal precisions)."""
+
+    diagonal = True
 
     def s2_shape(self, n_components, n_features):
         return (n_components, n_features)

@@ -403,6 +403,83 @@ def _lift(plans: _Plans, nk_p, s1_o, s2_o, nk, s1, s) -> None:
         s += lifted.sum(axis=0)
 
 
+# ------------------------------------------------- diagonal precisions
+def diagonal(
+    X: Float, covariance_type: str, log_weights: Float, shift: Float, deltas: Float,
+    precisions_cholesky: Float, sample_weight: Float | None = None, stats: bool = True,
+) -> tuple[Float, Float, Float, float] | Float:  # fmt: skip
+    """The E-step (and statistics) of ``diag``/``spherical`` components on samples with
+    holes, every sample at once: no patterns.
+
+    With diagonal precisions ``p_k`` the features are independent within a
+    component, so with the observed mask ``w`` (1 observed, 0 missing) and
+    ``x~`` the shifted samples with zeros in the holes, every sum is a GEMM::
+
+        mahalanobis = x~^2 p - 2 x~ (p d) + w (p d^2)        log det = w log p
+        s1 = r^T x~ - d (r^T w)
+        s2 = r^T x~^2 - 2 d (r^T x~) + d^2 (r^T w) + sigma^2 (nk - r^T w)
+
+    (the missing features are expected at the mean, with the component's
+    variance). Every row must have an observed value.
+
+    Returns
+    -------
+    ``(nk, s1, s2, loglik)`` with ``stats``, else the weighted log-densities (n, K).
+    """
+    model = get_covariance_model(covariance_type)
+    n_components, n_features = deltas.shape
+    precisions = np.broadcast_to(
+        model.precisions(precisions_cholesky).reshape(n_components, -1),
+        (n_components, n_features),
+    )
+    from ._stats import _normalise_inplace
+
+    # the Mahalanobis distance minus the log-determinant: x~^2 a + x~ b + w c
+    a, b = precisions, -2.0 * precisions * deltas
+    c = precisions * deltas**2 - np.log(precisions)
+    constant = math.log(2 * math.pi)
+    n_samples = len(X)
+    wlp_all = None if stats else np.empty((n_samples, n_components))
+    r_x2, r_x, r_w = (np.zeros((n_components, n_features)) for _ in range(3))
+    nk = np.zeros(n_components)
+    loglik = 0.0
+    step = max(256, (1 << 20) // (8 * n_features))  # (rows, D) temporaries of ~1 MiB
+    for start in range(0, n_samples, step):
+        xc = np.asarray(X[start : start + step], dtype=np.float64) - shift
+        missing = np.isnan(xc)
+        np.copyto(xc, 0.0, where=missing)
+        weight = np.logical_not(missing).astype(np.float64)
+        squares = xc * xc
+        # laid out (K, rows), for _normalise_inplace and the moments' GEMMs
+        wlp = a @ squares.T
+        wlp += b @ xc.T
+        wlp += c @ weight.T
+        wlp += constant * weight.sum(axis=1)
+        wlp *= -0.5
+        wlp += log_weights[:, None]
+        if not stats:
+            wlp_all[start : start + step] = wlp.T
+            continue
+        log_norm = _normalise_inplace(wlp.T)  # wlp now holds the responsibilities
+        if sample_weight is None:
+            loglik += float(np.sum(log_norm))
+        else:
+            w = np.asarray(sample_weight[start : start + step], dtype=np.float64)
+            wlp *= w
+            loglik += float(w @ log_norm)
+        nk += wlp.sum(axis=1)
+        r_x2 += wlp @ squares
+        r_x += wlp @ xc
+        r_w += wlp @ weight
+    if not stats:
+        return wlp_all
+    s1 = r_x - deltas * r_w
+    s2 = r_x2 - 2.0 * deltas * r_x + deltas**2 * r_w + (nk[:, None] - r_w) / precisions
+    if s2.shape != model.s2_shape(n_components, n_features):  # spherical: summed over features
+        s2 = s2.sum(axis=1)
+    return nk, s1, s2, loglik
+
+
 # ------------------------------------------------------------ initialisation
 #: Complete samples the initialisation needs to run on them alone, per component.
 COMPLETE_PER_COMPONENT = 20

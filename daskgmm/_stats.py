@@ -261,10 +261,22 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams, missing: bool = False)
     ndarray of shape (n_samples, n_components)
     """
     if missing and not math.isfinite(float(np.sum(X, dtype=np.float64))):
-        from ._missing import MissingEStep, patterns
+        from ._missing import MissingEStep, diagonal, patterns
 
         _raise_infinite(X, None)
         out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
+        if get_covariance_model(ep.covariance_type).diagonal:
+            some = ~np.isnan(X).all(axis=1)
+            out[some] = diagonal(
+                X[some],
+                ep.covariance_type,
+                ep.log_weights,
+                ep.shift,
+                ep.deltas,
+                ep.precisions_cholesky,
+                stats=False,
+            )
+            return out
         incomplete = []
         for mask, rows in patterns(~np.isnan(X)):
             if mask.all():
@@ -532,6 +544,14 @@ def suffstats_chunk_many(
     return ManyStats(tuple(_suffstats_many(X, eps, sample_weight, row_offset)))
 
 
+def _check_overflow(loglik: float) -> None:
+    if not math.isfinite(loglik):
+        raise FloatingPointError(
+            "Non-finite log-likelihood for finite input; the data or parameters "
+            "overflow. Scale the input data."
+        )
+
+
 def _raise_infinite(X: Float, row_offset: int | None) -> None:
     """Refuse ``inf`` where NaN are missing values (scikit-learn's message)."""
     if np.isinf(X).any():
@@ -542,10 +562,28 @@ def _suffstats_missing(
     X: Float, eps: Sequence[EStepParams], sample_weight: Float | None, row_offset: int
 ) -> list[SuffStats]:
     """:func:`suffstats_chunk_many` of a block that may hold NaN entries (see there)."""
-    from ._missing import MissingEStep, patterns
+    from ._missing import MissingEStep, diagonal, patterns
 
     _raise_infinite(X, row_offset)
     w = None if sample_weight is None else np.asarray(sample_weight)
+    if get_covariance_model(eps[0].covariance_type).diagonal:
+        some = ~np.isnan(X).all(axis=1)
+        X_some, w_some = (X, w) if some.all() else (X[some], None if w is None else w[some])
+        weight_sum = float(len(X_some) if w_some is None else np.sum(w_some, dtype=np.float64))
+        out = []
+        for ep in eps:
+            nk, s1, s2, loglik = diagonal(
+                X_some,
+                ep.covariance_type,
+                ep.log_weights,
+                ep.shift,
+                ep.deltas,
+                ep.precisions_cholesky,
+                w_some,
+            )
+            _check_overflow(loglik)
+            out.append(SuffStats(nk, s1, s2, loglik, weight_sum, len(X_some)))
+        return out
     groups = patterns(~np.isnan(X))
     complete = [rows for mask, rows in groups if mask.all()]
     incomplete = [(mask, rows) for mask, rows in groups if mask.any() and not mask.all()]
@@ -564,11 +602,7 @@ def _suffstats_missing(
             ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
         )
         nk, s1, s2, loglik = estep.stats(X, incomplete, w)
-        if not math.isfinite(loglik):
-            raise FloatingPointError(
-                "Non-finite log-likelihood for finite input; the data or parameters "
-                "overflow. Scale the input data."
-            )
+        _check_overflow(loglik)
         part = SuffStats(nk, s1, s2, loglik, weight_sum, n_rows)
         out.append(part if whole[i] is None else whole[i] + part)
     return out
