@@ -434,10 +434,9 @@ def diagonal(
     )
     from ._stats import _normalise_inplace
 
-    # the Mahalanobis distance minus the log-determinant: x~^2 a + x~ b + w c
+    # -2 log N(x_o): x~^2 a + x~ b + w c, c holding the log-determinant and log 2 pi
     a, b = precisions, -2.0 * precisions * deltas
-    c = precisions * deltas**2 - np.log(precisions)
-    constant = math.log(2 * math.pi)
+    c = precisions * deltas**2 - np.log(precisions) + math.log(2 * math.pi)
     n_samples = len(X)
     wlp_all = None if stats else np.empty((n_samples, n_components))
     r_x2, r_x, r_w = (np.zeros((n_components, n_features)) for _ in range(3))
@@ -448,13 +447,12 @@ def diagonal(
         xc = np.asarray(X[start : start + step], dtype=np.float64) - shift
         missing = np.isnan(xc)
         np.copyto(xc, 0.0, where=missing)
-        weight = np.logical_not(missing).astype(np.float64)
+        weight = 1.0 - missing
         squares = xc * xc
         # laid out (K, rows), for _normalise_inplace and the moments' GEMMs
         wlp = a @ squares.T
         wlp += b @ xc.T
         wlp += c @ weight.T
-        wlp += constant * weight.sum(axis=1)
         wlp *= -0.5
         wlp += log_weights[:, None]
         if not stats:

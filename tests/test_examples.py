@@ -49,3 +49,12 @@ def test_bic_selection(tmp_path):
     out = _run("bic_selection.py", tmp_path, "bic.png")
     assert "n_components=4" in out
     assert (tmp_path / "bic.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_bands(tmp_path):
+    out = _run("missing_bands.py", tmp_path, "mb")
+    assert "marginalize: 100% of the pixels labelled" in out
+    ari = re.search(r"ARI against the true classes ([0-9.]+) \(all pixels\)", out)
+    assert float(ari.group(1)) > 0.98
+    assert "complete cases: 75% of the pixels labelled" in out
+    assert (tmp_path / "mb" / "labels.png").read_bytes()[:4] == b"\x89PNG"
