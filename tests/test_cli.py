@@ -530,6 +530,16 @@ def test_missing_values_through_the_command_line(scheduler_address, tmp_path):
 
     assert adjusted_rand_score(truth[:, 2:].ravel(), labels[:, 2:].ravel()) > 0.99
     assert np.isnan(ds["log_density"].values[:, :2]).all()
+    # select: BIC over the samples with a value; the best model keeps the mode
+    out = _run(
+        "select", path, "--feature-dim", "band", "--missing", "marginalize", "--k", "2..4",
+        "--table", tmp_path / "sel", "-o", tmp_path / "best.zarr", *common, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "sel.json").read_text())
+    assert table["best"]["n_components"] == 3
+    best = load(tmp_path / "best.zarr")
+    assert best.missing == "marginalize" and best.predict(path).values[0, 0] == -1
     # anomalies: the border has no density and is never flagged
     out = _run(
         "anomalies", tmp_path / "m.zarr", path, "--quantile", 0.01, "-o", tmp_path / "a.zarr",

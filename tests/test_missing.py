@@ -404,3 +404,27 @@ def test_patterns_group_every_sample_once_in_order(rng, n_features):
     assert len(groups) == len(expected) > 16
     for mask, rows in groups:
         np.testing.assert_array_equal(rows, expected[mask.tobytes()])
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_offset_data_with_holes_keep_their_digits(rng, ct):
+    """Samples a million units from the origin, with holes: the shifted float64
+    statistics give the model of the same samples near the origin."""
+    weights, means, covariances = _truth(rng, ct, 3, 4)
+    X, _ = _draw(rng, ct, weights, means, covariances, 3000)
+    Xm = _holes(rng, X, 0.3)
+    model = get_covariance_model(ct)
+    kw = dict(  # no data-dependent initialisation: the same start for both
+        n_components=3,
+        covariance_type=ct,
+        missing="marginalize",
+        weights_init=np.full(3, 1 / 3),
+        precisions_init=model.precisions(model.precisions_cholesky(covariances)),
+        tol=0.0,
+        max_iter=20,
+    )
+    near = _quiet(GaussianMixture(means_init=means, **kw), Xm)
+    far = _quiet(GaussianMixture(means_init=means + 1e6, **kw), Xm + 1e6)
+    np.testing.assert_allclose(far.means_ - 1e6, near.means_, atol=1e-8)
+    np.testing.assert_allclose(far.covariances_, near.covariances_, rtol=1e-8)
+    assert far.lower_bound_ == pytest.approx(near.lower_bound_, rel=1e-9)
