@@ -55,15 +55,14 @@ def make_data(n, d, k, seed=0):
 
 
 def start(ct, k, d, means):
+    from bench_em import init_kwargs
+
     from daskgmm import GMMParams
 
-    covariances = {
-        "full": np.array([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[ct]
-    return GMMParams.from_covariances(ct, np.full(k, 1.0 / k), means, covariances)
+    init = init_kwargs(ct, k, d, means)
+    return GMMParams.from_precisions(
+        ct, init["weights_init"], init["means_init"], init["precisions_init"]
+    )
 
 
 def per_iteration(X, params, missing, block_rows, iters):
