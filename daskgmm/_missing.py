@@ -324,13 +324,14 @@ class MissingEStep:
         that the second moments of all of them are one batched GEMM per tile,
         as for complete samples; only ``n_k C`` is added per pattern.
         """
+        from ._stats import _normalise_inplace
+
         n_components, n_features = self.deltas.shape
         nk_p = np.zeros((len(members), n_components))
         loglik = 0.0
         for tile, which, filled, wlp in self._tiles(X, plans, members):
-            top = wlp.max(axis=1, keepdims=True)
-            log_norm = top[:, 0] + np.log(np.sum(np.exp(wlp - top), axis=1))
-            resp = np.exp(wlp - log_norm[:, None])
+            resp = np.ascontiguousarray(wlp)
+            log_norm = _normalise_inplace(resp).copy()  # resp: the responsibilities now
             if sample_weight is not None:
                 w = sample_weight[tile].astype(np.float64)
                 resp *= w[:, None]

@@ -322,10 +322,16 @@ def _normalise_inplace(wlp: Float, ws: Workspace | None = None) -> Float:
     total = ws.take("total", (n,), wlp.dtype)
     ones = ws.take("ones-k", (n_components,), wlp.dtype)
     ones[...] = 1.0
+    # Responsibilities below the smallest normal number (float32: 1.2e-38) are
+    # floored there: subnormal operands make the statistics' GEMMs many times
+    # slower (see benchmarks/README.md, kernel measurements); the floor moves a
+    # responsibility by less than that number.
+    floor = math.log(np.finfo(wlp.dtype).tiny) + math.log(n_components) + 1.0
     if not wlp.flags.c_contiguous and wlp.T.flags.c_contiguous:
         by_component = wlp.T
         np.maximum.reduce(by_component, axis=0, out=top)
         by_component -= top
+        np.maximum(by_component, floor, out=by_component)
         np.exp(by_component, out=by_component)
         np.matmul(ones, by_component, out=total)
         by_component /= total
@@ -334,6 +340,7 @@ def _normalise_inplace(wlp: Float, ws: Workspace | None = None) -> Float:
         for k in range(1, n_components):
             np.maximum(top, wlp[:, k], out=top)
         wlp -= top[:, None]
+        np.maximum(wlp, floor, out=wlp)
         np.exp(wlp, out=wlp)
         np.matmul(wlp, ones, out=total)
         wlp /= total[:, None]

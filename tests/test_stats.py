@@ -67,6 +67,7 @@ def test_normalise_matches_logsumexp_in_either_layout(rng, layout, dtype):
     from daskgmm._stats import _normalise_inplace
 
     wlp = rng.normal(scale=30.0, size=(500, 7)) - 200.0
+    wlp[:, 0] -= 700.0  # underflows in float64 too
     expected_norm = logsumexp(wlp, axis=1)
     expected_resp = np.exp(wlp - expected_norm[:, None])
     got = wlp.astype(dtype) if layout == "rows" else np.ascontiguousarray(wlp.T, dtype=dtype).T
@@ -76,6 +77,11 @@ def test_normalise_matches_logsumexp_in_either_layout(rng, layout, dtype):
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(log_norm, expected_norm, rtol=rtol)
     np.testing.assert_allclose(got, expected_resp, rtol=rtol * 10, atol=rtol)
+    # no subnormal responsibility (they slow the statistics' GEMMs down many times):
+    # what would underflow stays at the smallest normal numbers
+    assert got.min() >= np.finfo(dtype).tiny
+    tiny = expected_resp < np.finfo(dtype).tiny
+    assert tiny.any() and np.all(got[tiny] < 1e4 * np.finfo(dtype).tiny)
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
