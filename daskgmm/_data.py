@@ -446,9 +446,9 @@ def declared_nodata(X: Any) -> float | None:
     default of floating arrays, which real data hold) nor NaN (already missing).
     """
     attrs = dict(getattr(X, "attrs", {}) or {})
-    encoding = getattr(X, "encoding", None)
+    encoding = dict(getattr(X, "encoding", None) or {})  # where xarray keeps decoded ones
     for name in NODATA_ATTRIBUTES:
-        value = attrs.get(name, (encoding or {}).get(name) if name == "nodata" else None)
+        value = attrs.get(name, encoding.get(name))
         if value is not None:
             return _nodata_value(value, name)
     fill = getattr(X, "fill_value", None)

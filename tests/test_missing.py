@@ -357,6 +357,13 @@ def test_out_of_core_zarr_with_a_declared_nodata(holes_data, tmp_path, caplog):
         streamed = _quiet(GaussianMixture(cache=False, **kw), str(tmp_path / "x.zarr"))
     assert "declares -9999.0 for missing values" in caplog.text
     np.testing.assert_allclose(streamed.means_, reference.means_, rtol=1e-10)
+    # a raw Zarr array whose fill value is the marker declares it too
+    z = zarr.create_array(
+        tmp_path / "f.zarr", shape=marked.shape, chunks=(300, 4), dtype="f8", fill_value=-9999.0
+    )
+    z[:] = marked
+    filled = _quiet(GaussianMixture(**kw), str(tmp_path / "f.zarr"))
+    np.testing.assert_allclose(filled.means_, reference.means_, rtol=1e-10)
     given = _quiet(GaussianMixture(nodata=-9999, **kw), marked)
     np.testing.assert_allclose(given.means_, reference.means_, rtol=1e-12)
     labels = streamed.predict(str(tmp_path / "x.zarr")).compute()
