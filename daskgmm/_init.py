@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -47,20 +46,18 @@ from numpy.typing import NDArray
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from ._covariance import get_covariance_model
-from ._kernels import Workspace
 from ._reduction import map_reduce
 from ._stats import (
     GMMParams,
-    ManyStats,
-    _nearest_tiles,
     _raise_nonfinite,
     hard_assignment_stats_chunk,
+    kmeans_parallel_chunk,
     kmeans_sizes_chunk,
     kmeans_stats_chunk,
     m_step,
     per_restart_chunk,
     random_resp_stats_chunk,
-    uniform_rows,
+    rows_chunk,
 )
 
 __all__ = ["initialize", "initialize_many", "restart_seeds"]
@@ -78,88 +75,6 @@ LLOYD_MAX_ITER = 10
 LLOYD_TOL = 1e-4
 
 
-@dataclass(frozen=True, eq=False)
-class _Candidates:
-    """Rows sampled by one k-means|| round, and the cost of the centres of the pass."""
-
-    rows: Float
-    cost: float
-    n_samples: int
-
-    def __add__(self, other: _Candidates) -> _Candidates:
-        return _Candidates(
-            np.concatenate([self.rows, other.rows]),
-            self.cost + other.cost,
-            self.n_samples + other.n_samples,
-        )
-
-
-def _kmeans_parallel_chunk(
-    X: Float,
-    rounds: Sequence[tuple[Float, float, int]],
-    shift: Float,
-    n_components: int,
-    sample_weight: Float | None = None,
-    row_offset: int = 0,
-) -> ManyStats:
-    """One k-means|| round of each restart on a block: its centres' cost and sampled rows.
-
-    ``rounds`` holds each restart's ``(centers, cost, key)``, all centres taken
-    around the one ``shift`` (:func:`_nearest_tiles` shares the tiles). A row
-    is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost`` is
-    the (weighted) cost found by the restart's previous pass (``0`` samples
-    nothing) and ``l = OVERSAMPLING * n_components``: about ``l`` rows per round
-    in all.
-    """
-    picked: list[list[Float]] = [[np.empty((0, X.shape[1]))] for _ in rounds]
-    totals = [0.0] * len(rounds)
-    ws = Workspace()
-    centers = [c for c, _, _ in rounds]
-    # tile by tile, so the temporaries stay small whatever the block size
-    for start, Xc, found in _nearest_tiles(X, centers, shift, labels=False, row_offset=row_offset):
-        tile = X[start : start + len(Xc)]
-        w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
-        for i, ((_, cost, key), (_, d2)) in enumerate(zip(rounds, found, strict=True)):
-            wd2 = d2 if w is None else w * d2
-            totals[i] += float(np.sum(wd2, dtype=np.float64))
-            if cost > 0:
-                u = uniform_rows(key, row_offset + start, len(Xc), 1, ws)[:, 0]
-                chosen = u < OVERSAMPLING * n_components * wd2 / cost
-                picked[i].append(tile[chosen].astype(np.float64))
-    return ManyStats(
-        tuple(
-            _Candidates(np.concatenate(rows), total, len(X))
-            for rows, total in zip(picked, totals, strict=True)
-        )
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class _Rows:
-    """Rows gathered from the blocks, with their positions in the request."""
-
-    positions: NDArray[np.integer]
-    rows: Float
-
-    def __add__(self, other: _Rows) -> _Rows:
-        return _Rows(
-            np.concatenate([self.positions, other.positions]),
-            np.concatenate([self.rows, other.rows]),
-        )
-
-
-def _rows_chunk(
-    X: Float, indices: NDArray[np.integer], sample_weight: Float | None = None, row_offset: int = 0
-) -> _Rows:
-    """The requested rows that lie in this block (float64)."""
-    local = indices - row_offset
-    positions = np.flatnonzero((local >= 0) & (local < len(X)))
-    rows = X[local[positions]].astype(np.float64)
-    if not np.all(np.isfinite(rows)):
-        _raise_nonfinite(rows, None)  # row_offset is within the gathered blocks only
-    return _Rows(positions, rows)
-
-
 def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     """Rows ``indices`` of ``X``, in that order, gathered by one pass like every other.
 
@@ -174,7 +89,7 @@ def _take_rows(X: da.Array, indices: NDArray[np.integer]) -> Float:
     wanted = np.unique(blocks)
     sub_starts = np.cumsum((0, *(X.chunks[0][b] for b in wanted)))
     local = indices - starts[blocks] + sub_starts[np.searchsorted(wanted, blocks)]
-    found = map_reduce(X.blocks[wanted], _rows_chunk, local, name="daskgmm-take-rows")
+    found = map_reduce(X.blocks[wanted], rows_chunk, local, name="daskgmm-take-rows")
     rows = np.empty((len(indices), X.shape[1]))
     rows[found.positions] = found.rows
     return rows
@@ -198,10 +113,11 @@ def _kmeans_parallel_seeds(
         keys = [int(rngs[i].randint(2**31 - 1)) for i in active]
         found = map_reduce(
             X,
-            _kmeans_parallel_chunk,
+            kmeans_parallel_chunk,
             tuple((centers[i], costs[i], key) for i, key in zip(active, keys, strict=True)),
             shift,
             n_components,
+            OVERSAMPLING,
             sample_weight=sample_weight,
             name="daskgmm-kmeans-parallel",
         ).parts

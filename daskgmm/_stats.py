@@ -834,6 +834,90 @@ def hard_assignment_stats_chunk(
     )
 
 
+# ------------------------------------------- the initialisation's block functions
+@dataclass(frozen=True, eq=False)
+class _Candidates:
+    """Rows sampled by one k-means|| round, and the cost of the centres of the pass."""
+
+    rows: Float
+    cost: float
+    n_samples: int
+
+    def __add__(self, other: _Candidates) -> _Candidates:
+        return _Candidates(
+            np.concatenate([self.rows, other.rows]),
+            self.cost + other.cost,
+            self.n_samples + other.n_samples,
+        )
+
+
+def kmeans_parallel_chunk(
+    X: Float,
+    rounds: Sequence[tuple[Float, float, int]],
+    shift: Float,
+    n_components: int,
+    oversampling: float,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> ManyStats:
+    """One k-means|| round of each restart on a block: its centres' cost and sampled rows.
+
+    ``rounds`` holds each restart's ``(centers, cost, key)``, all centres taken
+    around the one ``shift`` (:func:`_nearest_tiles` shares the tiles). A row
+    is sampled with probability ``min(1, l * w d^2 / cost)``, where ``cost`` is
+    the (weighted) cost found by the restart's previous pass (``0`` samples
+    nothing) and ``l = oversampling * n_components``: about ``l`` rows per round
+    in all.
+    """
+    picked: list[list[Float]] = [[np.empty((0, X.shape[1]))] for _ in rounds]
+    totals = [0.0] * len(rounds)
+    ws = Workspace()
+    centers = [c for c, _, _ in rounds]
+    # tile by tile, so the temporaries stay small whatever the block size
+    for start, Xc, found in _nearest_tiles(X, centers, shift, labels=False, row_offset=row_offset):
+        tile = X[start : start + len(Xc)]
+        w = None if sample_weight is None else sample_weight[start : start + len(Xc)]
+        for i, ((_, cost, key), (_, d2)) in enumerate(zip(rounds, found, strict=True)):
+            wd2 = d2 if w is None else w * d2
+            totals[i] += float(np.sum(wd2, dtype=np.float64))
+            if cost > 0:
+                u = uniform_rows(key, row_offset + start, len(Xc), 1, ws)[:, 0]
+                chosen = u < oversampling * n_components * wd2 / cost
+                picked[i].append(tile[chosen].astype(np.float64))
+    return ManyStats(
+        tuple(
+            _Candidates(np.concatenate(rows), total, len(X))
+            for rows, total in zip(picked, totals, strict=True)
+        )
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Rows gathered from the blocks, with their positions in the request."""
+
+    positions: NDArray[np.integer]
+    rows: Float
+
+    def __add__(self, other: _Rows) -> _Rows:
+        return _Rows(
+            np.concatenate([self.positions, other.positions]),
+            np.concatenate([self.rows, other.rows]),
+        )
+
+
+def rows_chunk(
+    X: Float, indices: NDArray[np.integer], sample_weight: Float | None = None, row_offset: int = 0
+) -> _Rows:
+    """The requested rows that lie in this block (float64)."""
+    local = indices - row_offset
+    positions = np.flatnonzero((local >= 0) & (local < len(X)))
+    rows = X[local[positions]].astype(np.float64)
+    if not np.all(np.isfinite(rows)):
+        _raise_nonfinite(rows, None)  # row_offset is within the gathered blocks only
+    return _Rows(positions, rows)
+
+
 def uniform_rows(
     seed: int, row_offset: int, n_rows: int, n_cols: int, ws: Workspace | None = None
 ) -> Float:

@@ -205,9 +205,10 @@ def test_restarts_share_each_pass_over_the_data(rng, counting_scheduler):
 
 @pytest.mark.slow
 def test_workers_import_only_the_numpy_kernels():
-    """A block task is unpickled by reference: the EM passes' kernel must live in a module
-    that imports nothing heavy (the EM layer would bring the file layer and scikit-learn's
-    k-means, ~65 MiB a worker). The initialisation's block functions still live in _init."""
+    """A block task is unpickled by reference: every pass's kernel (k-means||, Lloyd, the
+    hard assignment, gathered rows, EM) must live in a module that imports nothing heavy
+    (the EM layer or the initialisation would bring the file layer and scikit-learn's
+    k-means, ~65 MiB a worker)."""
     import sys
 
     from distributed import Client
@@ -215,11 +216,17 @@ def test_workers_import_only_the_numpy_kernels():
     from daskgmm import GaussianMixture
 
     X = np.random.RandomState(0).normal(size=(4000, 3))
+    X[::50, 1] = np.nan  # and the missing-value passes
     with local_cluster() as cluster, Client(cluster) as client:
-        GaussianMixture(2, init_params="random_from_data", random_state=0, max_iter=3).fit(
-            da.from_array(X, chunks=1000)
+        for init_params in ("kmeans", "random_from_data"):
+            GaussianMixture(
+                2, init_params=init_params, missing="marginalize", random_state=0, max_iter=3
+            ).fit(da.from_array(X, chunks=1000))
+        loaded = client.run(
+            lambda: sorted(m for m in sys.modules if m.startswith(("daskgmm", "sklearn")))
         )
-        loaded = client.run(lambda: sorted(m for m in sys.modules if m.startswith("daskgmm")))
     for modules in loaded.values():
         assert "daskgmm._stats" in modules, modules
-        assert not {"daskgmm._em", "daskgmm._checkpoint", "daskgmm._lock"} & set(modules)
+        heavy = {"daskgmm._em", "daskgmm._init", "daskgmm._checkpoint", "daskgmm._lock"}
+        assert not heavy & set(modules), modules
+        assert not any(m.startswith("sklearn") for m in modules), modules
