@@ -140,10 +140,11 @@ def _plans(
 
 
 def _by_size(groups):
-    """The groups by their number of observed values."""
+    """The groups by their number of observed values (one count for all of them)."""
     sizes: dict[int, list] = {}
-    for mask, rows in groups:
-        sizes.setdefault(int(mask.sum()), []).append((mask, rows))
+    counts = np.count_nonzero([mask for mask, _ in groups], axis=1) if groups else []
+    for count, group in zip(counts, groups, strict=True):
+        sizes.setdefault(int(count), []).append(group)
     return sizes.values()
 
 
@@ -218,8 +219,10 @@ class MissingEStep:
         for start in range(0, len(rows), step):
             tile, which = rows[start : start + step], pattern[start : start + step]
             xc = X[tile].astype(np.float64) - self.shift
-            e = xc[:, None, :] - self.deltas  # (rows, K, D), NaN where missing
-            e[np.isnan(e)] = 0.0
+            observed = ~np.isnan(xc)
+            np.copyto(xc, 0.0, where=~observed)
+            e = xc[:, None, :] - self.deltas  # (rows, K, D), zero where missing
+            e *= observed[:, None, :]
             y = np.matmul(e.transpose(1, 0, 2), self.precisions).transpose(1, 0, 2)
             index = np.broadcast_to(plans.missing[which][:, None, :], (*e.shape[:2], n_missing))
             y_m = np.take_along_axis(y, index, axis=2)

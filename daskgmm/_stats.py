@@ -592,8 +592,9 @@ def _suffstats_missing(
             out.append(SuffStats(nk, s1, s2, loglik, weight_sum, len(X_some)))
         return out
     groups = patterns(~np.isnan(X))
-    complete = [rows for mask, rows in groups if mask.all()]
-    incomplete = [(mask, rows) for mask, rows in groups if mask.any() and not mask.all()]
+    observed = np.count_nonzero([mask for mask, _ in groups], axis=1)
+    complete = [rows for (_, rows), n in zip(groups, observed, strict=True) if n == X.shape[1]]
+    incomplete = [g for g, n in zip(groups, observed, strict=True) if 0 < n < X.shape[1]]
     whole: list[SuffStats | None] = [None] * len(eps)
     if complete:
         rows = complete[0]
