@@ -500,8 +500,8 @@ def open_input(
 
     Parameters
     ----------
-    X : array-like, dask array, zarr.Array, xarray object, or str/path-like
-        See the module docstring.
+    X : array-like, dask array, zarr.Array, xarray object, str/path-like, or Input
+        See the module docstring. An :class:`Input` is returned as it is.
     variable : str, optional
         Variable of an xarray dataset or array of a Zarr group.
     feature_dim : str, optional
@@ -523,6 +523,9 @@ def open_input(
     ValueError, TypeError
         See :func:`as_dask_array`, plus an unknown variable or dimension.
     """
+    if isinstance(X, Input):  # opened already (the command line's preflight)
+        _check_dask_array(X.X, min_samples)  # validated then; its sample count now
+        return X
     identity = source = declared = None
     if _is_path(X):
         path = resolve_path(X)

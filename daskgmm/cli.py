@@ -265,7 +265,7 @@ def cmd_fit(opts: dict[str, Any]) -> int:
     tic = time.perf_counter()
     try:
         gm.fit(
-            opts["input"],
+            opts.get("_input") or opts["input"],
             checkpoint=opts["checkpoint"],
             resume=_resume(opts),
             callback=progress,
@@ -638,14 +638,14 @@ def _check_estimator(opts: dict[str, Any], ks: list[int], types: list[str], n_sa
     return gm
 
 
-def _check_fit_output(opts: dict[str, Any], gm) -> None:
+def _check_fit_output(opts: dict[str, Any], gm, inp) -> None:
     """A model already at --output: the same job's may be replaced; another only with
     --overwrite; anything else never (``model_at`` refuses it)."""
     from ._checkpoint import model_at
 
     if model_at(opts["output"]) is None or opts["overwrite"]:
         return
-    if not gm.same_fit_as(opts["output"], opts["input"]):
+    if not gm.same_fit_as(opts["output"], inp):
         raise RefusedError(
             f"model path {opts['output']!r} holds another daskgmm model (other parameters or "
             "other input files); pass --overwrite to replace it"
@@ -684,7 +684,9 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             if opts["checkpoint"]:
                 Checkpoint(opts["checkpoint"]).check_target()
                 _check_writable(opts["checkpoint"])
-            _check_fit_output(opts, gm)
+            _check_fit_output(opts, gm, inp)
+            # the fit takes the input opened here: its files are listed once per job
+            opts["_input"] = inp
             _check_writable(opts["output"])
         else:
             types = _covariance_types(opts["covariance_type"])

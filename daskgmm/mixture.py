@@ -695,8 +695,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ----------
         path : str or path-like
             A model written by :meth:`save`.
-        X : str or path-like
-            The input (a store or file); in-memory data have no files to compare.
+        X : str, path-like or daskgmm._data.Input
+            The input (a store or file, or one opened already); in-memory data
+            have no files to compare.
 
         Returns
         -------
@@ -1186,7 +1187,7 @@ class _ContentCheck:
 
 def _is_out_of_core(X: Any) -> bool:
     """Inputs handled by :func:`open_input` rather than scikit-learn's ``validate_data``."""
-    if isinstance(X, (str, os.PathLike, da.Array)) or hasattr(X, "dims"):
+    if isinstance(X, (str, os.PathLike, da.Array, Input)) or hasattr(X, "dims"):
         return True
     return type(X).__module__.startswith("zarr")
 

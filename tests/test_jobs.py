@@ -438,3 +438,24 @@ def test_a_rerun_of_the_same_job_may_replace_its_model_and_no_other(tmp_path):
     time.sleep(0.01)
     zarr.open_array(store, mode="a")[:] = _night(2)  # the same path, new files
     assert not GaussianMixture(3, random_state=0).same_fit_as(tmp_path / "m.zarr", store)
+
+
+def test_a_rerun_of_fit_lists_the_input_files_once(tmp_path, monkeypatch, scheduler_address):  # noqa: F811
+    """The same job run again (a model of it at -o): preflight's check of that model and
+    the fit's record take the one listing of the input's files (a store of a million
+    chunks takes seconds to list)."""
+    import daskgmm._data
+    from daskgmm.cli import main
+
+    X = RandomData(np.random.RandomState(0), n_samples=2000, n_features=2).X["full"]
+    z = zarr.create_array(tmp_path / "x.zarr", shape=X.shape, chunks=(500, 2), dtype="f8")
+    z[:] = X
+    listed = []
+    real = daskgmm._data.files_fingerprint
+    monkeypatch.setattr(
+        daskgmm._data, "files_fingerprint", lambda source: listed.append(source) or real(source)
+    )
+    args = ["fit", str(tmp_path / "x.zarr"), "-k", "2", "-o", str(tmp_path / "m.zarr"), "-q"]
+    args += ["--scheduler", scheduler_address]
+    assert main(args) == 0 and len(listed) == 1  # the fit's record
+    assert main(args) == 0 and len(listed) == 2  # the same job: once for check and record
