@@ -548,6 +548,22 @@ def test_missing_values_through_the_command_line(scheduler_address, tmp_path):
     assert out.returncode == 0, out.stderr
     mask = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["anomaly"][:]
     assert not mask[:, :2].any() and 20 <= mask.sum() <= 26  # 1 % of 2,280 pixels
+    # a model fitted on complete pixels predicts the holes once asked to, not before
+    complete = xr.DataArray(
+        (centres[truth] + rng.normal(scale=2.0, size=(ny, nx, 3))).transpose(2, 0, 1),
+        dims=("band", "y", "x"),
+    )
+    GaussianMixture(3, feature_dim="band", random_state=0).fit(complete).save(tmp_path / "c.zarr")
+    out = _run("predict", tmp_path / "c.zarr", path, "-o", tmp_path / "c1.zarr", *common)
+    assert out.returncode == 2 and "--missing marginalize" in out.stderr.strip().splitlines()[-1]
+    out = _run(
+        "predict", tmp_path / "c.zarr", path, "-o", tmp_path / "c2.zarr", "--missing",
+        "marginalize", *common,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    other = xr.open_zarr(tmp_path / "c2.zarr", consolidated=False, mask_and_scale=False)
+    assert (other["label"].values[:, :2] == -1).all()
+    assert adjusted_rand_score(labels[:, 2:].ravel(), other["label"].values[:, 2:].ravel()) > 0.99
     # --nodata for inputs that declare none; without --missing marginalize: one clear line
     np.save(tmp_path / "x.npy", pixels[:, 2:].reshape(-1, 3))
     out = _run("fit", tmp_path / "x.npy", "-k", 3, "--nodata", -9999, "-o", tmp_path / "n.zarr",
