@@ -167,7 +167,12 @@ class GaussianEM:
 
 
 def memory_needed(
-    block_rows: int, n_features: int, n_components: int, covariance_type: str, n_init: int
+    block_rows: int,
+    n_features: int,
+    n_components: int,
+    covariance_type: str,
+    n_init: int,
+    missing: bool = False,
 ) -> int:
     """About the bytes one block task of a pass holds at its peak, for a fit that cannot
     fit to be refused before its first pass.
@@ -176,12 +181,13 @@ def memory_needed(
     working copy), ``3 x rows x K`` float64; the parameters, their E-step
     constants and the block's statistics, about ``4 x K x D x D`` float64
     (``full``), ``4 x K x D`` (``diag``, ``spherical``) or ``4 x D x D``
-    (``tied``) plus the means. The block itself counts once.
+    (``tied``) plus the means. The block itself counts once, twice with missing
+    values (a block's samples are regrouped by missingness pattern in float64).
     """
     K, D = n_components, n_features
     second = {"full": K * D * D, "tied": D * D, "diag": K * D, "spherical": K}[covariance_type]
     per_restart = 8 * (3 * block_rows * K + 4 * (second + K * D))
-    return int(8 * block_rows * D + n_init * per_restart)
+    return int(8 * block_rows * D * (2 if missing else 1) + n_init * per_restart)
 
 
 def fit_em_many(

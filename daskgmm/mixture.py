@@ -407,7 +407,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _check_memory(self, X: da.Array) -> None:
         """Refuse, before the first pass, a fit whose block tasks cannot fit in a worker."""
         need = memory_needed(
-            max(X.chunks[0]), X.shape[1], self.n_components, self.covariance_type, self.n_init
+            max(X.chunks[0]),
+            X.shape[1],
+            self.n_components,
+            self.covariance_type,
+            self.n_init,
+            missing=self._marginalize,
         )
         limit = _task_memory()
         if need > limit:

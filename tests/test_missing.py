@@ -435,3 +435,19 @@ def test_offset_data_with_holes_keep_their_digits(rng, ct):
     np.testing.assert_allclose(far.means_ - 1e6, near.means_, atol=1e-8)
     np.testing.assert_allclose(far.covariances_, near.covariances_, rtol=1e-8)
     assert far.lower_bound_ == pytest.approx(near.lower_bound_, rel=1e-9)
+
+
+def test_missing_values_count_a_second_copy_of_the_block_before_the_fit(monkeypatch):
+    """Samples regrouped by pattern are a float64 copy of the block: the memory check that
+    refuses fits before their first pass counts it."""
+    import daskgmm.mixture
+    from daskgmm._em import memory_needed
+
+    plain = memory_needed(50_000, 4, 2, "full", 1)
+    with_holes = memory_needed(50_000, 4, 2, "full", 1, missing=True)
+    assert with_holes == plain + 8 * 50_000 * 4
+    monkeypatch.setattr(daskgmm.mixture, "_task_memory", lambda: (plain + with_holes) / 2)
+    X = da.random.random((50_000, 4), chunks=50_000)
+    with pytest.raises(ValueError, match=r"needs about [0-9.]+ GiB per task"):
+        GaussianMixture(2, missing="marginalize").fit(X)
+    _quiet(GaussianMixture(2, max_iter=1), X)  # fits without the mode
