@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "GaussianMixture": "daskgmm.mixture",
+    "BayesianGaussianMixture": "daskgmm.bayesian",
     "fit_em": "daskgmm._em",
     "EMResult": "daskgmm._em",
     "IterationInfo": "daskgmm._em",
@@ -26,7 +27,8 @@ __all__ = [*sorted(_EXPORTS), "__version__", "load"]
 
 
 def load(path: Any) -> Any:
-    """Load a :class:`GaussianMixture` saved with :meth:`GaussianMixture.save`.
+    """Load a model saved with :meth:`GaussianMixture.save` (a :class:`GaussianMixture`
+    or a :class:`BayesianGaussianMixture`, as the file says).
 
     Parameters
     ----------

@@ -559,12 +559,55 @@ def store_attrs(
     return attrs, entries
 
 
+#: The arrays of a variational Bayesian model file (see daskgmm._bayesian.array_shapes).
+_BAYES_NAMES = (
+    "weight_concentration",
+    "mean_precision",
+    "means",
+    "degrees_of_freedom",
+    "covariances",
+    "precisions_cholesky",
+    "mean_prior",
+    "covariance_prior",
+    "prior_scalars",
+)
+
+
 def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
     """The attributes of a daskgmm model at ``path`` holding nothing but its arrays."""
     found = store_attrs(fs, path, "daskgmm-model")
-    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES}:
+    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES, *_BAYES_NAMES}:
         return None
     return found[0]
+
+
+def _model_shapes(meta: dict, where: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every array a model file's metadata imply (its kind, components,
+    features, covariance type), never the file's own say."""
+    from ._covariance import COVARIANCE_MODELS, get_covariance_model
+
+    params, fitted = meta.get("params"), meta.get("fitted")
+    ct = meta.get("covariance_type")
+    if not isinstance(params, dict) or not isinstance(fitted, dict) or ct not in COVARIANCE_MODELS:
+        raise CheckpointError(f"{where} has incomplete metadata (params, fitted, covariance_type).")
+    K, D = params.get("n_components"), fitted.get("n_features_in_")
+    for name, value in (("n_components", K), ("n_features_in_", D)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{where}: metadata {name}={value!r} is not a positive integer.")
+    if params.get("covariance_type", ct) != ct:
+        raise CheckpointError(f"{where}: metadata covariance types differ.")
+    kind = meta.get("model", "gaussian")
+    if kind == "bayesian":
+        from ._bayesian import PRIOR_TYPES, array_shapes
+
+        prior_type = params.get("weight_concentration_prior_type")
+        if prior_type not in PRIOR_TYPES:
+            raise CheckpointError(f"{where}: metadata prior type {prior_type!r} is unknown.")
+        return array_shapes((K, D), ct, prior_type)
+    if kind != "gaussian":
+        raise CheckpointError(f"{where}: metadata model {kind!r} is unknown.")
+    cov = get_covariance_model(ct).covariances_shape(K, D)
+    return {"weights": (K,), "means": (K, D), "covariances": cov, "precisions_cholesky": cov}
 
 
 def model_at(url: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -717,20 +760,7 @@ def _check_model_arrays(fs: fsspec.AbstractFileSystem, root: str, meta: dict, wh
     """Every parameter array has the shape the metadata imply and all of its chunks (no
     fill-value chunk stands in for a lost one), as plain files inside the store: checked
     from metadata before a byte of data is read."""
-    from ._covariance import COVARIANCE_MODELS, get_covariance_model
-
-    params, fitted = meta.get("params"), meta.get("fitted")
-    ct = meta.get("covariance_type")
-    if not isinstance(params, dict) or not isinstance(fitted, dict) or ct not in COVARIANCE_MODELS:
-        raise CheckpointError(f"{where} has incomplete metadata (params, fitted, covariance_type).")
-    K, D = params.get("n_components"), fitted.get("n_features_in_")
-    for name, value in (("n_components", K), ("n_features_in_", D)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise CheckpointError(f"{where}: metadata {name}={value!r} is not a positive integer.")
-    if params.get("covariance_type", ct) != ct:
-        raise CheckpointError(f"{where}: metadata covariance types differ.")
-    cov = get_covariance_model(ct).covariances_shape(K, D)
-    shapes = {"weights": (K,), "means": (K, D), "covariances": cov, "precisions_cholesky": cov}
+    shapes = _model_shapes(meta, where)
     for name, shape in shapes.items():
         folder = posixpath.join(root, name)
         if not fs.exists(posixpath.join(folder, "zarr.json")):
@@ -743,9 +773,10 @@ def _check_model_arrays(fs: fsspec.AbstractFileSystem, root: str, meta: dict, wh
         except (KeyError, TypeError):
             raise CheckpointError(f"{where}: array {name!r} has corrupt metadata.") from None
         if found != shape:
+            K, D = meta["params"]["n_components"], meta["fitted"]["n_features_in_"]
             raise CheckpointError(
                 f"{where}: '{name}' has shape {found}, expected {shape} for the metadata's "
-                f"{K} components, {D} features, covariance_type={ct!r}."
+                f"{K} components, {D} features, covariance_type={meta['covariance_type']!r}."
             )
         raw = 8 * math.prod(chunk) + 4096  # a compressed chunk is never much larger
         grid = [range(-(-n // max(c, 1))) for n, c in zip(shape, chunk)]
@@ -793,12 +824,21 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
     arrays = {}
     try:
         group = zarr.open_group(os.fspath(url), mode="r")
-        for name in _PARAM_NAMES:
+        for name in _model_shapes(meta, where):
             arrays[name] = np.asarray(group[name][...])
     except Exception as err:  # codecs raise many types for damaged chunks
         raise CheckpointError(
             f"{where}: array {name!r} cannot be read ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''})."
         ) from None
+    if meta.get("model") == "bayesian":
+        from ._bayesian import BayesParams
+
+        try:
+            prior_type = meta["params"]["weight_concentration_prior_type"]
+            params = BayesParams.from_arrays(arrays, meta["covariance_type"], prior_type, where)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
+        return params, meta
     params = _params_from_arrays(arrays, meta.get("covariance_type"), where)
     return check_params(params, where), meta

@@ -243,6 +243,27 @@ class CovarianceModel(ABC):
         """
 
     @abstractmethod
+    def wishart(
+        self,
+        nk: Float,
+        xk: Float,
+        sk: Float,
+        mean_precision: Float,
+        mean_prior: Float,
+        mean_precision_prior: float,
+        covariance_prior: Float,
+        degrees_of_freedom_prior: float,
+    ) -> tuple[Float, Float]:
+        """The variational posterior of the precisions (scikit-learn's
+        ``_estimate_wishart_*``): ``(degrees_of_freedom, covariances)``, the
+        covariances normalised by the degrees of freedom.
+
+        ``nk``, ``xk``, ``sk`` are the components' sizes, means and covariances
+        (:func:`daskgmm._stats.gaussian_moments`); ``mean_precision`` the
+        posterior's ``beta_k``.
+        """
+
+    @abstractmethod
     def covariances_from_stats(
         self, nk: Float, s1: Float, s2: Float, deltas: Float, reg_covar: float
     ) -> Float:
@@ -330,6 +351,13 @@ class Full(CovarianceModel):
     def moments_from_full(self, nk, s1, s, deltas):
         return s
 
+    def wishart(self, nk, xk, sk, mean_precision, mean_prior, beta0, cov0, dof0):
+        dof = dof0 + nk
+        diff = xk - mean_prior
+        scale = (nk * beta0 / mean_precision)[:, None, None]
+        covariances = cov0 + nk[:, None, None] * sk + scale * diff[:, :, None] * diff[:, None, :]
+        return dof, covariances / dof[:, None, None]
+
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         mean_shift = s1 / nk[:, None]
         cov = s2 / nk[:, None, None] - mean_shift[:, :, None] * mean_shift[:, None, :]
@@ -395,6 +423,17 @@ class Tied(CovarianceModel):
         # around the shift, summed over components: (x - c) = (x - mu_k) + d_k
         cross = s1.T @ deltas
         return np.sum(s, axis=0) + cross + cross.T + (deltas * nk[:, None]).T @ deltas
+
+    def wishart(self, nk, xk, sk, mean_precision, mean_prior, beta0, cov0, dof0):
+        n_components = len(nk)
+        dof = dof0 + nk.sum() / n_components
+        diff = xk - mean_prior
+        covariances = (
+            cov0
+            + sk * nk.sum() / n_components
+            + beta0 / n_components * np.dot((nk / mean_precision) * diff.T, diff)
+        )
+        return np.full(n_components, dof), covariances / dof
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         centers = deltas + s1 / nk[:, None]  # new means minus the shift
@@ -478,6 +517,12 @@ class Diag(_Diagonal):
     def moments_from_full(self, nk, s1, s, deltas):
         return np.diagonal(s, axis1=1, axis2=2).copy()
 
+    def wishart(self, nk, xk, sk, mean_precision, mean_prior, beta0, cov0, dof0):
+        dof = dof0 + nk
+        diff = xk - mean_prior
+        covariances = cov0 + nk[:, None] * (sk + (beta0 / mean_precision)[:, None] * diff**2)
+        return dof, covariances / dof[:, None]
+
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         return self._diagonal_covariances(nk, s1, s2, reg_covar)
 
@@ -525,6 +570,12 @@ class Spherical(_Diagonal):
 
     def moments_from_full(self, nk, s1, s, deltas):
         return np.trace(s, axis1=1, axis2=2)
+
+    def wishart(self, nk, xk, sk, mean_precision, mean_prior, beta0, cov0, dof0):
+        dof = dof0 + nk
+        diff = xk - mean_prior
+        covariances = cov0 + nk * (sk + beta0 / mean_precision * np.mean(diff**2, axis=1))
+        return dof, covariances / dof
 
     def covariances_from_stats(self, nk, s1, s2, deltas, reg_covar):
         mean_shift = s1 / nk[:, None]

@@ -36,6 +36,7 @@ __all__ = [
     "GaussianEM",
     "IterationInfo",
     "MixtureModel",
+    "VariationalEM",
     "best_restart",
     "fit_em",
     "fit_em_many",
@@ -164,6 +165,112 @@ class GaussianEM:
         from ._checkpoint import _params_from_arrays, check_params
 
         return check_params(_params_from_arrays(arrays, self.covariance_type, where), where)
+
+
+@dataclass(frozen=True)
+class VariationalEM:
+    """The variational Bayesian Gaussian mixture as a :class:`MixtureModel`.
+
+    The E-step is the Gaussian one with per-component constants, scoring each
+    sample by ``sum r log r`` (:func:`daskgmm._bayesian.estep_params`); the
+    update is scikit-learn's variational M-step and lower bound from the
+    totals. Priors given as None are scikit-learn's defaults: ``1 / K``, 1, the
+    data's mean, ``n_features``, the data's covariance; the data's moments come
+    from the initialisation's last pass ('kmeans', 'random') or one more pass.
+
+    Parameters
+    ----------
+    covariance_type, reg_covar, n_components, init_params
+        As in :class:`daskgmm.BayesianGaussianMixture`.
+    prior_type : {'dirichlet_process', 'dirichlet_distribution'}
+    weight_concentration_prior, mean_precision_prior, mean_prior,
+    degrees_of_freedom_prior, covariance_prior
+        Validated priors, or None for the defaults.
+    """
+
+    covariance_type: str
+    reg_covar: float
+    n_components: int
+    init_params: str
+    prior_type: str
+    weight_concentration_prior: Any = None
+    mean_precision_prior: Any = None
+    mean_prior: Any = None
+    degrees_of_freedom_prior: Any = None
+    covariance_prior: Any = None
+
+    @property
+    def kind(self) -> str:
+        return f"bayesian-{self.prior_type}-{self.covariance_type}"
+
+    def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
+        from ._bayesian import Priors, data_priors, update
+        from ._init import initial_moments
+
+        moments, totals = initial_moments(
+            X,
+            seeds=seeds,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            init_params=self.init_params,
+            reg_covar=self.reg_covar,
+            sample_weight=sample_weight,
+            totals=self.mean_prior is None or self.covariance_prior is None,
+        )
+        mean, covariance = (None, None)
+        if totals is not None:
+            mean, covariance = data_priors(totals, self.covariance_type, self.reg_covar)
+        n_features = X.shape[1]
+        priors = Priors(
+            self.prior_type,
+            1.0 / self.n_components
+            if self.weight_concentration_prior is None
+            else float(self.weight_concentration_prior),
+            1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior),
+            mean if self.mean_prior is None else np.asarray(self.mean_prior, np.float64),
+            float(n_features)
+            if self.degrees_of_freedom_prior is None
+            else float(self.degrees_of_freedom_prior),
+            covariance
+            if self.covariance_prior is None
+            else np.asarray(self.covariance_prior, np.float64),
+        )
+        return [update(nk, xk, sk, self.covariance_type, priors) for nk, xk, sk in moments]
+
+    def estep_constants(self, params: Sequence[Any]) -> tuple[EStepParams, ...]:
+        from ._bayesian import estep_params
+
+        first = estep_params(params[0])
+        return (first, *(estep_params(p, first.shift) for p in params[1:]))
+
+    @property
+    def chunk_stats(self) -> Callable[..., Any]:
+        return suffstats_chunk_many  # the E-step constants ask for the entropy score
+
+    def update(self, stats: Any, params: Any, constants: EStepParams):
+        from ._bayesian import lower_bound, update
+        from ._stats import gaussian_moments
+
+        if not stats.weight_sum > 0:
+            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+        nk, xk, sk = gaussian_moments(
+            stats, params.means, constants.shift, self.covariance_type, self.reg_covar
+        )
+        new = update(nk, xk, sk, self.covariance_type, params.priors)
+        return new, lower_bound(new, stats.loglik)
+
+    @staticmethod
+    def to_arrays(params: Any) -> dict[str, np.ndarray]:
+        return params.to_arrays()
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> Any:
+        from ._bayesian import BayesParams
+        from ._checkpoint import CheckpointError
+
+        try:
+            return BayesParams.from_arrays(arrays, self.covariance_type, self.prior_type, where)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
 
 
 def memory_needed(

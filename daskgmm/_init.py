@@ -50,17 +50,17 @@ from ._reduction import map_reduce
 from ._stats import (
     GMMParams,
     _raise_nonfinite,
+    gaussian_moments,
     hard_assignment_stats_chunk,
     kmeans_parallel_chunk,
     kmeans_sizes_chunk,
     kmeans_stats_chunk,
-    m_step,
     per_restart_chunk,
     random_resp_stats_chunk,
     rows_chunk,
 )
 
-__all__ = ["initialize", "initialize_many", "restart_seeds"]
+__all__ = ["initial_moments", "initialize", "initialize_many", "restart_seeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,12 +219,14 @@ def _lloyd(X: da.Array, centers: Sequence[Float], sample_weight: da.Array | None
     return centers
 
 
-def _point_params(centers: Float, covariance_type: str, reg_covar: float) -> GMMParams:
-    """Means at the given points, equal weights, covariances ``reg_covar``.
+#: ``(nk, xk, sk)``: components' (weighted) sizes, means and covariances (``reg_covar``
+#: added), scikit-learn's ``_estimate_gaussian_parameters`` of the initial responsibilities.
+Moments = tuple[Float, Float, Float]
 
-    What scikit-learn's ``'k-means++'``/``'random_from_data'`` produce: one
-    sample per component.
-    """
+
+def _point_moments(centers: Float, covariance_type: str, reg_covar: float) -> Moments:
+    """One sample per component at ``centers``: what scikit-learn's ``'k-means++'`` and
+    ``'random_from_data'`` give (sizes 1, covariances ``reg_covar``)."""
     n_components, n_features = centers.shape
     model = get_covariance_model(covariance_type)
     shape = model.covariances_shape(n_components, n_features)
@@ -232,11 +234,10 @@ def _point_params(centers: Float, covariance_type: str, reg_covar: float) -> GMM
         covariances = np.broadcast_to(np.eye(n_features) * reg_covar, shape).copy()
     else:
         covariances = np.full(shape, reg_covar)
-    weights = np.full(n_components, 1.0 / n_components)
-    return GMMParams.from_covariances(covariance_type, weights, centers, covariances)
+    return np.ones(n_components), centers, covariances
 
 
-def _params_from_data(
+def _moments_from_data(
     X: da.Array,
     init_params: str,
     n_components: int,
@@ -244,8 +245,22 @@ def _params_from_data(
     reg_covar: float,
     rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
-) -> list[GMMParams]:
-    """Initial parameters of every restart; each pass over the data serves all of them."""
+    totals: bool = False,
+) -> tuple[list[Moments], Moments | None]:
+    """Initial moments of every restart; each pass over the data serves all of them.
+
+    With ``totals``, also the moments of all the data as one component (their
+    size, mean and covariance), from the initialisation's last pass where it
+    reads every sample (``'kmeans'``, ``'random'``), else from one more pass.
+    """
+
+    def whole(stats, center, shift):
+        return gaussian_moments(stats, center[None], shift, covariance_type, reg_covar)
+
+    def points(centers: Sequence[Float]) -> tuple[list[Moments], Moments | None]:
+        moments = [_point_moments(c, covariance_type, reg_covar) for c in centers]
+        return moments, _totals(X, covariance_type, reg_covar, sample_weight) if totals else None
+
     if init_params in ("kmeans", "k-means++"):
         candidates, sizes = _kmeans_parallel_seeds(X, n_components, rngs, sample_weight)
         centers = [
@@ -258,41 +273,69 @@ def _params_from_data(
             for c, s, rng in zip(candidates, sizes, rngs)
         ]
         if init_params == "k-means++":
-            return [_point_params(c, covariance_type, reg_covar) for c in centers]
+            return points(centers)
         centers = _lloyd(X, centers, sample_weight)
         shift = centers[0].mean(axis=0)
+        sets = tuple(centers) + ((shift[None],) if totals else ())  # all samples: one set
         parts = map_reduce(
             X,
             hard_assignment_stats_chunk,
-            tuple(centers),
+            sets,
             shift,
             covariance_type,
             sample_weight=sample_weight,
             name="daskgmm-kmeans-init",
         ).parts
-        return [
-            m_step(stats, c, shift, covariance_type, reg_covar)
-            for stats, c in zip(parts, centers, strict=True)
+        moments = [
+            gaussian_moments(stats, c, shift, covariance_type, reg_covar)
+            for stats, c in zip(parts, centers, strict=False)
         ]
+        return moments, whole(parts[-1], shift, shift) if totals else None
     if init_params == "random_from_data":
         indices = [rng.choice(X.shape[0], size=n_components, replace=False) for rng in rngs]
         rows = _take_rows(X, np.concatenate(indices)).reshape(len(rngs), n_components, -1)
-        return [_point_params(r, covariance_type, reg_covar) for r in rows]
+        return points(list(rows))
     if init_params == "random":
         head = X[: min(X.shape[0], 1024)].compute().astype(np.float64)
         if not np.all(np.isfinite(head)):
             _raise_nonfinite(head, 0)
         shift = head.mean(axis=0)
+        per_restart = [
+            (int(rng.randint(2**31 - 1)), n_components, shift, covariance_type) for rng in rngs
+        ]
+        if totals:  # one component: every responsibility 1
+            per_restart.append((0, 1, shift, covariance_type))
         parts = map_reduce_per_restart(
             X,
             random_resp_stats_chunk,
-            [(int(rng.randint(2**31 - 1)), n_components, shift, covariance_type) for rng in rngs],
+            per_restart,
             sample_weight=sample_weight,
             name="daskgmm-random-init",
         )
         means = np.broadcast_to(shift, (n_components, X.shape[1]))
-        return [m_step(stats, means, shift, covariance_type, reg_covar) for stats in parts]
+        moments = [
+            gaussian_moments(stats, means, shift, covariance_type, reg_covar)
+            for stats in parts[: len(rngs)]
+        ]
+        return moments, whole(parts[-1], shift, shift) if totals else None
     raise ValueError(f"Unknown init_params {init_params!r}")
+
+
+def _totals(
+    X: da.Array, covariance_type: str, reg_covar: float, sample_weight: da.Array | None
+) -> Moments:
+    """The moments of all the data as one component, in one pass."""
+    shift = _take_rows(X, np.array([0]))[0]
+    (stats,) = map_reduce(
+        X,
+        hard_assignment_stats_chunk,
+        (shift[None],),
+        shift,
+        covariance_type,
+        sample_weight=sample_weight,
+        name="daskgmm-data-moments",
+    ).parts
+    return gaussian_moments(stats, shift[None], shift, covariance_type, reg_covar)
 
 
 def _without_holes(
@@ -331,6 +374,27 @@ def _without_holes(
     if sample_weight is not None:
         keep = keep * sample_weight.rechunk((X.chunks[0],))
     return filled, keep
+
+
+def initial_moments(
+    X: da.Array,
+    *,
+    seeds: Sequence[int],
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    reg_covar: float,
+    sample_weight: da.Array | None = None,
+    totals: bool = False,
+) -> tuple[list[Moments], Moments | None]:
+    """The initial moments ``(nk, xk, sk)`` of several restarts, as
+    :func:`initialize_many` computes them before turning them into parameters (what
+    a variational mixture starts from), and with ``totals`` the moments of all the
+    data as one component (see :func:`_moments_from_data`)."""
+    rngs = [np.random.RandomState(seed) for seed in seeds]
+    return _moments_from_data(
+        X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight, totals
+    )
 
 
 def restart_seeds(random_state: np.random.RandomState, n_init: int) -> list[int]:
@@ -389,9 +453,12 @@ def initialize_many(
     rngs = [np.random.RandomState(seed) for seed in seeds]
     if missing:
         X, sample_weight = _without_holes(X, sample_weight, n_components)
-    computed = _params_from_data(
+    moments, _ = _moments_from_data(
         X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight
     )
+    computed = [
+        GMMParams.from_covariances(covariance_type, nk / nk.sum(), xk, sk) for nk, xk, sk in moments
+    ]
     return [
         _override(p, covariance_type, weights_init, means_init, precisions_init) for p in computed
     ]

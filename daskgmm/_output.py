@@ -310,7 +310,7 @@ def _write_per_sample(
 
     fs.makedirs(marks, exist_ok=True)
     done = {posixpath.basename(p) for p in fs.ls(marks, detail=False)}
-    ep = dask.delayed(EStepParams.from_params(params))
+    ep = dask.delayed(params.estep())
     blocks = X.to_delayed()[:, 0]
     tasks = []
     offsets = np.cumsum((0, *X.chunks[0]))
@@ -377,7 +377,7 @@ def log_density(params: GMMParams, X: da.Array, missing: bool = False) -> da.Arr
     (NaN for a sample with no observed value where ``missing``)."""
     return X.map_blocks(
         _log_density_block,
-        dask.delayed(EStepParams.from_params(params)),
+        dask.delayed(params.estep()),
         missing,
         chunks=(X.chunks[0],),
         drop_axis=1,

@@ -113,6 +113,10 @@ class GMMParams:
             model.precisions_cholesky_from_precisions(precisions),
         )
 
+    def estep(self, shift: Float | None = None) -> EStepParams:
+        """The E-step constants (see :meth:`EStepParams.from_params`)."""
+        return EStepParams.from_params(self, shift)
+
     def to_arrays(self) -> dict[str, Float]:
         """The four arrays by name (for saving and comparing)."""
         return {
@@ -141,6 +145,9 @@ class EStepParams:
         Means minus ``shift``.
     precisions_cholesky : ndarray
     log_det : ndarray of shape (n_components,)
+    entropy : bool, default=False
+        Score each sample by ``sum_k r_k log r_k`` instead of ``log p(x)``: the
+        statistics' ``loglik`` then holds what a variational lower bound needs.
     """
 
     covariance_type: str
@@ -149,6 +156,7 @@ class EStepParams:
     deltas: Float
     precisions_cholesky: Float
     log_det: Float
+    entropy: bool = False
 
     @classmethod
     def from_params(cls, params: GMMParams, shift: Float | None = None) -> EStepParams:
@@ -349,6 +357,16 @@ def _normalise_inplace(wlp: Float, ws: Workspace | None = None) -> Float:
     return total
 
 
+def _entropy(resp: Float, ws: Workspace) -> Float:
+    """``sum_k r_k log r_k`` of each row of ``resp`` (never subnormal, see
+    :func:`_normalise_inplace`), summed along contiguous rows in either layout."""
+    transposed = not resp.flags.c_contiguous and resp.T.flags.c_contiguous
+    laid_out = resp.T if transposed else resp
+    terms = np.log(laid_out, out=ws.take("entropy", laid_out.shape, resp.dtype))
+    terms *= laid_out
+    return terms.sum(axis=0 if transposed else 1)
+
+
 def estimate_log_prob_resp(X: Float, ep: EStepParams, missing: bool = False) -> tuple[Float, Float]:
     """``log p(x_n)`` and log-responsibilities of one block.
 
@@ -488,7 +506,8 @@ def _estep_part(ep: EStepParams, dtype: np.dtype) -> tuple[Plan, Accumulator, Re
 
     def responsibilities(tile, start, ws):
         wlp, products = _weighted_log_prob_centred(tile, plan, offset, ws)
-        return wlp, _normalise_inplace(wlp, ws), products
+        log_norm = _normalise_inplace(wlp, ws)
+        return wlp, _entropy(wlp, ws) if ep.entropy else log_norm, products
 
     return plan, plan.accumulator(ep.deltas, dtype), responsibilities
 
@@ -990,6 +1009,16 @@ def m_step(
     ValueError
         If a covariance is not positive-definite (names the component).
     """
+    nk, new_means, covariances = gaussian_moments(stats, means, shift, covariance_type, reg_covar)
+    return GMMParams.from_covariances(covariance_type, nk / nk.sum(), new_means, covariances)
+
+
+def gaussian_moments(
+    stats: SuffStats, means: Float, shift: Float, covariance_type: str, reg_covar: float
+) -> tuple[Float, Float, Float]:
+    """scikit-learn's ``_estimate_gaussian_parameters`` from total statistics:
+    ``(nk, xk, sk)``, the components' (weighted) sizes, means and covariances
+    (``reg_covar`` added); see :func:`m_step` for the arguments."""
     model = get_covariance_model(covariance_type)
     # scikit-learn's guard against empty components, 10 eps, in units of the mean
     # sample weight: the same for unit weights, and scale-free for any others (an
@@ -998,4 +1027,4 @@ def m_step(
     nk = stats.nk + 10 * np.finfo(np.float64).eps * unit
     new_means = means + stats.s1 / nk[:, None]
     covariances = model.covariances_from_stats(nk, stats.s1, stats.s2, means - shift, reg_covar)
-    return GMMParams.from_covariances(covariance_type, nk / nk.sum(), new_means, covariances)
+    return nk, new_means, covariances

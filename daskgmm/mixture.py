@@ -264,6 +264,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     dask.array<...>
     """
 
+    #: Added to a model file's metadata (its kind).
+    _MODEL_META: dict[str, Any] = {}
+
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0.0, None, closed="left")],
@@ -525,14 +528,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
         self._check_memory(Xd)
-        model = GaussianEM(
-            self.covariance_type,
-            self.reg_covar,
-            self.n_components,
-            self.init_params,
-            *self._initial_parameters(n_features),
-            missing=self._marginalize,
-        )
+        model = self._mixture_model(n_features)
         sw = check_sample_weight(sample_weight, Xd)
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
         if store is not None:
@@ -599,6 +595,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, y, sample_weight=sample_weight, **fit_params).predict(X)
 
+    def _mixture_model(self, n_features: int) -> Any:
+        """The :class:`daskgmm._em.MixtureModel` the fit driver runs."""
+        return GaussianEM(
+            self.covariance_type,
+            self.reg_covar,
+            self.n_components,
+            self.init_params,
+            *self._initial_parameters(n_features),
+            missing=self._marginalize,
+        )
+
     def _set_result(self, best: EMResult, dtype: Any) -> None:
         self._set_params_from(best.params, dtype)
         self.converged_ = bool(best.converged)
@@ -619,11 +626,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for key, value in self.get_params().items():
             if key in ("verbose", "verbose_interval", "cache", "split_every"):
                 continue
-            if key.endswith("_init") and value is not None and key != "n_init":
+            if key == "random_state" and not (value is None or isinstance(value, Integral)):
+                value = type(value).__name__
+            elif value is not None and not isinstance(value, (str, Real)):  # array-likes
                 arr = np.ascontiguousarray(np.asarray(value, dtype=np.float64))
                 value = f"sha256:{hashlib.sha256(arr.tobytes()).hexdigest()[:16]}{arr.shape}"
-            elif key == "random_state" and not (value is None or isinstance(value, Integral)):
-                value = type(value).__name__
             params[key] = value
         return json.loads(json.dumps(params))
 
@@ -688,6 +695,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "fit": getattr(self, "_fit_fingerprint", None),
                 # the attributes' dtype; the arrays are the full float64 parameters
                 "dtype": str(self.means_.dtype),
+                **self._MODEL_META,
             },
             overwrite=overwrite,
         )
@@ -725,8 +733,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path) -> GaussianMixture:
-        """Load a model written by :meth:`save` (see :func:`daskgmm.load`)."""
+        """Load a model written by :meth:`save` (see :func:`daskgmm.load`): a
+        :class:`BayesianGaussianMixture` for a file of one, whichever class is asked."""
+        from .bayesian import BayesianGaussianMixture
+
         params, meta = read_model(path)
+        bayesian = meta.get("model") == "bayesian"
+        if bayesian and not issubclass(cls, BayesianGaussianMixture):
+            cls = BayesianGaussianMixture
+        elif not bayesian and issubclass(cls, BayesianGaussianMixture):
+            cls = GaussianMixture
         try:
             est = cls(**meta["params"])
             fitted = meta["fitted"]
@@ -828,7 +844,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         inp = self._input(X, reset=False)
         if isinstance(dtype, str) and dtype == "data":
             dtype = inp.X.dtype if isinstance(inp, Input) else inp.dtype
-        ep = EStepParams.from_params(self._params)
+        ep = self._params.estep()
         if not isinstance(inp, Input):
             return block_fn(inp, ep)
         chunks = (inp.X.chunks[0], (self.n_components,)) if components else (inp.X.chunks[0],)
@@ -1206,12 +1222,10 @@ def _version() -> str:
 def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in params.items():
-        if isinstance(value, np.ndarray) or (
-            key.endswith("_init") and value is not None and key != "n_init"
-        ):
-            value = np.asarray(value, dtype=np.float64).tolist()
-        elif key == "random_state" and not (value is None or isinstance(value, Integral)):
+        if key == "random_state" and not (value is None or isinstance(value, Integral)):
             value = None
+        elif value is not None and not isinstance(value, (str, Real)):  # array-likes
+            value = np.asarray(value, dtype=np.float64).tolist()
         out[key] = value
     return json.loads(json.dumps(out))
 

@@ -11,7 +11,7 @@ import pytest
 
 import daskgmm
 
-PUBLIC = ["daskgmm", "daskgmm.mixture", "daskgmm.cluster", "daskgmm.datasets"]
+PUBLIC = ["daskgmm", "daskgmm.mixture", "daskgmm.bayesian", "daskgmm.cluster", "daskgmm.datasets"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)
