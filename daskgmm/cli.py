@@ -78,7 +78,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "random_state": 0,  # a job is reproducible by default (the estimator's is None)
     },
-    "fit": {"checkpoint": None, "restart": False, "resume": "auto", "overwrite": False},
+    "fit": {
+        "checkpoint": None,
+        "restart": False,
+        "resume": "auto",
+        "overwrite": False,
+        "model_kind": "gaussian",
+        "weight_prior": "dirichlet_process",
+        "weight_concentration": None,
+        "effective_threshold": 1e-3,
+    },
     "predict": {
         "proba": False,
         "score": False,
@@ -136,16 +145,26 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------- helpers
-def format_model(gm) -> str:
-    """A human-readable table of a fitted mixture."""
+def format_model(gm, threshold: float = 0.0) -> str:
+    """A human-readable table of a fitted mixture: the components of weight at least
+    ``threshold`` (all for EM), heaviest first."""
+    bayesian = hasattr(gm, "weight_concentration_")
     lines = [
-        f"GaussianMixture(n_components={gm.n_components}, "
-        f"covariance_type={gm.covariance_type!r}): converged={gm.converged_}, "
-        f"n_iter={gm.n_iter_}, lower_bound={gm.lower_bound_:.6f}",
-        f"{'k':>3} {'weight':>8}  mean",
+        f"{type(gm).__name__}(n_components={gm.n_components}, "
+        f"covariance_type={gm.covariance_type!r}"
+        + (f", weight prior {gm.weight_concentration_prior_type!r}" if bayesian else "")
+        + f"): converged={gm.converged_}, n_iter={gm.n_iter_}, "
+        f"lower_bound={gm.lower_bound_:.6f}",
     ]
+    carrying = np.flatnonzero(gm.weights_ >= threshold)
+    if bayesian:
+        lines.append(
+            f"{len(carrying)} of {gm.n_components} components carry weight (>= {threshold:g}), "
+            f"{gm.weights_[carrying].sum():.4f} of it in all"
+        )
+    lines.append(f"{'k':>3} {'weight':>8}  mean")
     with np.printoptions(precision=3, suppress=True, linewidth=200):
-        for k in np.argsort(-gm.weights_):
+        for k in carrying[np.argsort(-gm.weights_[carrying])]:
             lines.append(f"{k:>3} {gm.weights_[k]:8.4f}  {gm.means_[k]}")
     return "\n".join(lines)
 
@@ -185,6 +204,8 @@ def _k_range(spec: Any) -> list[int]:
 def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
     from .mixture import GaussianMixture
 
+    if opts.get("model_kind", "gaussian") == "bayesian":
+        return _bayesian_estimator(opts, n_components, **overrides)
     kw = dict(
         n_components=n_components,
         covariance_type=opts["covariance_type"],
@@ -202,6 +223,31 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
     )
     kw.update(overrides)
     return GaussianMixture(**kw)
+
+
+def _bayesian_estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
+    from .bayesian import BayesianGaussianMixture
+
+    if opts["missing"] == "marginalize":
+        raise CLIError("--missing marginalize is not available with --model bayesian yet")
+    kw = dict(
+        n_components=n_components,
+        covariance_type=opts["covariance_type"],
+        tol=opts["tol"],
+        reg_covar=opts["reg_covar"],
+        max_iter=opts["max_iter"],
+        n_init=opts["n_init"],
+        init_params=opts["init_params"],
+        random_state=opts["random_state"],
+        cache=_cache(opts["cache"]),
+        variable=opts["variable"],
+        feature_dim=opts["feature_dim"],
+        nodata=opts["nodata"],
+        weight_concentration_prior_type=opts["weight_prior"],
+        weight_concentration_prior=opts["weight_concentration"],
+    )
+    kw.update(overrides)
+    return BayesianGaussianMixture(**kw)
 
 
 def _require(opts: dict[str, Any], *names: str) -> None:
@@ -275,7 +321,8 @@ def cmd_fit(opts: dict[str, Any]) -> int:
     # the same job (same parameters, same input files) may replace its own model
     gm.save(opts["output"], overwrite=opts["overwrite"] or opts.get("_same_job", False))
     if not opts["quiet"]:
-        print(format_model(gm))
+        bayesian = opts.get("model_kind") == "bayesian"
+        print(format_model(gm, float(opts["effective_threshold"]) if bayesian else 0.0))
         print(f"fitted in {time.perf_counter() - tic:.1f} s; model written to {opts['output']}")
     return 0
 
@@ -343,12 +390,16 @@ def _model_for_input(opts: dict[str, Any]):
     """The model, reading INPUT with --variable/--feature-dim/--missing/--nodata, else
     the model's own."""
     gm = _load_model(opts["model"])
-    return gm.set_params(
+    reading = dict(
         variable=opts.get("variable") or gm.variable,
         feature_dim=opts.get("feature_dim") or gm.feature_dim,
-        missing=opts.get("missing") or gm.missing,
         nodata=gm.nodata if opts.get("nodata") is None else opts["nodata"],
     )
+    if "missing" in gm.get_params():
+        reading["missing"] = opts.get("missing") or gm.missing
+    elif opts.get("missing") == "marginalize":
+        raise CLIError("--missing marginalize is not available for a Bayesian model yet")
+    return gm.set_params(**reading)
 
 
 def cmd_predict(opts: dict[str, Any]) -> int:
@@ -931,6 +982,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="replace another daskgmm model at --output (a re-run of the same job replaces "
         "its own model without it; anything that is not a daskgmm model is never replaced)",
+    )
+    b = p.add_argument_group("model kind")
+    b.add_argument(
+        "--model",
+        dest="model_kind",
+        choices=("gaussian", "bayesian"),
+        default=S,
+        help="gaussian: EM (default); bayesian: a variational Dirichlet-process mixture that "
+        "switches off the components the data do not support (give a generous -k)",
+    )
+    b.add_argument(
+        "--weight-prior",
+        choices=("dirichlet_process", "dirichlet_distribution"),
+        default=S,
+        help="bayesian: the weights' prior (default: dirichlet_process)",
+    )
+    b.add_argument(
+        "--weight-concentration",
+        type=float,
+        metavar="X",
+        default=S,
+        help="bayesian: the weights' prior concentration (default 1/K); smaller keeps fewer "
+        "components",
+    )
+    b.add_argument(
+        "--effective-threshold",
+        type=float,
+        metavar="W",
+        default=S,
+        help="bayesian: the weight from which a component counts as carrying weight in the "
+        "summary (default 0.001)",
     )
     data_options(p)
     model_options(p)

@@ -570,3 +570,39 @@ def test_missing_values_through_the_command_line(scheduler_address, tmp_path):
                *common)  # fmt: skip
     last = out.stderr.strip().splitlines()[-1]
     assert out.returncode == 2 and "Input X contains NaN" in last and "--missing" in last
+
+
+def test_a_bayesian_model_through_the_command_line(scheduler_address, tmp_path):
+    """fit --model bayesian -k 10 on 3 true components: the summary lists the components
+    that carry weight; predict and anomalies take the model file as they take EM's."""
+    rng = np.random.RandomState(5)
+    centres = np.array([[0.0, 0.0], [12.0, 0.0], [0.0, 12.0]])
+    X = centres[rng.randint(0, 3, 3000)] + rng.normal(size=(3000, 2))
+    np.save(tmp_path / "x.npy", X)
+    common = ("--scheduler", scheduler_address)
+    out = _run(
+        "fit", tmp_path / "x.npy", "-k", 10, "--model", "bayesian", "--max-iter", 500,
+        "--effective-threshold", 0.01, "-o", tmp_path / "b.zarr", *common,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "BayesianGaussianMixture(n_components=10" in out.stdout
+    assert re.search(r"\b3 of 10 components carry weight \(>= 0.01\)", out.stdout), out.stdout
+    model = load(tmp_path / "b.zarr")
+    assert type(model).__name__ == "BayesianGaussianMixture"
+    out = _run(
+        "predict", tmp_path / "b.zarr", tmp_path / "x.npy", "-o", tmp_path / "l.zarr", *common
+    )
+    assert out.returncode == 0, out.stderr
+    labels = zarr.open_group(str(tmp_path / "l.zarr"), mode="r")["label"][:]
+    np.testing.assert_array_equal(labels, model.predict(X))
+    assert len(np.unique(labels)) == 3
+    out = _run(
+        "anomalies", tmp_path / "b.zarr", tmp_path / "x.npy", "--quantile", 0.01,
+        "-o", tmp_path / "a.zarr", *common,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = _run(
+        "fit", tmp_path / "x.npy", "-k", 3, "--model", "bayesian", "--missing", "marginalize",
+        "-o", tmp_path / "c.zarr", *common,
+    )  # fmt: skip
+    assert out.returncode == 2 and "not available with --model bayesian" in out.stderr
