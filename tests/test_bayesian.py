@@ -195,3 +195,32 @@ def test_given_priors_are_used(three):
     with dask.config.set(scheduler="sync"):
         again = _quiet(BayesianGaussianMixture(**kw), da.from_array(three, chunks=100))
     np.testing.assert_allclose(again.means_, ours.means_, rtol=1e-10)
+
+
+def test_what_gaussian_mixture_takes_works_here_too(three, tmp_path):
+    """Zarr streamed in blocks, xarray label maps, sample_weight (integer weights equal
+    repeated samples), float32 in and out: the driver's, for this model as for EM."""
+    import xarray as xr
+    import zarr
+
+    kw = dict(n_components=3, random_state=0, tol=0, max_iter=10)
+    reference = _quiet(BayesianGaussianMixture(**kw), three)
+    z = zarr.create_array(tmp_path / "x.zarr", shape=three.shape, chunks=(128, 3), dtype="f8")
+    z[:] = three
+    streamed = _quiet(BayesianGaussianMixture(cache=False, **kw), str(tmp_path / "x.zarr"))
+    np.testing.assert_allclose(streamed.means_, reference.means_, rtol=1e-10)
+    image = xr.DataArray(three.T.reshape(3, 30, 30), dims=("band", "y", "x"))
+    labels = _quiet(BayesianGaussianMixture(feature_dim="band", **kw), image).predict(image)
+    assert labels.dims == ("y", "x")
+    np.testing.assert_array_equal(labels.values.ravel(), reference.predict(three))
+    # integer weights equal repeated samples, from one state (warm starts continue it)
+    w = np.random.RandomState(0).randint(1, 4, size=len(three))
+    sk = _quiet(SkBayesianGaussianMixture(n_components=3, random_state=0, max_iter=1), three)
+    fits = []
+    for X, weights in ((three, w), (np.repeat(three, w, axis=0), None)):
+        est = BayesianGaussianMixture.from_sklearn(sk).set_params(warm_start=True, max_iter=10)
+        fits.append(_quiet(est.set_params(tol=0), X, sample_weight=weights))
+    _assert_same(fits[0], fits[1], rtol=1e-9)
+    single = _quiet(BayesianGaussianMixture(**kw), three.astype(np.float32))
+    assert single.means_.dtype == np.float32 and single.covariances_.dtype == np.float32
+    np.testing.assert_allclose(single.means_, reference.means_, rtol=1e-4, atol=1e-4)

@@ -18,10 +18,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import daskgmm
-from daskgmm import GaussianMixture
+from daskgmm import BayesianGaussianMixture, GaussianMixture
 from daskgmm._checkpoint import Checkpoint
 
 from .conftest import COVARIANCE_TYPES, RandomData
+
+ESTIMATORS = [GaussianMixture, BayesianGaussianMixture]
 
 
 class _Killed(Exception):
@@ -69,23 +71,28 @@ def _quiet_fit(gm, X, **kw):
     "n_init, init_passes, die_after",
     [(1, 19, 3), (1, 19, 20), (1, 19, 40), (3, 19, 10), (3, 19, 25), (3, 19, 48)],
 )
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
 def test_killed_fit_resumes_to_the_same_model(
-    tmp_path, data, die_after, n_init, init_passes, caplog, counting_scheduler
+    tmp_path, data, die_after, n_init, init_passes, caplog, counting_scheduler, Estimator
 ):
+    """The same for the Bayesian mixture, whose data priors come from the initialisation's
+    last pass (no pass more)."""
     X = da.from_array(data.X["full"], chunks=200)
     kw = dict(n_components=3, n_init=n_init, random_state=7, tol=1e-6, max_iter=30)
-    reference = _quiet_fit(GaussianMixture(**kw), X)
+    if Estimator is BayesianGaussianMixture:
+        kw["tol"] = 0.0  # a bound summed over samples: 30 passes as for EM
+    reference = _quiet_fit(Estimator(**kw), X)
     total = counting_scheduler.computes
     assert total == init_passes + 30
     ckpt = tmp_path / "ckpt"
     # +1: a fit with a checkpoint makes one more pass, the content digest of the
     # persisted data, so it dies at the same point of the fit as intended
     with dask.config.set(scheduler=_DyingScheduler(die_after + 1)), pytest.raises(_Killed):
-        _quiet_fit(GaussianMixture(**kw), X, checkpoint=ckpt)
+        _quiet_fit(Estimator(**kw), X, checkpoint=ckpt)
     assert Checkpoint(ckpt).exists() == (die_after > init_passes)
     before = counting_scheduler.computes
     with caplog.at_level(logging.INFO, logger="daskgmm"):
-        resumed = _quiet_fit(GaussianMixture(**kw), X, checkpoint=ckpt)
+        resumed = _quiet_fit(Estimator(**kw), X, checkpoint=ckpt)
     if die_after > init_passes:  # past the initialisation: must not start over
         assert "Resuming from checkpoint" in caplog.text
         # only the passes that had not completed, and the content check of the
@@ -101,7 +108,7 @@ def test_killed_fit_resumes_to_the_same_model(
     # a finished checkpoint of a dask array (no files to compare) costs one read:
     # the content digest, nothing else
     before = counting_scheduler.computes
-    again = GaussianMixture(**kw).fit(X, checkpoint=ckpt)
+    again = Estimator(**kw).fit(X, checkpoint=ckpt)
     assert counting_scheduler.computes == before + 1
     np.testing.assert_array_equal(again.means_, resumed.means_)
 
