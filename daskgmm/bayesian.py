@@ -36,6 +36,12 @@ class BayesianGaussianMixture(GaussianMixture):
     ``n_components``: a Dirichlet-process prior switches off the components the
     data do not support (their ``weights_`` tend to zero).
 
+    With many more components than the data hold, ``init_params='random'`` (or
+    ``'k-means++'``) lets a Dirichlet process switch the others off in a few
+    hundred iterations; ``'kmeans'`` (the default, as scikit-learn's) cuts each
+    true cluster into pieces of equal weight, which it leaves very slowly (the
+    same in scikit-learn).
+
     Parameters
     ----------
     n_components : int, default=1

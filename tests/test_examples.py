@@ -58,3 +58,10 @@ def test_missing_bands(tmp_path):
     assert float(ari.group(1)) > 0.98
     assert "complete cases: 75% of the pixels labelled" in out
     assert (tmp_path / "mb" / "labels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dirichlet_process(tmp_path):
+    out = _run("dirichlet_process.py", tmp_path, "dp.png")
+    assert re.search(r"BIC sweep over K=1\.\.8: K=5 in", out)
+    assert re.search(r"Dirichlet process, K=12: 5 components carry weight", out)
+    assert (tmp_path / "dp.png").read_bytes()[:4] == b"\x89PNG"
