@@ -202,10 +202,11 @@ def _k_range(spec: Any) -> list[int]:
 
 
 def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
+    """The estimator the options describe: a GaussianMixture, or with --model bayesian a
+    BayesianGaussianMixture."""
+    from .bayesian import BayesianGaussianMixture
     from .mixture import GaussianMixture
 
-    if opts.get("model_kind", "gaussian") == "bayesian":
-        return _bayesian_estimator(opts, n_components, **overrides)
     kw = dict(
         n_components=n_components,
         covariance_type=opts["covariance_type"],
@@ -218,36 +219,17 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         cache=_cache(opts["cache"]),
         variable=opts["variable"],
         feature_dim=opts["feature_dim"],
-        missing=opts["missing"],
         nodata=opts["nodata"],
     )
-    kw.update(overrides)
-    return GaussianMixture(**kw)
-
-
-def _bayesian_estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
-    from .bayesian import BayesianGaussianMixture
-
+    if opts.get("model_kind", "gaussian") != "bayesian":
+        return GaussianMixture(**{**kw, "missing": opts["missing"], **overrides})
     if opts["missing"] == "marginalize":
         raise CLIError("--missing marginalize is not available with --model bayesian yet")
-    kw = dict(
-        n_components=n_components,
-        covariance_type=opts["covariance_type"],
-        tol=opts["tol"],
-        reg_covar=opts["reg_covar"],
-        max_iter=opts["max_iter"],
-        n_init=opts["n_init"],
-        init_params=opts["init_params"],
-        random_state=opts["random_state"],
-        cache=_cache(opts["cache"]),
-        variable=opts["variable"],
-        feature_dim=opts["feature_dim"],
-        nodata=opts["nodata"],
+    kw.update(
         weight_concentration_prior_type=opts["weight_prior"],
         weight_concentration_prior=opts["weight_concentration"],
     )
-    kw.update(overrides)
-    return BayesianGaussianMixture(**kw)
+    return BayesianGaussianMixture(**{**kw, **overrides})
 
 
 def _require(opts: dict[str, Any], *names: str) -> None:
