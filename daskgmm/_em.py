@@ -185,7 +185,10 @@ class VariationalEM:
     prior_type : {'dirichlet_process', 'dirichlet_distribution'}
     weight_concentration_prior, mean_precision_prior, mean_prior,
     degrees_of_freedom_prior, covariance_prior
-        Validated priors, or None for the defaults.
+        Validated priors, or None for the defaults (with missing values: the
+        moments of the initialisation's data, holes filled with the means).
+    missing : bool, default=False
+        NaN entries are missing values (``missing='marginalize'``).
     """
 
     covariance_type: str
@@ -198,6 +201,7 @@ class VariationalEM:
     mean_prior: Any = None
     degrees_of_freedom_prior: Any = None
     covariance_prior: Any = None
+    missing: bool = False
 
     @property
     def kind(self) -> str:
@@ -205,8 +209,10 @@ class VariationalEM:
 
     def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
         from ._bayesian import Priors, data_priors, update
-        from ._init import initial_moments
+        from ._init import _without_holes, initial_moments
 
+        if self.missing:  # holes filled (or incomplete samples left out), as for EM
+            X, sample_weight = _without_holes(X, sample_weight, self.n_components)
         moments, totals = initial_moments(
             X,
             seeds=seeds,
@@ -245,7 +251,10 @@ class VariationalEM:
 
     @property
     def chunk_stats(self) -> Callable[..., Any]:
-        return suffstats_chunk_many  # the E-step constants ask for the entropy score
+        # the E-step constants ask for the entropy score, with holes too
+        if self.missing:
+            return functools.partial(suffstats_chunk_many, missing=True)
+        return suffstats_chunk_many
 
     def update(self, stats: Any, params: Any, constants: EStepParams):
         from ._bayesian import lower_bound, update

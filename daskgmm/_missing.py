@@ -139,6 +139,14 @@ def _plans(
     return _Plans(o, m, const, -np.matmul(conditional, lam_mo), conditional)
 
 
+def _log_det_conditional(plans: _Plans) -> Float:
+    """``log det C`` of every (pattern, component), shape (P, K)."""
+    c = plans.conditional
+    if c.shape[-1] == 1:
+        return np.log(c[..., 0, 0])
+    return np.linalg.slogdet(c)[1]
+
+
 def _by_size(groups):
     """The groups by their number of observed values (one count for all of them)."""
     sizes: dict[int, list] = {}
@@ -161,8 +169,11 @@ class MissingEStep:
     precisions_cholesky : ndarray
     """
 
-    def __init__(self, covariance_type, log_weights, shift, deltas, precisions_cholesky):
+    def __init__(
+        self, covariance_type, log_weights, shift, deltas, precisions_cholesky, entropy=False
+    ):
         n_components, n_features = deltas.shape
+        self.entropy = entropy  # score samples by sum r log r (see EStepParams.entropy)
         self.model = get_covariance_model(covariance_type)
         self.covariances = self.model.dense_covariances(
             precisions_cholesky, n_components, n_features
@@ -199,6 +210,7 @@ class MissingEStep:
             self.deltas[:, o],
             factors,
             sub.log_det_cholesky(factors, len(self.deltas), len(o)),
+            entropy=self.entropy,
         )
 
     def _tiles(self, X: Float, plans: _Plans, members: list[NDArray[np.intp]]):
@@ -317,6 +329,8 @@ class MissingEStep:
         elif s2.ndim == 1:  # spherical: the traces, which is all its M-step reads
             s2 = (s2 / s1_o.shape[1])[:, None, None] * np.eye(s1_o.shape[1])
         nk_p[...], s1_o[...], s2_o[...] = st.nk, st.s1, s2
+        if self.entropy:  # q(x_m | k)'s entropy: its log det C part (see _small_stats)
+            return st.loglik - 0.5 * float(st.nk @ _log_det_conditional(_select(plans, [p]))[0])
         return st.loglik
 
     def _small_stats(self, X, plans, members, sample_weight, nk, s1, s) -> float:
@@ -335,6 +349,8 @@ class MissingEStep:
         for tile, which, filled, wlp in self._tiles(X, plans, members):
             resp = np.ascontiguousarray(wlp)
             log_norm = _normalise_inplace(resp).copy()  # resp: the responsibilities now
+            if self.entropy:
+                log_norm = np.sum(resp * np.log(resp), axis=1)  # the score, per sample
             if sample_weight is not None:
                 w = sample_weight[tile].astype(np.float64)
                 resp *= w[:, None]
@@ -348,6 +364,11 @@ class MissingEStep:
             starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
             nk_p[which[starts]] += np.add.reduceat(resp, starts, axis=0)
         nk += nk_p.sum(axis=0)
+        if self.entropy:
+            # A variational fit treats the missing values as latent, q(x_m | k) =
+            # N(x^_m, C_k): the bound gains their entropy, whose varying part is
+            # 1/2 sum r log det C (the score is subtracted from the bound).
+            loglik -= 0.5 * float(np.sum(nk_p * _log_det_conditional(plans)))
         # sum_p n_pk C_pk on each pattern's (missing, missing) block
         m = plans.missing
         flat = (m[:, :, None] * n_features + m[:, None, :]).reshape(len(m), -1)  # (P, m*m)
@@ -411,6 +432,7 @@ def _lift(plans: _Plans, nk_p, s1_o, s2_o, nk, s1, s) -> None:
 def diagonal(
     X: Float, covariance_type: str, log_weights: Float, shift: Float, deltas: Float,
     precisions_cholesky: Float, sample_weight: Float | None = None, stats: bool = True,
+    entropy: bool = False,
 ) -> tuple[Float, Float, Float, float] | Float:  # fmt: skip
     """The E-step (and statistics) of ``diag``/``spherical`` components on samples with
     holes, every sample at once: no patterns.
@@ -428,7 +450,8 @@ def diagonal(
 
     Returns
     -------
-    ``(nk, s1, s2, loglik)`` with ``stats``, else the weighted log-densities (n, K).
+    ``(nk, s1, s2, loglik)`` with ``stats``, else the weighted log-densities (n, K);
+    with ``entropy``, ``loglik`` is ``sum_n w_n sum_k r log r`` instead.
     """
     model = get_covariance_model(covariance_type)
     n_components, n_features = deltas.shape
@@ -463,6 +486,11 @@ def diagonal(
             wlp_all[start : start + step] = wlp.T
             continue
         log_norm = _normalise_inplace(wlp.T)  # wlp now holds the responsibilities
+        if entropy:  # the score: sum r log r per sample (see EStepParams.entropy), less
+            # the missing values' entropy: 1/2 sum_k r_k sum_{d missing} log sigma^2_kd
+            log_var = -np.log(precisions)  # (K, D)
+            log_det_c = log_var @ (1.0 - weight).T  # (K, rows)
+            log_norm = np.sum(wlp * (np.log(wlp) - 0.5 * log_det_c), axis=0)
         if sample_weight is None:
             loglik += float(np.sum(log_norm))
         else:

@@ -606,6 +606,7 @@ def _suffstats_missing(
                 ep.deltas,
                 ep.precisions_cholesky,
                 w_some,
+                entropy=ep.entropy,
             )
             _check_overflow(loglik)
             out.append(SuffStats(nk, s1, s2, loglik, weight_sum, len(X_some)))
@@ -626,7 +627,12 @@ def _suffstats_missing(
     out = []
     for i, ep in enumerate(eps):
         estep = MissingEStep(
-            ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
+            ep.covariance_type,
+            ep.log_weights,
+            ep.shift,
+            ep.deltas,
+            ep.precisions_cholesky,
+            ep.entropy,
         )
         nk, s1, s2, loglik = estep.stats(X, incomplete, w)
         _check_overflow(loglik)

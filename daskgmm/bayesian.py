@@ -24,7 +24,7 @@ from .mixture import GaussianMixture
 
 __all__ = ["BayesianGaussianMixture"]
 
-_NOT_HERE = ("weights_init", "means_init", "precisions_init", "missing")
+_NOT_HERE = ("weights_init", "means_init", "precisions_init")
 
 
 class BayesianGaussianMixture(GaussianMixture):
@@ -64,8 +64,11 @@ default='dirichlet_process'
         Default: the data's covariance (``ddof=1``; per feature for 'diag',
         their mean for 'spherical'). The data's mean and covariance come from the
         initialisation's last pass ('kmeans', 'random') or one more pass.
-    cache, split_every, feature_dim, variable, nodata
-        As in :class:`daskgmm.GaussianMixture`.
+    cache, split_every, feature_dim, variable, missing, nodata
+        As in :class:`daskgmm.GaussianMixture`. With ``missing='marginalize'`` the
+        variational E-step uses each sample's observed values exactly, as EM's;
+        the default priors are then the moments of the data with their holes
+        filled with the features' means (the initialisation's data).
 
     Attributes
     ----------
@@ -130,6 +133,7 @@ default='dirichlet_process'
         split_every=None,
         feature_dim=None,
         variable=None,
+        missing="error",
         nodata=None,
     ):
         super().__init__(
@@ -148,6 +152,7 @@ default='dirichlet_process'
             split_every=split_every,
             feature_dim=feature_dim,
             variable=variable,
+            missing=missing,
             nodata=nodata,
         )
         self.weight_concentration_prior_type = weight_concentration_prior_type
@@ -168,6 +173,7 @@ default='dirichlet_process'
             self.weight_concentration_prior,
             self.mean_precision_prior,
             *self._checked_priors(n_features),
+            missing=self._marginalize,
         )
 
     def _checked_priors(self, n_features: int) -> tuple[Any, Any, Any]:

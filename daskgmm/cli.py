@@ -223,9 +223,8 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
     )
     if opts.get("model_kind", "gaussian") != "bayesian":
         return GaussianMixture(**{**kw, "missing": opts["missing"], **overrides})
-    if opts["missing"] == "marginalize":
-        raise CLIError("--missing marginalize is not available with --model bayesian yet")
     kw.update(
+        missing=opts["missing"],
         weight_concentration_prior_type=opts["weight_prior"],
         weight_concentration_prior=opts["weight_concentration"],
     )
@@ -377,10 +376,7 @@ def _model_for_input(opts: dict[str, Any]):
         feature_dim=opts.get("feature_dim") or gm.feature_dim,
         nodata=gm.nodata if opts.get("nodata") is None else opts["nodata"],
     )
-    if "missing" in gm.get_params():
-        reading["missing"] = opts.get("missing") or gm.missing
-    elif opts.get("missing") == "marginalize":
-        raise CLIError("--missing marginalize is not available for a Bayesian model yet")
+    reading["missing"] = opts.get("missing") or gm.missing
     return gm.set_params(**reading)
 
 

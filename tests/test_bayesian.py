@@ -17,6 +17,7 @@ from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 
 import daskgmm
 from daskgmm import BayesianGaussianMixture
+from daskgmm._covariance import get_covariance_model
 
 from .conftest import COVARIANCE_TYPES, Stop, chunkings, stop_after
 
@@ -175,7 +176,8 @@ def test_bad_parameters_are_refused_with_scikit_learns_words(three):
         BayesianGaussianMixture(2, weight_concentration_prior_type="uniform").fit(three)
     with pytest.raises(AttributeError, match="no BIC or AIC"):
         _quiet(BayesianGaussianMixture(2, max_iter=2), three).bic(three)
-    assert "missing" not in BayesianGaussianMixture().get_params()
+    params = BayesianGaussianMixture().get_params()
+    assert "missing" in params and not {"weights_init", "means_init"} & set(params)
     assert set(SkBayesianGaussianMixture().get_params()) <= set(
         BayesianGaussianMixture().get_params()
     )
@@ -224,3 +226,44 @@ def test_what_gaussian_mixture_takes_works_here_too(three, tmp_path):
     single = _quiet(BayesianGaussianMixture(**kw), three.astype(np.float32))
     assert single.means_.dtype == np.float32 and single.covariances_.dtype == np.float32
     np.testing.assert_allclose(single.means_, reference.means_, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_missing_values_in_the_variational_fit(three, ct):
+    """Without NaN the mode changes nothing; with holes, the statistics' entropy score is
+    the one of the marginal responsibilities predict_proba gives, every pattern path
+    (kernels, batched, diagonal) alike; the bound never decreases."""
+    from daskgmm._stats import suffstats_chunk_many
+
+    kw = dict(n_components=3, covariance_type=ct, init_params="random", random_state=0)
+    plain = _quiet(BayesianGaussianMixture(tol=0, max_iter=8, **kw), three)
+    marg = _quiet(BayesianGaussianMixture(missing="marginalize", tol=0, max_iter=8, **kw), three)
+    _assert_same(marg, plain, rtol=1e-12)
+    rng = np.random.RandomState(0)
+    X = three.copy()
+    X[rng.random_sample(X.shape) < 0.2] = np.nan
+    X[:300, 2] = np.nan  # a pattern large enough for the kernels
+    X[5] = np.nan
+    bgm = _quiet(BayesianGaussianMixture(missing="marginalize", max_iter=200, **kw), X)
+    bounds = np.array(bgm.lower_bounds_)
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+    proba = bgm.predict_proba(X)
+    observed = ~np.isnan(proba[:, 0])
+    assert np.array_equal(observed, ~np.isnan(X).all(axis=1)) and bgm.predict(X)[5] == -1
+    # the score: sum r log r, less the missing values' entropy 1/2 sum r log det C_k
+    r = np.clip(proba[observed], np.finfo(float).tiny, None)
+    covariances = get_covariance_model(ct).dense_covariances(bgm._params.precisions_cholesky, 3, 3)
+    conditional = 0.0
+    for n, x in zip(np.flatnonzero(observed), X[observed], strict=True):
+        o, m = ~np.isnan(x), np.isnan(x)
+        if m.any():
+            for k in range(3):
+                c = covariances[k]
+                cond = c[np.ix_(m, m)] - c[np.ix_(m, o)] @ np.linalg.solve(
+                    c[np.ix_(o, o)], c[np.ix_(o, m)]
+                )
+                conditional += proba[n, k] * np.linalg.slogdet(cond)[1]
+    (stats,) = suffstats_chunk_many(X, (bgm._params.estep(),), missing=True).parts
+    expected = np.sum(r * np.log(r)) - 0.5 * conditional
+    assert stats.loglik == pytest.approx(expected, rel=1e-8, abs=1e-8)
+    assert stats.n_samples == observed.sum()

@@ -601,8 +601,12 @@ def test_a_bayesian_model_through_the_command_line(scheduler_address, tmp_path):
         "-o", tmp_path / "a.zarr", *common,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
+    X[::7, 1] = np.nan  # holes: --missing marginalize works for this model too
+    np.save(tmp_path / "holes.npy", X)
     out = _run(
-        "fit", tmp_path / "x.npy", "-k", 3, "--model", "bayesian", "--missing", "marginalize",
+        "fit", tmp_path / "holes.npy", "-k", 6, "--model", "bayesian", "--missing",
+        "marginalize", "--init-params", "random", "--effective-threshold", 0.01,
         "-o", tmp_path / "c.zarr", *common,
     )  # fmt: skip
-    assert out.returncode == 2 and "not available with --model bayesian" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"\b3 of 6 components carry weight", out.stdout), out.stdout
