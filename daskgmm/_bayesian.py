@@ -159,8 +159,8 @@ def array_shapes(
     prior = {"full": (n_features, n_features), "tied": (n_features, n_features),
              "diag": (n_features,), "spherical": (1,)}[covariance_type]  # fmt: skip
     return {
-        "weight_concentration": (2 if prior_type == "dirichlet_process" else 1, n_components),
         "mean_precision": (n_components,),
+        "weight_concentration": (2 if prior_type == "dirichlet_process" else 1, n_components),
         "means": (n_components, n_features),
         "degrees_of_freedom": (n_components,),
         "covariances": covariances,

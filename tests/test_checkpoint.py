@@ -302,26 +302,26 @@ def _edit_attrs(model, **changes):
 
 
 def _link_chunk(target):
-    def damage(model):
-        chunk = model / "weights" / "c" / "0"
+    def damage(model, first):
+        chunk = model / first / "c" / "0"
         chunk.unlink()
         os.symlink(target, chunk)
 
     return damage
 
 
-def _fifo_chunk(model):
+def _fifo_chunk(model, first):
     chunk = model / "means" / "c" / "0" / "0"
     chunk.unlink()
     os.mkfifo(chunk)
 
 
-def _truncate_chunk(model):
+def _truncate_chunk(model, first):
     chunk = model / "means" / "c" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:7])
 
 
-def _huge_declared_shape(model):
+def _huge_declared_shape(model, first):
     doc = json.loads((model / "means" / "zarr.json").read_text())
     doc["shape"] = [10**12, 2]
     (model / "means" / "zarr.json").write_text(json.dumps(doc))
@@ -330,22 +330,26 @@ def _huge_declared_shape(model):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda m: os.remove(m / "weights" / "c" / "0"), "is incomplete: weights/c/0 is missing"),
-        (lambda m: _edit_attrs(m, params__n_components=4),
-         "'weights' has shape (3,), expected (4,) for the metadata's 4 components"),
-        (lambda m: _edit_attrs(m, params__n_components="four"),
+        (lambda m, first: os.remove(m / first / "c" / "0"),
+         "is incomplete: {first}/c/0 is missing"),
+        (lambda m, first: _edit_attrs(m, params__n_components=4),
+         "'{first}' has shape (3,), expected (4,) for the metadata's 4 components"),
+        (lambda m, first: _edit_attrs(m, params__n_components="four"),
          "metadata n_components='four' is not a positive integer"),
         (_huge_declared_shape, "'means' has shape (1000000000000, 2), expected (3, 2)"),
         (_truncate_chunk, "array 'means' cannot be read"),
-        (_link_chunk("/dev/zero"), "weights/c/0 is not a regular file (a link or device)"),
+        (_link_chunk("/dev/zero"), "{first}/c/0 is not a regular file (a link or device)"),
         (_fifo_chunk, "means/c/0/0 is not a regular file (a link or device)"),
     ],
 )  # fmt: skip
-def test_damaged_model_file_is_one_clear_line(tmp_path, data, damage, message):
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_damaged_model_file_is_one_clear_line(tmp_path, data, damage, message, Estimator):
+    """For model files of either kind: the first per-component array of each."""
     model = tmp_path / "m.zarr"
-    GaussianMixture(3, random_state=0).fit(data.X["full"]).save(model)
-    damage(model)
-    with pytest.raises(ValueError, match=re.escape(message)) as err:
+    first = "weights" if Estimator is GaussianMixture else "mean_precision"
+    _quiet_fit(Estimator(3, random_state=0, max_iter=5), data.X["full"]).save(model)
+    damage(model, first)
+    with pytest.raises(ValueError, match=re.escape(message.format(first=first))) as err:
         daskgmm.load(model)
     assert str(model) in str(err.value) and "\n" not in str(err.value)
 

@@ -545,11 +545,12 @@ def test_information_criteria_in_one_read_match_scikit_learn(random_data, counti
     assert criteria["n_samples"] == len(X_np) and gm.bic(X_np) == pytest.approx(criteria["bic"])
 
 
-def test_predict_to_zarr_writes_what_predict_gives_and_reuses_it(random_data, tmp_path):
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_predict_to_zarr_writes_what_predict_gives_and_reuses_it(random_data, tmp_path, Estimator):
     import zarr
 
     X = random_data.X["full"]
-    gm = GaussianMixture(3, random_state=0).fit(X)
+    gm = Estimator(3, random_state=0).fit(X)
     out = tmp_path / "labels.zarr"
     info = gm.predict_to_zarr(X, out, proba=True, score=True)
     group = zarr.open_group(str(out), mode="r")
