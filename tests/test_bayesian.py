@@ -267,3 +267,20 @@ def test_missing_values_in_the_variational_fit(three, ct):
     expected = np.sum(r * np.log(r)) - 0.5 * conditional
     assert stats.loglik == pytest.approx(expected, rel=1e-8, abs=1e-8)
     assert stats.n_samples == observed.sum()
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_offset_data_keep_their_digits(three, ct):
+    """A million units from the origin, from the same state: the model of the same samples
+    near the origin, shifted (the statistics are shifted float64, as for EM)."""
+    sk = _quiet(SkBayesianGaussianMixture(n_components=3, covariance_type=ct, max_iter=1,
+                                          random_state=0), three)  # fmt: skip
+    near = BayesianGaussianMixture.from_sklearn(sk)
+    far = BayesianGaussianMixture.from_sklearn(sk)
+    far.means_ = far.means_ + 1e6
+    far.mean_prior_ = far.mean_prior_ + 1e6
+    for est, X in ((near, three), (far, three + 1e6)):
+        _quiet(est.set_params(warm_start=True, max_iter=20, tol=0), X)
+    np.testing.assert_allclose(far.means_ - 1e6, near.means_, atol=1e-8)
+    np.testing.assert_allclose(far.covariances_, near.covariances_, rtol=1e-8)
+    assert far.lower_bound_ == pytest.approx(near.lower_bound_, rel=1e-9)
