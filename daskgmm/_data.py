@@ -105,7 +105,7 @@ def unwrap_xarray(X: Any) -> Any:
     return X
 
 
-def _check_dask_array(X: da.Array, min_samples: int) -> da.Array:
+def _check_dask_array(X: da.Array, min_samples: int, estimator: str = _ESTIMATOR) -> da.Array:
     if X.ndim == 1:
         raise ValueError(
             "Expected 2D array, got 1D array instead. Reshape your data either using "
@@ -114,7 +114,7 @@ def _check_dask_array(X: da.Array, min_samples: int) -> da.Array:
         )
     if X.ndim != 2:
         raise ValueError(
-            f"Found array with dim {X.ndim}, while dim <= 2 is required by {_ESTIMATOR}."
+            f"Found array with dim {X.ndim}, while dim <= 2 is required by {estimator}."
         )
     if any(math.isnan(s) for s in X.shape):
         raise ValueError(
@@ -135,12 +135,12 @@ def _check_dask_array(X: da.Array, min_samples: int) -> da.Array:
     if n_samples < min_samples:
         raise ValueError(
             f"Found array with {n_samples} sample(s) (shape={X.shape}) while a minimum of "
-            f"{min_samples} is required by {_ESTIMATOR}."
+            f"{min_samples} is required by {estimator}."
         )
     if n_features < 1:
         raise ValueError(
             f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
-            f"required by {_ESTIMATOR}."
+            f"required by {estimator}."
         )
     if X.numblocks[1] > 1:
         logger.info(
@@ -151,7 +151,7 @@ def _check_dask_array(X: da.Array, min_samples: int) -> da.Array:
     return X
 
 
-def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
+def as_dask_array(X: Any, *, min_samples: int = 1, estimator: str = _ESTIMATOR) -> da.Array:
     """Validate ``X`` and return it as a dask array of shape (n_samples, n_features).
 
     Parameters
@@ -159,6 +159,8 @@ def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
     X : array-like, dask.array.Array or xarray.DataArray of shape (n_samples, n_features)
     min_samples : int, default=1
         Fewer samples is an error.
+    estimator : str, default='GaussianMixture'
+        The estimator the error messages name (scikit-learn's wording).
 
     Returns
     -------
@@ -175,12 +177,12 @@ def as_dask_array(X: Any, *, min_samples: int = 1) -> da.Array:
     """
     X = unwrap_xarray(X)
     if isinstance(X, da.Array):
-        return _check_dask_array(X, min_samples)
+        return _check_dask_array(X, min_samples, estimator)
     X = check_array(
         X,
         dtype=[np.float64, np.float32],
         ensure_min_samples=min_samples,
-        estimator=_ESTIMATOR,
+        estimator=estimator,
     )
     return from_numpy(X)
 
@@ -495,6 +497,7 @@ def open_input(
     feature_dim: str | None = None,
     min_samples: int = 1,
     nodata: float | None = None,
+    estimator: str = _ESTIMATOR,
 ) -> Input:
     """Open and validate any supported input as samples x features.
 
@@ -511,6 +514,8 @@ def open_input(
     nodata : float, optional
         Entries equal to it become NaN (missing). Default: the value the input
         declares (:func:`declared_nodata`), if any.
+    estimator : str, default='GaussianMixture'
+        The estimator the error messages name.
 
     Returns
     -------
@@ -524,7 +529,7 @@ def open_input(
         See :func:`as_dask_array`, plus an unknown variable or dimension.
     """
     if isinstance(X, Input):  # opened already (the command line's preflight)
-        _check_dask_array(X.X, min_samples)  # validated then; its sample count now
+        _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
     identity = source = declared = None
     if _is_path(X):
@@ -552,14 +557,14 @@ def open_input(
             logger.info("The input declares %r for missing values: read as NaN.", nodata)
     if hasattr(X, "dims") and hasattr(X, "coords"):
         inp = dataclasses.replace(
-            _open_dataarray(X, feature_dim, min_samples, identity), source=source
+            _open_dataarray(X, feature_dim, min_samples, identity, estimator), source=source
         )
     else:
         if feature_dim is not None:
             raise ValueError(
                 f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
             )
-        Xd = as_dask_array(X, min_samples=min_samples)
+        Xd = as_dask_array(X, min_samples=min_samples, estimator=estimator)
         inp = Input(Xd, identity or f"dask:{Xd.name}", source=source)
     if nodata is None:
         return inp
@@ -567,7 +572,11 @@ def open_input(
 
 
 def _open_dataarray(
-    arr: Any, feature_dim: str | None, min_samples: int, identity: str | None
+    arr: Any,
+    feature_dim: str | None,
+    min_samples: int,
+    identity: str | None,
+    estimator: str = _ESTIMATOR,
 ) -> Input:
     dims = tuple(arr.dims)
     if feature_dim is None:
@@ -600,5 +609,5 @@ def _open_dataarray(
     else:
         data = np.asarray(data).reshape(n_samples, arr.sizes[feature_dim])
     coords = {d: arr.coords[d] for d in sample_dims if d in arr.coords}
-    Xd = as_dask_array(data, min_samples=min_samples)
+    Xd = as_dask_array(data, min_samples=min_samples, estimator=estimator)
     return Input(Xd, identity or f"dask:{Xd.name}", sample_dims, coords, sample_shape, lazy)

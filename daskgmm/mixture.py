@@ -372,6 +372,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             feature_dim=self.feature_dim,
             min_samples=min_samples,
             nodata=nodata,
+            estimator=type(self).__name__,
         )
         n_features = inp.X.shape[1]
         if reset:

@@ -406,11 +406,13 @@ def test_nonfinite_found_by_em_pass_with_given_init():
     ],
 )
 @pytest.mark.parametrize("as_dask", [False, True])
-def test_bad_shapes(X, message, as_dask):
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_bad_shapes(X, message, as_dask, Estimator):
     with pytest.raises(ValueError, match=re.escape(message)):
         SkGaussianMixture(1).fit(X)
+    message = message.replace("GaussianMixture", Estimator.__name__)
     with pytest.raises(ValueError, match=re.escape(message)):
-        GaussianMixture(1).fit(da.from_array(X) if as_dask else X)
+        Estimator(1).fit(da.from_array(X) if as_dask else X)
 
 
 def test_non_numeric_dask_array_is_a_type_error():
