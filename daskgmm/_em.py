@@ -176,7 +176,7 @@ class VariationalEM:
     update is scikit-learn's variational M-step and lower bound from the
     totals. Priors given as None are scikit-learn's defaults: ``1 / K``, 1, the
     data's mean, ``n_features``, the data's covariance; the data's moments come
-    from the initialisation's last pass ('kmeans', 'random') or one more pass.
+    from a pass the initialisation makes anyway (one more for 'random_from_data').
 
     Parameters
     ----------

@@ -58,6 +58,7 @@ from ._stats import (
     per_restart_chunk,
     random_resp_stats_chunk,
     rows_chunk,
+    with_totals_chunk,
 )
 
 __all__ = ["initial_moments", "initialize", "initialize_many", "restart_seeds"]
@@ -100,8 +101,11 @@ def _kmeans_parallel_seeds(
     n_components: int,
     rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
-) -> tuple[list[Float], list[Float]]:
-    """k-means|| candidates and their (weighted) sizes, for each restart."""
+    totals: tuple[str, float] | None = None,
+) -> tuple[list[Float], list[Float], Moments | None]:
+    """k-means|| candidates and their (weighted) sizes, for each restart; with
+    ``totals = (covariance_type, reg_covar)`` also the moments of all the data as one
+    component, from the sizes' pass."""
     firsts = _take_rows(X, np.array([rng.randint(X.shape[0]) for rng in rngs]))
     centers = [firsts[i : i + 1] for i in range(len(rngs))]
     # every restart's distances around the first restart's first row (a sample,
@@ -136,15 +140,29 @@ def _kmeans_parallel_seeds(
         active = [i for i in active if costs[i] != 0.0]
         if not active:
             break
-    sizes = map_reduce(
+    if totals is None:
+        sizes = map_reduce(
+            X,
+            kmeans_sizes_chunk,
+            tuple(centers),
+            shift,
+            sample_weight=sample_weight,
+            name="daskgmm-kmeans-weights",
+        ).parts
+        return centers, [stats.nk for stats in sizes], None
+    covariance_type, reg_covar = totals
+    *sizes, whole = map_reduce(
         X,
+        with_totals_chunk,
         kmeans_sizes_chunk,
-        tuple(centers),
+        (tuple(centers), shift),
         shift,
+        covariance_type,
         sample_weight=sample_weight,
         name="daskgmm-kmeans-weights",
     ).parts
-    return centers, [stats.nk for stats in sizes]
+    moments = gaussian_moments(whole, shift[None], shift, covariance_type, reg_covar)
+    return centers, [stats.nk for stats in sizes], moments
 
 
 def _reduce_candidates(
@@ -257,12 +275,18 @@ def _moments_from_data(
     def whole(stats, center, shift):
         return gaussian_moments(stats, center[None], shift, covariance_type, reg_covar)
 
-    def points(centers: Sequence[Float]) -> tuple[list[Moments], Moments | None]:
+    def points(centers: Sequence[Float], data: Moments | None) -> tuple[list[Moments], Any]:
         moments = [_point_moments(c, covariance_type, reg_covar) for c in centers]
-        return moments, _totals(X, covariance_type, reg_covar, sample_weight) if totals else None
+        if totals and data is None:  # the initialisation read no sample but its rows
+            data = _totals(X, covariance_type, reg_covar, sample_weight, centers[0][0])
+        return moments, data
 
     if init_params in ("kmeans", "k-means++"):
-        candidates, sizes = _kmeans_parallel_seeds(X, n_components, rngs, sample_weight)
+        # k-means++ reads every sample only in k-means||: the data's moments ride there
+        on_sizes = (covariance_type, reg_covar) if totals and init_params == "k-means++" else None
+        candidates, sizes, data = _kmeans_parallel_seeds(
+            X, n_components, rngs, sample_weight, on_sizes
+        )
         centers = [
             _fill_centers(
                 X,
@@ -273,7 +297,7 @@ def _moments_from_data(
             for c, s, rng in zip(candidates, sizes, rngs)
         ]
         if init_params == "k-means++":
-            return points(centers)
+            return points(centers, data)
         centers = _lloyd(X, centers, sample_weight)
         shift = centers[0].mean(axis=0)
         sets = tuple(centers) + ((shift[None],) if totals else ())  # all samples: one set
@@ -294,7 +318,7 @@ def _moments_from_data(
     if init_params == "random_from_data":
         indices = [rng.choice(X.shape[0], size=n_components, replace=False) for rng in rngs]
         rows = _take_rows(X, np.concatenate(indices)).reshape(len(rngs), n_components, -1)
-        return points(list(rows))
+        return points(list(rows), None)
     if init_params == "random":
         head = X[: min(X.shape[0], 1024)].compute().astype(np.float64)
         if not np.all(np.isfinite(head)):
@@ -322,10 +346,14 @@ def _moments_from_data(
 
 
 def _totals(
-    X: da.Array, covariance_type: str, reg_covar: float, sample_weight: da.Array | None
+    X: da.Array,
+    covariance_type: str,
+    reg_covar: float,
+    sample_weight: da.Array | None,
+    shift: Float,
 ) -> Moments:
-    """The moments of all the data as one component, in one pass."""
-    shift = _take_rows(X, np.array([0]))[0]
+    """The moments of all the data as one component, in one pass around ``shift`` (a
+    sample, so near the data)."""
     (stats,) = map_reduce(
         X,
         hard_assignment_stats_chunk,

@@ -965,6 +965,24 @@ def uniform_rows(
     return draws[skip:].reshape(n_rows, n_cols)
 
 
+def with_totals_chunk(
+    X: Float,
+    chunk_fn: Callable[..., ManyStats],
+    args: tuple,
+    shift: Float,
+    covariance_type: str,
+    sample_weight: Float | None = None,
+    row_offset: int = 0,
+) -> ManyStats:
+    """``chunk_fn(X, *args)``'s parts and, last, the statistics of all the block's samples
+    as one component around ``shift``: the data's moments from a pass made anyway."""
+    parts = chunk_fn(X, *args, sample_weight=sample_weight, row_offset=row_offset).parts
+    (whole,) = hard_assignment_stats_chunk(
+        X, (shift[None],), shift, covariance_type, sample_weight, row_offset
+    ).parts
+    return ManyStats((*parts, whole))
+
+
 def random_resp_stats_chunk(
     X: Float,
     seed: int,

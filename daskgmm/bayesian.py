@@ -62,8 +62,10 @@ default='dirichlet_process'
         Default: ``n_features``.
     covariance_prior : float or array-like, default=None
         Default: the data's covariance (``ddof=1``; per feature for 'diag',
-        their mean for 'spherical'). The data's mean and covariance come from the
-        initialisation's last pass ('kmeans', 'random') or one more pass.
+        their mean for 'spherical'). The data's mean and covariance come from a
+        pass the initialisation makes anyway (its last for 'kmeans' and
+        'random', the k-means|| sizes for 'k-means++'); 'random_from_data',
+        which reads only its rows, makes one more.
     cache, split_every, feature_dim, variable, missing, nodata
         As in :class:`daskgmm.GaussianMixture`. With ``missing='marginalize'`` the
         variational E-step uses each sample's observed values exactly, as EM's;

@@ -88,12 +88,20 @@ def test_parity_with_scikit_learn_from_the_same_state(three, ct, prior_type, dat
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
-def test_data_priors_come_from_the_initialisation(three, ct):
+def test_data_priors_come_from_the_initialisation(three, ct, counting_scheduler):
     """scikit-learn's defaults: the data's mean and covariance (ddof=1), for every
-    initialiser (from its last pass, or one more pass for point initialisations)."""
+    initialiser, from a pass it makes anyway ('random_from_data', which reads only its
+    rows, makes one more)."""
+    from daskgmm import GaussianMixture
+
     for init in ("kmeans", "random", "k-means++", "random_from_data"):
         kw = dict(n_components=4, covariance_type=ct, init_params=init, random_state=0, max_iter=1)
+        before = counting_scheduler.computes
+        _quiet(GaussianMixture(**kw), da.from_array(three, chunks=200))
+        passes = counting_scheduler.computes - before
+        before = counting_scheduler.computes
         ours = _quiet(BayesianGaussianMixture(**kw), da.from_array(three, chunks=200))
+        assert counting_scheduler.computes - before == passes + (init == "random_from_data")
         sk = _quiet(SkBayesianGaussianMixture(**kw), three)
         np.testing.assert_allclose(ours.mean_prior_, sk.mean_prior_, rtol=1e-12)
         np.testing.assert_allclose(ours.covariance_prior_, sk.covariance_prior_, rtol=1e-12)

@@ -73,7 +73,7 @@ def test_kmeans_parallel_draws_at_most_l_candidates_per_round(rng, n_components)
 
     data = RandomData(rng, n_samples=20000, n_components=3, n_features=2)
     X = da.from_array(data.X["full"], chunks=3000)
-    centers, sizes = _kmeans_parallel_seeds(X, n_components, [np.random.RandomState(0)], None)
+    centers, sizes, _ = _kmeans_parallel_seeds(X, n_components, [np.random.RandomState(0)], None)
     most = 1 + N_ROUNDS * OVERSAMPLING * n_components
     assert 2 * n_components <= len(centers[0]) < 1.3 * most
     assert sizes[0].sum() == len(X)
