@@ -268,8 +268,9 @@ def _moments_from_data(
     """Initial moments of every restart; each pass over the data serves all of them.
 
     With ``totals``, also the moments of all the data as one component (their
-    size, mean and covariance), from the initialisation's last pass where it
-    reads every sample (``'kmeans'``, ``'random'``), else from one more pass.
+    size, mean and covariance), from a pass that reads every sample anyway (the
+    last for ``'kmeans'`` and ``'random'``, the k-means|| sizes for
+    ``'k-means++'``); ``'random_from_data'`` makes one more.
     """
 
     def whole(stats, center, shift):
