@@ -47,7 +47,37 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
+class _GaussianStatistics:
+    """What both mixtures of this module share: a pass computes the Gaussian kernels'
+    statistics (:func:`daskgmm._stats.suffstats_chunk_many`) of every restart around one
+    shift, and parameters know their own E-step constants and arrays."""
+
+    missing: bool
+
+    def estep_constants(self, params: Sequence[Any]) -> tuple[EStepParams, ...]:
+        return _estep_params(params)
+
+    @property
+    def chunk_stats(self) -> Callable[..., Any]:
+        # The kernel itself (or a partial of it), not a method: workers unpickle
+        # it by reference, and importing daskgmm._stats (NumPy only) costs them
+        # nothing; importing this module would bring scikit-learn's k-means and
+        # the file layer (~65 MiB each).
+        if self.missing:
+            return functools.partial(suffstats_chunk_many, missing=True)
+        return suffstats_chunk_many
+
+    @staticmethod
+    def _check_weights(stats: Any) -> None:
+        if not stats.weight_sum > 0:
+            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+
+    @staticmethod
+    def to_arrays(params: Any) -> dict[str, np.ndarray]:
+        return params.to_arrays()
+
+
+def _estep_params(params: Sequence[Any]) -> tuple[EStepParams, ...]:
     """E-step constants of the restarts of one pass, all around one shift.
 
     One shift lets the pass centre every tile once for all restarts: the first
@@ -56,8 +86,8 @@ def _estep_params(params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
     A restart whose means sit too far from it for the quadratic features takes
     the whitened path (:func:`daskgmm._kernels._use_quadratic`).
     """
-    first = EStepParams.from_params(params[0])
-    return (first, *(EStepParams.from_params(p, first.shift) for p in params[1:]))
+    first = params[0].estep()
+    return (first, *(p.estep(first.shift) for p in params[1:]))
 
 
 class MixtureModel(Protocol):
@@ -94,7 +124,7 @@ class MixtureModel(Protocol):
 
 
 @dataclass(frozen=True)
-class GaussianEM:
+class GaussianEM(_GaussianStatistics):
     """The Gaussian mixture as a :class:`MixtureModel`: shifted float64 statistics,
     scikit-learn's M-step and mean log-likelihood, k-means and the other initialisers.
 
@@ -138,28 +168,10 @@ class GaussianEM:
             missing=self.missing,
         )
 
-    def estep_constants(self, params: Sequence[GMMParams]) -> tuple[EStepParams, ...]:
-        return _estep_params(params)
-
-    @property
-    def chunk_stats(self) -> Callable[..., Any]:
-        # The kernel itself (or a partial of it), not a method: workers unpickle
-        # it by reference, and importing daskgmm._stats (NumPy only) costs them
-        # nothing; importing this module would bring scikit-learn's k-means and
-        # the file layer (~65 MiB each).
-        if self.missing:
-            return functools.partial(suffstats_chunk_many, missing=True)
-        return suffstats_chunk_many
-
     def update(self, stats: Any, params: GMMParams, constants: EStepParams):
-        if not stats.weight_sum > 0:
-            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+        self._check_weights(stats)
         new = m_step(stats, params.means, constants.shift, params.covariance_type, self.reg_covar)
         return new, stats.loglik / stats.weight_sum
-
-    @staticmethod
-    def to_arrays(params: GMMParams) -> dict[str, np.ndarray]:
-        return params.to_arrays()
 
     def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> GMMParams:
         from ._checkpoint import _params_from_arrays, check_params
@@ -168,7 +180,7 @@ class GaussianEM:
 
 
 @dataclass(frozen=True)
-class VariationalEM:
+class VariationalEM(_GaussianStatistics):
     """The variational Bayesian Gaussian mixture as a :class:`MixtureModel`.
 
     The E-step is the Gaussian one with per-component constants, scoring each
@@ -209,10 +221,8 @@ class VariationalEM:
 
     def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
         from ._bayesian import Priors, data_priors, update
-        from ._init import _without_holes, initial_moments
+        from ._init import initial_moments
 
-        if self.missing:  # holes filled (or incomplete samples left out), as for EM
-            X, sample_weight = _without_holes(X, sample_weight, self.n_components)
         moments, totals = initial_moments(
             X,
             seeds=seeds,
@@ -222,6 +232,7 @@ class VariationalEM:
             reg_covar=self.reg_covar,
             sample_weight=sample_weight,
             totals=self.mean_prior is None or self.covariance_prior is None,
+            missing=self.missing,
         )
         mean, covariance = (None, None)
         if totals is not None:
@@ -243,34 +254,16 @@ class VariationalEM:
         )
         return [update(nk, xk, sk, self.covariance_type, priors) for nk, xk, sk in moments]
 
-    def estep_constants(self, params: Sequence[Any]) -> tuple[EStepParams, ...]:
-        from ._bayesian import estep_params
-
-        first = estep_params(params[0])
-        return (first, *(estep_params(p, first.shift) for p in params[1:]))
-
-    @property
-    def chunk_stats(self) -> Callable[..., Any]:
-        # the E-step constants ask for the entropy score, with holes too
-        if self.missing:
-            return functools.partial(suffstats_chunk_many, missing=True)
-        return suffstats_chunk_many
-
     def update(self, stats: Any, params: Any, constants: EStepParams):
         from ._bayesian import lower_bound, update
         from ._stats import gaussian_moments
 
-        if not stats.weight_sum > 0:
-            raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+        self._check_weights(stats)
         nk, xk, sk = gaussian_moments(
             stats, params.means, constants.shift, self.covariance_type, self.reg_covar
         )
         new = update(nk, xk, sk, self.covariance_type, params.priors)
         return new, lower_bound(new, stats.loglik)
-
-    @staticmethod
-    def to_arrays(params: Any) -> dict[str, np.ndarray]:
-        return params.to_arrays()
 
     def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> Any:
         from ._bayesian import BayesParams

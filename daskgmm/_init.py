@@ -415,12 +415,16 @@ def initial_moments(
     reg_covar: float,
     sample_weight: da.Array | None = None,
     totals: bool = False,
+    missing: bool = False,
 ) -> tuple[list[Moments], Moments | None]:
-    """The initial moments ``(nk, xk, sk)`` of several restarts, as
-    :func:`initialize_many` computes them before turning them into parameters (what
-    a variational mixture starts from), and with ``totals`` the moments of all the
-    data as one component (see :func:`_moments_from_data`)."""
+    """The initial moments ``(nk, xk, sk)`` of several restarts, which
+    :func:`initialize_many` turns into parameters (and a variational mixture
+    starts from), and with ``totals`` the moments of all the data as one component
+    (see :func:`_moments_from_data`). ``missing``: NaN entries are missing values
+    (see :func:`_without_holes`)."""
     rngs = [np.random.RandomState(seed) for seed in seeds]
+    if missing:
+        X, sample_weight = _without_holes(X, sample_weight, n_components)
     return _moments_from_data(
         X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight, totals
     )
@@ -479,11 +483,15 @@ def initialize_many(
             covariance_type, weights_init, means_init, precisions_init
         )
         return [params for _ in seeds]
-    rngs = [np.random.RandomState(seed) for seed in seeds]
-    if missing:
-        X, sample_weight = _without_holes(X, sample_weight, n_components)
-    moments, _ = _moments_from_data(
-        X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight
+    moments, _ = initial_moments(
+        X,
+        seeds=seeds,
+        n_components=n_components,
+        covariance_type=covariance_type,
+        init_params=init_params,
+        reg_covar=reg_covar,
+        sample_weight=sample_weight,
+        missing=missing,
     )
     computed = [
         GMMParams.from_covariances(covariance_type, nk / nk.sum(), xk, sk) for nk, xk, sk in moments
