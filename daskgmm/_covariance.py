@@ -217,15 +217,6 @@ class CovarianceModel(ABC):
     #: so that a marginal is the same model on fewer features.
     diagonal: ClassVar[bool] = False
 
-    #: The type of a marginal on some features: the marginals of ``tied`` components
-    #: differ in their means only, but the E-step of any one block of samples needs
-    #: per-component statistics to lift to all features, as ``full`` keeps them.
-    marginal_type: ClassVar[str]
-
-    @abstractmethod
-    def from_dense(self, dense: Float) -> Float:
-        """The inverse of :meth:`dense_covariances` for :attr:`marginal_type`'s layout."""
-
     @abstractmethod
     def moments_from_full(self, nk: Float, s1: Float, s: Float, deltas: Float) -> Float:
         """This type's second moment ``s2`` from per-component full moments.
@@ -343,11 +334,6 @@ class Full(CovarianceModel):
         inverse = np.linalg.inv(precisions_cholesky)  # P = U U^T => P^-1 = U^-T U^-1
         return np.matmul(inverse.transpose(0, 2, 1), inverse)
 
-    marginal_type = "full"
-
-    def from_dense(self, dense):
-        return dense
-
     def moments_from_full(self, nk, s1, s, deltas):
         return s
 
@@ -413,11 +399,6 @@ class Tied(CovarianceModel):
     def dense_covariances(self, precisions_cholesky, n_components, n_features):
         inverse = np.linalg.inv(precisions_cholesky)
         return np.broadcast_to(inverse.T @ inverse, (n_components, *inverse.shape)).copy()
-
-    marginal_type = "full"
-
-    def from_dense(self, dense):
-        return dense[0].copy()
 
     def moments_from_full(self, nk, s1, s, deltas):
         # around the shift, summed over components: (x - c) = (x - mu_k) + d_k
@@ -509,11 +490,6 @@ class Diag(_Diagonal):
         variances = 1.0 / precisions_cholesky**2
         return variances[:, :, None] * np.eye(variances.shape[1])
 
-    marginal_type = "diag"
-
-    def from_dense(self, dense):
-        return np.diagonal(dense, axis1=1, axis2=2).copy()
-
     def moments_from_full(self, nk, s1, s, deltas):
         return np.diagonal(s, axis1=1, axis2=2).copy()
 
@@ -562,11 +538,6 @@ class Spherical(_Diagonal):
 
     def dense_covariances(self, precisions_cholesky, n_components, n_features):
         return (1.0 / precisions_cholesky**2)[:, None, None] * np.eye(n_features)
-
-    marginal_type = "spherical"
-
-    def from_dense(self, dense):
-        return dense[:, 0, 0].copy()
 
     def moments_from_full(self, nk, s1, s, deltas):
         return np.trace(s, axis1=1, axis2=2)

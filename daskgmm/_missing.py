@@ -13,13 +13,15 @@ second moments add the conditional covariance
     x - mu_k   ->  [e ; B_k e]
     second     ->  [e e^T, e e^T B_k^T ; B_k e e^T, B_k e e^T B_k^T + C_k]
 
-``B_k``, ``C_k`` and the Cholesky factor of ``Sigma_k,oo`` depend on the
-(pattern, component) only, not on the sample: a block groups its incomplete
-samples by missingness pattern, pays one small factorisation per (pattern,
-component), and then per sample only products of size ``|o|``. The per-pattern
-sums ``sum r e`` and ``sum r e e^T`` are lifted to the full moments once per
-pattern. Everything is float64 and shifted (``e`` is formed from ``x - c`` and
-``mu - c``), as the complete-data statistics are.
+``B_k`` and ``C_k`` depend on the (pattern, component) only, not on the
+sample: a block groups its incomplete samples by missingness pattern
+(:func:`patterns`). A large pattern runs the complete-data kernels on its
+observed features (:meth:`MissingEStep.marginal`) and its sums ``sum r e`` and
+``sum r e e^T`` are lifted to all features once (:func:`_lift`); the small ones
+run together, batched by number of missing values, from the precisions alone
+(:class:`_Plans`). ``diag`` and ``spherical`` need no patterns at all
+(:func:`diagonal`). Everything is float64 and shifted (``e`` is formed from
+``x - c`` and ``mu - c``), as the complete-data statistics are.
 
 Complete samples never come here: they take the fused kernels of
 :mod:`daskgmm._kernels` at full speed (see :func:`daskgmm._stats.suffstats_chunk_many`).
@@ -157,7 +159,9 @@ def _by_size(groups):
 
 
 class MissingEStep:
-    """The marginal E-step of one restart on the incomplete samples of a block.
+    """The marginal E-step of one restart on the incomplete samples of a block, for
+    ``full`` and ``tied`` components (the diagonal types need no patterns: see
+    :func:`diagonal`).
 
     Parameters
     ----------
@@ -181,9 +185,13 @@ class MissingEStep:
         self.log_weights = log_weights
         self.shift = shift
         self.deltas = deltas
-        self.precisions = np.linalg.inv(self.covariances)
-        self.precisions = 0.5 * (self.precisions + self.precisions.transpose(0, 2, 1))
-        self.log_det = np.linalg.slogdet(self.covariances)[1]
+        # the precisions U U^T and log det Sigma = -2 log det U, from the factors themselves
+        self.precisions = np.broadcast_to(
+            self.model.precisions(precisions_cholesky), (n_components, n_features, n_features)
+        )
+        self.log_det = -2.0 * self.model.log_det_cholesky(
+            precisions_cholesky, n_components, n_features
+        )
 
     def plans(self, masks: NDArray[np.bool_]) -> _Plans:
         return _plans(self.precisions, self.log_det, self.log_weights, masks)
@@ -192,24 +200,25 @@ class MissingEStep:
         """The E-step constants of the components' marginals on pattern ``p``'s observed
         features.
 
-        A marginal of a Gaussian mixture is a Gaussian mixture of the
-        covariance type's :attr:`marginal_type
-        <daskgmm._covariance.CovarianceModel.marginal_type>`: the samples of a
-        large pattern run the fused complete-data kernels of :mod:`daskgmm._stats`
-        on their observed features, at their speed and with their accuracy.
+        A marginal of a Gaussian mixture is a Gaussian mixture (``full``: the
+        marginals of ``tied`` components differ in their means only, but the lift
+        to all features needs per-component statistics, as ``full`` keeps them):
+        the samples of a large pattern run the fused complete-data kernels of
+        :mod:`daskgmm._stats` on their observed features, at their speed and with
+        their accuracy.
         """
         from ._stats import EStepParams
 
-        sub = get_covariance_model(self.model.marginal_type)
+        full = get_covariance_model("full")
         o = plans.observed[p]
-        factors = sub.precisions_cholesky(sub.from_dense(self.covariances[:, o[:, None], o]))
+        factors = full.precisions_cholesky(self.covariances[:, o[:, None], o])
         return EStepParams(
-            sub.name,
+            full.name,
             self.log_weights,
             self.shift[o],
             self.deltas[:, o],
             factors,
-            sub.log_det_cholesky(factors, len(self.deltas), len(o)),
+            full.log_det_cholesky(factors, len(self.deltas), len(o)),
             entropy=self.entropy,
         )
 
@@ -323,12 +332,7 @@ class MissingEStep:
         X_o = X[np.ix_(rows, plans.observed[p])]
         w = None if sample_weight is None else sample_weight[rows]
         (st,) = _suffstats_many(X_o, (self.marginal(plans, p),), w, 0)
-        s2 = st.s2
-        if s2.ndim == 2:  # diag: the diagonals (its conditionals do not need the rest)
-            s2 = s2[:, :, None] * np.eye(s2.shape[1])
-        elif s2.ndim == 1:  # spherical: the traces, which is all its M-step reads
-            s2 = (s2 / s1_o.shape[1])[:, None, None] * np.eye(s1_o.shape[1])
-        nk_p[...], s1_o[...], s2_o[...] = st.nk, st.s1, s2
+        nk_p[...], s1_o[...], s2_o[...] = st.nk, st.s1, st.s2
         if self.entropy:  # q(x_m | k)'s entropy: its log det C part (see _small_stats)
             return st.loglik - 0.5 * float(st.nk @ _log_det_conditional(_select(plans, [p]))[0])
         return st.loglik

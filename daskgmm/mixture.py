@@ -389,7 +389,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     @property
     def _marginalize(self) -> bool:
         """Whether NaN entries are missing values (``missing='marginalize'``)."""
-        return getattr(self, "missing", "error") == "marginalize"
+        return self.missing == "marginalize"
 
     def _initial_parameters(self, n_features: int) -> tuple[Any, Any, Any]:
         """Validated copies of ``*_init`` (never written back to ``self``)."""
