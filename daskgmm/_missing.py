@@ -95,6 +95,17 @@ def patterns(observed: NDArray[np.bool_]) -> list[tuple[NDArray[np.bool_], NDArr
     return groups
 
 
+def split(X: Float) -> tuple[NDArray[np.intp] | None, list]:
+    """The rows of the complete samples of ``X`` (None if none), and the groups
+    (:func:`patterns`) of its incomplete samples that have an observed value."""
+    groups = patterns(~np.isnan(X))
+    counts = np.count_nonzero([mask for mask, _ in groups], axis=1)
+    n_features = X.shape[1]
+    complete = [rows for (_, rows), n in zip(groups, counts, strict=True) if n == n_features]
+    incomplete = [g for g, n in zip(groups, counts, strict=True) if 0 < n < n_features]
+    return (complete[0] if complete else None), incomplete
+
+
 @dataclass(frozen=True, eq=False)
 class _Plans:
     """One restart's constants for ``P`` patterns with ``m`` missing values each.
@@ -165,26 +176,22 @@ class MissingEStep:
 
     Parameters
     ----------
-    covariance_type : str
-    log_weights : ndarray of shape (n_components,)
-    shift : ndarray of shape (n_features,)
-    deltas : ndarray of shape (n_components, n_features)
-        Means minus ``shift``.
-    precisions_cholesky : ndarray
+    ep : daskgmm._stats.EStepParams
+        The restart's E-step constants; its ``entropy`` asks for ``sum r log r``
+        (less the missing values' entropy) in place of the log-likelihood.
     """
 
-    def __init__(
-        self, covariance_type, log_weights, shift, deltas, precisions_cholesky, entropy=False
-    ):
-        n_components, n_features = deltas.shape
-        self.entropy = entropy  # score samples by sum r log r (see EStepParams.entropy)
-        self.model = get_covariance_model(covariance_type)
+    def __init__(self, ep: Any):
+        n_components, n_features = ep.deltas.shape
+        precisions_cholesky = ep.precisions_cholesky
+        self.entropy = ep.entropy
+        self.model = get_covariance_model(ep.covariance_type)
         self.covariances = self.model.dense_covariances(
             precisions_cholesky, n_components, n_features
         )
-        self.log_weights = log_weights
-        self.shift = shift
-        self.deltas = deltas
+        self.log_weights = ep.log_weights
+        self.shift = ep.shift
+        self.deltas = ep.deltas
         # the precisions U U^T and log det Sigma = -2 log det U, from the factors themselves
         self.precisions = np.broadcast_to(
             self.model.precisions(precisions_cholesky), (n_components, n_features, n_features)
@@ -434,10 +441,8 @@ def _lift(plans: _Plans, nk_p, s1_o, s2_o, nk, s1, s) -> None:
 
 # ------------------------------------------------- diagonal precisions
 def diagonal(
-    X: Float, covariance_type: str, log_weights: Float, shift: Float, deltas: Float,
-    precisions_cholesky: Float, sample_weight: Float | None = None, stats: bool = True,
-    entropy: bool = False,
-) -> tuple[Float, Float, Float, float] | Float:  # fmt: skip
+    X: Float, ep: Any, sample_weight: Float | None = None, stats: bool = True
+) -> tuple[Float, Float, Float, float] | Float:
     """The E-step (and statistics) of ``diag``/``spherical`` components on samples with
     holes, every sample at once: no patterns.
 
@@ -452,11 +457,21 @@ def diagonal(
     (the missing features are expected at the mean, with the component's
     variance). Every row must have an observed value.
 
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    ep : daskgmm._stats.EStepParams
+        Its ``entropy`` asks for ``sum_n w_n sum_k r log r`` in place of the
+        log-likelihood.
+    sample_weight : ndarray of shape (n_samples,), optional
+    stats : bool, default=True
+
     Returns
     -------
-    ``(nk, s1, s2, loglik)`` with ``stats``, else the weighted log-densities (n, K);
-    with ``entropy``, ``loglik`` is ``sum_n w_n sum_k r log r`` instead.
+    ``(nk, s1, s2, loglik)`` with ``stats``, else the weighted log-densities (n, K).
     """
+    covariance_type, log_weights, shift = ep.covariance_type, ep.log_weights, ep.shift
+    deltas, precisions_cholesky, entropy = ep.deltas, ep.precisions_cholesky, ep.entropy
     model = get_covariance_model(covariance_type)
     n_components, n_features = deltas.shape
     precisions = np.broadcast_to(

@@ -269,34 +269,20 @@ def estimate_weighted_log_prob(X: Float, ep: EStepParams, missing: bool = False)
     ndarray of shape (n_samples, n_components)
     """
     if missing and not math.isfinite(float(np.sum(X, dtype=np.float64))):
-        from ._missing import MissingEStep, diagonal, patterns
+        from ._missing import MissingEStep, diagonal, split
 
         _raise_infinite(X, None)
         out = np.full((len(X), len(ep.deltas)), np.nan, dtype=X.dtype)
         if get_covariance_model(ep.covariance_type).diagonal:
             some = ~np.isnan(X).all(axis=1)
-            out[some] = diagonal(
-                X[some],
-                ep.covariance_type,
-                ep.log_weights,
-                ep.shift,
-                ep.deltas,
-                ep.precisions_cholesky,
-                stats=False,
-            )
+            out[some] = diagonal(X[some], ep, stats=False)
             return out
-        incomplete = []
-        for mask, rows in patterns(~np.isnan(X)):
-            if mask.all():
-                out[rows] = estimate_weighted_log_prob(X.take(rows, axis=0), ep)
-            elif mask.any():
-                incomplete.append((mask, rows))
+        complete, incomplete = split(X)
+        if complete is not None:
+            out[complete] = estimate_weighted_log_prob(X.take(complete, axis=0), ep)
         if incomplete:
-            estep = MissingEStep(
-                ep.covariance_type, ep.log_weights, ep.shift, ep.deltas, ep.precisions_cholesky
-            )
             rows = np.concatenate([rows for _, rows in incomplete])
-            out[rows] = estep.weighted_log_prob(X, incomplete)[rows]
+            out[rows] = MissingEStep(ep).weighted_log_prob(X, incomplete)[rows]
         return out
     n_components = ep.deltas.shape[0]
     out = np.empty((X.shape[0], n_components), dtype=X.dtype)
@@ -588,7 +574,7 @@ def _suffstats_missing(
     X: Float, eps: Sequence[EStepParams], sample_weight: Float | None, row_offset: int
 ) -> list[SuffStats]:
     """:func:`suffstats_chunk_many` of a block that may hold NaN entries (see there)."""
-    from ._missing import MissingEStep, diagonal, patterns
+    from ._missing import MissingEStep, diagonal, split
 
     _raise_infinite(X, row_offset)
     w = None if sample_weight is None else np.asarray(sample_weight)
@@ -598,27 +584,15 @@ def _suffstats_missing(
         weight_sum = float(len(X_some) if w_some is None else np.sum(w_some, dtype=np.float64))
         out = []
         for ep in eps:
-            nk, s1, s2, loglik = diagonal(
-                X_some,
-                ep.covariance_type,
-                ep.log_weights,
-                ep.shift,
-                ep.deltas,
-                ep.precisions_cholesky,
-                w_some,
-                entropy=ep.entropy,
-            )
+            nk, s1, s2, loglik = diagonal(X_some, ep, w_some)
             _check_overflow(loglik)
             out.append(SuffStats(nk, s1, s2, loglik, weight_sum, len(X_some)))
         return out
-    groups = patterns(~np.isnan(X))
-    observed = np.count_nonzero([mask for mask, _ in groups], axis=1)
-    complete = [rows for (_, rows), n in zip(groups, observed, strict=True) if n == X.shape[1]]
-    incomplete = [g for g, n in zip(groups, observed, strict=True) if 0 < n < X.shape[1]]
+    complete, incomplete = split(X)
     whole: list[SuffStats | None] = [None] * len(eps)
-    if complete:
-        rows = complete[0]
-        whole = _suffstats_many(X.take(rows, axis=0), eps, None if w is None else w[rows], 0)
+    if complete is not None:
+        w_complete = None if w is None else w[complete]
+        whole = _suffstats_many(X.take(complete, axis=0), eps, w_complete, 0)
     n_rows = sum(len(rows) for _, rows in incomplete)
     if w is None:
         weight_sum = float(n_rows)
@@ -626,15 +600,7 @@ def _suffstats_missing(
         weight_sum = sum(float(np.sum(w[rows], dtype=np.float64)) for _, rows in incomplete)
     out = []
     for i, ep in enumerate(eps):
-        estep = MissingEStep(
-            ep.covariance_type,
-            ep.log_weights,
-            ep.shift,
-            ep.deltas,
-            ep.precisions_cholesky,
-            ep.entropy,
-        )
-        nk, s1, s2, loglik = estep.stats(X, incomplete, w)
+        nk, s1, s2, loglik = MissingEStep(ep).stats(X, incomplete, w)
         _check_overflow(loglik)
         part = SuffStats(nk, s1, s2, loglik, weight_sum, n_rows)
         out.append(part if whole[i] is None else whole[i] + part)
