@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from ._bayesian import PRIOR_TYPES, BayesParams, Priors
 from ._covariance import _check_symmetric_pd, get_covariance_model
@@ -254,17 +253,6 @@ default='dirichlet_process'
     def _public_arrays(self) -> tuple[Any, ...]:
         return (self.means_, self.covariances_, self.precisions_cholesky_, self.mean_precision_)
 
-    @property
-    def _params(self) -> BayesParams:
-        """The float64 posterior; rebuilt from the attributes if someone replaced them."""
-        full = getattr(self, "_full_params", None)
-        public = getattr(self, "_public", ())
-        if full is not None and all(
-            a is b for a, b in zip(public, self._public_arrays(), strict=True)
-        ):
-            return full
-        return _params_from_attributes(self)
-
     def _n_parameters(self) -> int:
         raise AttributeError(
             "BayesianGaussianMixture has no BIC or AIC (as scikit-learn's): its components "
@@ -272,61 +260,28 @@ default='dirichlet_process'
         )
 
     # ------------------------------------------------------------ conversion
-    def to_sklearn(self):
-        """An equivalent fitted :class:`sklearn.mixture.BayesianGaussianMixture`."""
-        from sklearn.mixture import BayesianGaussianMixture as Sk
+    _FITTED = (
+        *GaussianMixture._FITTED[:5],
+        "weight_concentration_",
+        "mean_precision_",
+        "degrees_of_freedom_",
+        "weight_concentration_prior_",
+        "mean_precision_prior_",
+        "mean_prior_",
+        "degrees_of_freedom_prior_",
+        "covariance_prior_",
+        *GaussianMixture._FITTED[5:],
+    )
 
-        check_is_fitted(self)
-        names = Sk().get_params()
-        sk = Sk(**{k: v for k, v in self.get_params().items() if k in names})
-        for name in _FITTED:
-            setattr(sk, name, getattr(self, name))
-        return sk
+    @staticmethod
+    def _sklearn_class() -> type:
+        from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
+
+        return SkBayesianGaussianMixture
 
     @classmethod
-    def from_sklearn(cls, estimator, **params) -> BayesianGaussianMixture:
-        """A daskgmm model from a fitted :class:`sklearn.mixture.BayesianGaussianMixture`
-        (its priors included, so that a warm start continues it exactly).
-
-        Parameters
-        ----------
-        estimator : sklearn.mixture.BayesianGaussianMixture
-            Fitted.
-        **params
-            daskgmm-only constructor parameters (``cache``, ``feature_dim``, ...).
-        """
-        check_is_fitted(estimator)
-        est = cls(**estimator.get_params(), **params)
-        est._set_params_from(_params_from_attributes(estimator), np.asarray(estimator.means_).dtype)
-        est.converged_ = bool(estimator.converged_)
-        est.n_iter_ = int(estimator.n_iter_)
-        # scikit-learn's tied bound is a 1-element array
-        est.lower_bound_ = float(np.ravel(estimator.lower_bound_)[0])
-        est.lower_bounds_ = [float(np.ravel(x)[0]) for x in getattr(estimator, "lower_bounds_", [])]
-        est.n_features_in_ = int(estimator.n_features_in_)
-        return est
-
-
-_FITTED = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-    "weight_concentration_",
-    "mean_precision_",
-    "degrees_of_freedom_",
-    "weight_concentration_prior_",
-    "mean_precision_prior_",
-    "mean_prior_",
-    "degrees_of_freedom_prior_",
-    "covariance_prior_",
-    "converged_",
-    "n_iter_",
-    "lower_bound_",
-    "lower_bounds_",
-    "n_features_in_",
-)
+    def _params_from_attributes(cls, est: Any) -> BayesParams:
+        return _params_from_attributes(est)
 
 
 def _params_from_attributes(est: Any) -> BayesParams:

@@ -762,42 +762,68 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Model file {os.fspath(path)!r} has inconsistent metadata.")
         return est
 
-    def to_sklearn(self):
-        """An equivalent fitted :class:`sklearn.mixture.GaussianMixture`."""
+    #: The fitted attributes a scikit-learn copy gets (:meth:`to_sklearn`).
+    _FITTED: tuple[str, ...] = (
+        "weights_",
+        "means_",
+        "covariances_",
+        "precisions_",
+        "precisions_cholesky_",
+        "converged_",
+        "n_iter_",
+        "lower_bound_",
+        "lower_bounds_",
+        "n_features_in_",
+    )
+
+    @staticmethod
+    def _sklearn_class() -> type:
         from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
+        return SkGaussianMixture
+
+    @classmethod
+    def _params_from_attributes(cls, est: Any) -> GMMParams:
+        """The float64 parameters from a (daskgmm or scikit-learn) estimator's attributes."""
+        return GMMParams(
+            est.covariance_type,
+            *(
+                np.asarray(getattr(est, name), np.float64)
+                for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")
+            ),
+        )
+
+    def to_sklearn(self):
+        """An equivalent fitted scikit-learn estimator (``GaussianMixture``, or
+        ``BayesianGaussianMixture`` for one)."""
         check_is_fitted(self)
-        names = SkGaussianMixture().get_params()
-        sk = SkGaussianMixture(**{k: v for k, v in self.get_params().items() if k in names})
-        for name in _FITTED:
+        sk_class = self._sklearn_class()
+        names = sk_class().get_params()
+        sk = sk_class(**{k: v for k, v in self.get_params().items() if k in names})
+        for name in self._FITTED:
             setattr(sk, name, getattr(self, name))
         return sk
 
     @classmethod
     def from_sklearn(cls, estimator, **params) -> GaussianMixture:
-        """A daskgmm model from a fitted :class:`sklearn.mixture.GaussianMixture`.
+        """A daskgmm model from a fitted scikit-learn estimator of the same kind (a
+        Bayesian one's priors included, so that a warm start continues it exactly).
 
         Parameters
         ----------
-        estimator : sklearn.mixture.GaussianMixture
+        estimator : sklearn.mixture.GaussianMixture or BayesianGaussianMixture
             Fitted.
         **params
             daskgmm-only constructor parameters (``cache``, ``feature_dim``, ...).
         """
         check_is_fitted(estimator)
         est = cls(**estimator.get_params(), **params)
-        params_obj = GMMParams(
-            estimator.covariance_type,
-            np.asarray(estimator.weights_, np.float64),
-            np.asarray(estimator.means_, np.float64),
-            np.asarray(estimator.covariances_, np.float64),
-            np.asarray(estimator.precisions_cholesky_, np.float64),
-        )
-        est._set_params_from(params_obj, np.asarray(estimator.means_).dtype)
+        est._set_params_from(cls._params_from_attributes(estimator), estimator.means_.dtype)
         est.converged_ = bool(estimator.converged_)
         est.n_iter_ = int(estimator.n_iter_)
-        est.lower_bound_ = float(estimator.lower_bound_)
-        est.lower_bounds_ = [float(x) for x in getattr(estimator, "lower_bounds_", [])]
+        # scikit-learn's tied Bayesian bound is a 1-element array
+        est.lower_bound_ = float(np.ravel(estimator.lower_bound_)[0])
+        est.lower_bounds_ = [float(np.ravel(x)[0]) for x in getattr(estimator, "lower_bounds_", [])]
         est.n_features_in_ = int(estimator.n_features_in_)
         return est
 
@@ -827,10 +853,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             a is b for a, b in zip(public, self._public_arrays(), strict=True)
         ):
             return full
-        return GMMParams(
-            self.covariance_type,
-            *(np.asarray(a, dtype=np.float64) for a in self._public_arrays()),
-        )
+        return self._params_from_attributes(self)
 
     # ------------------------------------------------------------ prediction
     def _map_rows(
@@ -1157,20 +1180,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Initialization {msg}. time lapse {seconds:.5f}s\t lower bound "
                 f"{result.lower_bound:.5f}."
             )
-
-
-_FITTED = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-    "converged_",
-    "n_iter_",
-    "lower_bound_",
-    "lower_bounds_",
-    "n_features_in_",
-)
 
 
 def _numpy_input(X: np.ndarray) -> Input:
