@@ -3,6 +3,7 @@
 python examples/bic_selection.py [OUT.png]
 """
 
+import os
 import sys
 
 import numpy as np
@@ -12,6 +13,8 @@ from daskgmm.datasets import make_mixture
 
 
 def main(png: str = "bic.png") -> None:
+    if os.path.exists(png):  # an example never replaces what is there
+        sys.exit(f"{png} exists: give a new file name")
     # four components whose means lie at least 6 apart (random_state=3 put two
     # 1.3 apart: three k-means restarts, here and in scikit-learn, then mostly
     # found a worse 4-component optimum, and BIC chose 5)

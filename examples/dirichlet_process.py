@@ -10,6 +10,7 @@ process keeps more components than the truth, as scikit-learn's does.)
     python examples/dirichlet_process.py [OUT.png]
 """
 
+import os
 import sys
 import time
 
@@ -20,6 +21,8 @@ from daskgmm import BayesianGaussianMixture, GaussianMixture
 
 
 def main(png: str = "dirichlet_process.png") -> None:
+    if os.path.exists(png):  # an example never replaces what is there
+        sys.exit(f"{png} exists: give a new file name")
     rng = np.random.default_rng(1)
     means = rng.normal(scale=10, size=(5, 3))
     samples = means[rng.integers(0, 5, 50_000)] + rng.normal(size=(50_000, 3))

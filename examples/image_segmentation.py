@@ -47,10 +47,17 @@ def make_scene(ny: int = 600, nx: int = 800, seed: int = 0) -> tuple[xr.Dataset,
     return ds, classes
 
 
+def new_output_folder(outdir: str) -> None:
+    """Create ``outdir``, or accept it empty: an example never replaces what is there."""
+    if os.path.exists(outdir) and (not os.path.isdir(outdir) or os.listdir(outdir)):
+        sys.exit(f"{outdir} exists and is not an empty folder: give a new one")
+    os.makedirs(outdir, exist_ok=True)
+
+
 def main(outdir: str = "segmentation-output") -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    os.makedirs(outdir, exist_ok=True)
+    new_output_folder(outdir)
     scene, truth = make_scene()
     store = os.path.join(outdir, "scene.zarr")
     scene.chunk({"y": 100}).to_zarr(store, mode="w", consolidated=False)

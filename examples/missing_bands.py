@@ -22,13 +22,13 @@ import numpy as np
 from daskgmm import GaussianMixture
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from image_segmentation import make_scene
+from image_segmentation import make_scene, new_output_folder
 
 
 def main(outdir: str = "missing-bands-output") -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    os.makedirs(outdir, exist_ok=True)
+    new_output_folder(outdir)
     scene, truth = make_scene()
     reflectance = scene["reflectance"]
     stripes = (np.arange(reflectance.sizes["y"]) // 25) % 4 == 1  # a quarter of the rows

@@ -65,3 +65,24 @@ def test_dirichlet_process(tmp_path):
     assert re.search(r"BIC sweep over K=1\.\.8: K=5 in", out)
     assert re.search(r"Dirichlet process, K=12: 5 components carry weight", out)
     assert (tmp_path / "dp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_examples_never_replace_what_is_there(tmp_path):
+    """A folder with something in it, or an existing picture, is refused and left alone."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "scene.zarr").write_text("my own data")
+    (tmp_path / "mine.png").write_text("my own picture")
+    for script, args in (
+        ("missing_bands.py", ["mine"]),
+        ("image_segmentation.py", ["mine"]),
+        ("dirichlet_process.py", ["mine.png"]),
+        ("bic_selection.py", ["mine.png"]),
+    ):
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 1 and "give a new" in out.stderr, (script, out.stderr)
+    assert (tmp_path / "mine" / "scene.zarr").read_text() == "my own data"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["scene.zarr"]
+    assert (tmp_path / "mine.png").read_text() == "my own picture"
