@@ -23,7 +23,7 @@ import pytest
 import zarr
 from sklearn.exceptions import ConvergenceWarning
 
-from daskgmm import GaussianMixture, load
+from daskgmm import BayesianGaussianMixture, GaussianMixture, load
 from daskgmm._checkpoint import RefusedError
 
 from .conftest import RandomData, Stop, stop_after
@@ -90,6 +90,17 @@ def test_no_writer_replaces_a_folder_or_the_input(scheduler_address, tmp_path): 
         other.save(tmp_path / "lib.zarr")
     other.save(tmp_path / "lib.zarr", overwrite=True)
     assert load(tmp_path / "lib.zarr").n_components == 3
+    # a Bayesian model file, under the same rules
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        bayes = BayesianGaussianMixture(2, random_state=0, max_iter=5).fit(X)
+    with pytest.raises(RefusedError, match="is not a daskgmm model; refusing"):
+        bayes.save(precious, overwrite=True)
+    with pytest.raises(RefusedError, match="holds another daskgmm model"):
+        bayes.save(tmp_path / "lib.zarr")
+    bayes.save(tmp_path / "lib.zarr", overwrite=True)
+    bayes.save(tmp_path / "lib.zarr")  # the same model again
+    assert type(load(tmp_path / "lib.zarr")) is BayesianGaussianMixture
     assert _tree(store) == before_input and _tree(precious) == before_precious
 
 
