@@ -20,6 +20,7 @@ attributes, written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -42,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ._state import EMResult
 from ._stats import GMMParams
+from ._stepwise import ARRAY_NAMES as RUNNING_NAMES
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -60,6 +62,7 @@ _POINTER = "LATEST"
 _PARAM_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
 _STATE_NAME = re.compile(r"state-\d{3,}-\d{6,}-[0-9a-f]{8}")
 _POINTER_TMP = re.compile(r"LATEST\.[0-9a-f]{8}\.tmp")
+_RUNNING = "running-"  # prefix of the stepwise statistics' arrays
 
 
 class CheckpointError(ValueError):
@@ -84,11 +87,17 @@ class FitState:
         ``numpy.random.RandomState.get_state()`` after the last initialisation.
     complete : bool
         The whole fit has finished.
+    stepwise : daskgmm._state.Stepwise, optional
+        A stepwise fit's schedule (with the block order's seed).
+    position : daskgmm._state.StepPosition, optional
+        Where the stepwise fit is (epochs beyond the schedule's: batch EM).
     """
 
     restarts: tuple[EMResult, ...]
     rng_state: tuple[Any, ...]
     complete: bool = False
+    stepwise: Any = None
+    position: Any = None
 
 
 def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -158,7 +167,7 @@ def _fsync_tree(root: str) -> None:
 
 def _save_npy(fs: fsspec.AbstractFileSystem, path: str, array: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.asarray(array, order="C"), allow_pickle=False)  # 0-d stays 0-d
     _write_file(fs, path, buffer.getvalue())
 
 
@@ -369,6 +378,9 @@ class Checkpoint:
         for i, restart in enumerate(state.restarts):
             named = model.to_arrays(restart.params) if model else restart.params.to_arrays()
             arrays.update({f"r{i}-{k}": v for k, v in named.items()})
+            if restart.running is not None:
+                named = restart.running.to_arrays()
+                arrays.update({f"r{i}-{_RUNNING}{k}": v for k, v in named.items()})
         rng_name, rng_keys, rng_pos, rng_has_gauss, rng_gauss = state.rng_state
         arrays["rng-keys"] = np.asarray(rng_keys, dtype=np.uint32)
         for key, value in arrays.items():
@@ -389,6 +401,8 @@ class Checkpoint:
                 for r in state.restarts
             ],
             "complete": state.complete,
+            "stepwise": None if state.stepwise is None else dataclasses.asdict(state.stepwise),
+            "position": None if state.position is None else dataclasses.asdict(state.position),
             "rng": {
                 "name": rng_name,
                 "pos": int(rng_pos),
@@ -452,6 +466,11 @@ class Checkpoint:
                     n: _load_npy(self.fs, posixpath.join(folder, f"{prefix}{n}.npy"), where)
                     for n in names or _PARAM_NAMES
                 }
+                running = {
+                    n[len(_RUNNING) :]: arrays.pop(n)
+                    for n in list(arrays)
+                    if n.startswith(_RUNNING)
+                }
                 if model is None:
                     if set(arrays) != set(_PARAM_NAMES):
                         raise CheckpointError(f"{where} is corrupt: restart {i} lacks arrays.")
@@ -466,6 +485,7 @@ class Checkpoint:
                         tuple(_float(x) for x in r["lower_bounds"]),
                         bool(r["converged"]),
                         int(r["init"]),
+                        _running(running, params, where) if running else None,
                     )
                 )
             keys = _load_npy(self.fs, posixpath.join(folder, "rng-keys.npy"), where)
@@ -476,10 +496,65 @@ class Checkpoint:
                 restarts=tuple(restarts),
                 rng_state=(rng["name"], keys, rng["pos"], rng["has_gauss"], rng["gauss"]),
                 complete=bool(doc["complete"]),
+                stepwise=_stepwise_schedule(doc.get("stepwise"), where),
+                position=_step_position(doc.get("position"), where),
             )
             return state, doc["meta"]
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{where} is corrupt: state.json lacks {err}.") from None
+
+
+def _running(arrays: dict[str, np.ndarray], params: Any, where: str) -> Any:
+    from ._stepwise import Running
+
+    shape = (params.means.shape[0], params.means.shape[1])
+    try:
+        return Running.from_arrays(arrays, params.covariance_type, shape, where)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _stepwise_schedule(doc: Any, where: str) -> Any:
+    from ._state import Stepwise
+
+    if doc is None:
+        return None
+    try:
+        schedule = Stepwise(
+            int(doc["epochs"]),
+            int(doc["blocks_per_step"]),
+            float(doc["learning_decay"]),
+            float(doc["learning_offset"]),
+            int(doc["seed"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{where} is corrupt: its stepwise schedule is incomplete.") from None
+    if (
+        schedule.epochs < 0
+        or schedule.blocks_per_step < 1
+        or not 0.5 < schedule.learning_decay <= 1
+    ):
+        raise CheckpointError(f"{where} is corrupt: its stepwise schedule is invalid.")
+    return schedule
+
+
+def _step_position(doc: Any, where: str) -> Any:
+    from ._state import StepPosition
+
+    if doc is None:
+        return None
+    try:
+        digest = doc.get("digest")
+        position = StepPosition(
+            int(doc["epoch"]),
+            int(doc["block"]),
+            None if digest is None else (int(digest[0]), int(digest[1])),
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        raise CheckpointError(f"{where} is corrupt: its stepwise position is incomplete.") from None
+    if position.epoch < 0 or position.block < 0:
+        raise CheckpointError(f"{where} is corrupt: its stepwise position is negative.")
+    return position
 
 
 def compare_meta(found: dict[str, Any], expected: dict[str, Any]) -> tuple[list[str], str | None]:
@@ -576,7 +651,8 @@ _BAYES_NAMES = (
 def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
     """The attributes of a daskgmm model at ``path`` holding nothing but its arrays."""
     found = store_attrs(fs, path, "daskgmm-model")
-    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES, *_BAYES_NAMES}:
+    running = {_RUNNING + n for n in RUNNING_NAMES}
+    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES, *_BAYES_NAMES, *running}:
         return None
     return found[0]
 
@@ -597,17 +673,22 @@ def _model_shapes(meta: dict, where: str) -> dict[str, tuple[int, ...]]:
     if params.get("covariance_type", ct) != ct:
         raise CheckpointError(f"{where}: metadata covariance types differ.")
     kind = meta.get("model", "gaussian")
+    cov = get_covariance_model(ct).covariances_shape(K, D)
+    running = {}
+    if meta.get("running"):  # the stepwise statistics partial_fit goes on from
+        shapes = {"nk": (K,), "means": (K, D), "covariances": cov}
+        running = {_RUNNING + n: shapes.get(n, ()) for n in RUNNING_NAMES}
     if kind == "bayesian":
         from ._bayesian import PRIOR_TYPES, array_shapes
 
         prior_type = params.get("weight_concentration_prior_type")
         if prior_type not in PRIOR_TYPES:
             raise CheckpointError(f"{where}: metadata prior type {prior_type!r} is unknown.")
-        return array_shapes((K, D), ct, prior_type)
+        return {**array_shapes((K, D), ct, prior_type), **running}
     if kind != "gaussian":
         raise CheckpointError(f"{where}: metadata model {kind!r} is unknown.")
-    cov = get_covariance_model(ct).covariances_shape(K, D)
-    return {"weights": (K,), "means": (K, D), "covariances": cov, "precisions_cholesky": cov}
+    shapes = {"weights": (K,), "means": (K, D), "covariances": cov, "precisions_cholesky": cov}
+    return {**shapes, **running}
 
 
 def model_at(url: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -654,8 +735,12 @@ def write_model(
     meta: dict[str, Any],
     *,
     overwrite: bool = False,
+    running: Any = None,
 ) -> None:
     """Write a model as a Zarr v3 group; the metadata attribute is written last.
+
+    ``running`` (stepwise statistics, :class:`daskgmm._stepwise.Running`) adds
+    its arrays, so that a loaded model's ``partial_fit`` goes on from them.
 
     Only a daskgmm model is ever replaced (another one only with ``overwrite``;
     see :func:`check_model_target`). Locally the group is written beside the
@@ -675,12 +760,16 @@ def write_model(
         group = zarr.open_group(staging, mode="w", zarr_format=3)
         for name, array in params.to_arrays().items():
             group.create_array(name, data=np.ascontiguousarray(array, dtype=np.float64))
+        if running is not None:
+            for name, array in running.to_arrays().items():
+                group.create_array(_RUNNING + name, data=np.array(array))  # 0-d stays 0-d
         group.attrs["daskgmm"] = {
             "format": "daskgmm-model",
             "format_version": MODEL_FORMAT_VERSION,
             "covariance_type": params.covariance_type,
             "params_digest": params_digest(params),
             **meta,
+            "running": running is not None,
         }
         if local:
             _fsync_tree(staging)
@@ -787,8 +876,9 @@ def _check_model_arrays(fs: fsspec.AbstractFileSystem, root: str, meta: dict, wh
             )
 
 
-def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
-    """Read a model written by :func:`write_model`; returns parameters and metadata.
+def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any], Any]:
+    """Read a model written by :func:`write_model`; returns parameters, metadata and the
+    stepwise statistics (None if the file has none).
 
     Nothing is trusted: the metadata must describe the arrays (shapes, every chunk
     present as a plain file of plausible size) before any is read, and the values
@@ -831,6 +921,7 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
             f"{where}: array {name!r} cannot be read ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''})."
         ) from None
+    running = {n[len(_RUNNING) :]: arrays.pop(n) for n in list(arrays) if n.startswith(_RUNNING)}
     if meta.get("model") == "bayesian":
         from ._bayesian import BayesParams
 
@@ -839,6 +930,8 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any]]:
             params = BayesParams.from_arrays(arrays, meta["covariance_type"], prior_type, where)
         except ValueError as err:
             raise CheckpointError(str(err)) from None
-        return params, meta
-    params = _params_from_arrays(arrays, meta.get("covariance_type"), where)
-    return check_params(params, where), meta
+    else:
+        params = check_params(
+            _params_from_arrays(arrays, meta.get("covariance_type"), where), where
+        )
+    return params, meta, _running(running, params, where) if running else None

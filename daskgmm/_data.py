@@ -76,6 +76,48 @@ def _parallel_slots() -> tuple[int, int]:
     return os.cpu_count() or 1, 2
 
 
+def worker_threads() -> int:
+    """The threads a pass runs on: the active client's workers', else this machine's cores."""
+    return _parallel_slots()[0]
+
+
+#: Stepwise updates an epoch aims at (an update takes one block per worker
+#: thread): more make more progress per read, but each costs a round trip to
+#: the scheduler and smaller blocks a task each (see benchmarks/README.md,
+#: stepwise EM).
+STEPWISE_UPDATES = 64
+
+#: Bounds of a stepwise block: rows enough to be worth a task, bytes few
+#: enough for many updates per read.
+STEPWISE_MIN_ROWS = 1024
+STEPWISE_MAX_BYTES = 8 * 2**20
+
+
+def stepwise_row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
+    """Rows per block for a stepwise fit: :data:`STEPWISE_UPDATES` updates per
+    epoch, within :data:`STEPWISE_MIN_ROWS` rows and :data:`STEPWISE_MAX_BYTES`."""
+    wanted = math.ceil(n_samples / (STEPWISE_UPDATES * worker_threads()))
+    most = max(1, STEPWISE_MAX_BYTES // max(1, n_features * itemsize))
+    return int(max(1, min(most, max(STEPWISE_MIN_ROWS, wanted), n_samples)))
+
+
+def reblocked(inp: Input, rows: int, **options: Any) -> Input:
+    """``inp`` re-opened from its store or file in blocks of about ``rows`` rows
+    (whole store chunks: a block never reads a chunk another block reads too);
+    in-memory and dask inputs keep their blocks. ``options`` as :func:`open_input`."""
+    import dask
+
+    if inp.source is None:
+        return inp
+    nbytes = rows * math.prod(inp.X.shape[1:]) * inp.X.dtype.itemsize
+    with dask.config.set({"daskgmm.chunk-bytes": max(1, nbytes)}):
+        X = open_input(inp.source, **options).X
+    out = dataclasses.replace(inp, X=X)
+    if "files" in vars(inp):  # listed already: a store of many chunks takes seconds
+        vars(out)["files"] = inp.files
+    return out
+
+
 def row_chunks(n_samples: int, n_features: int, itemsize: int) -> int:
     """Rows per block for in-memory data: at most ~64 MB, at least one block per thread.
 

@@ -16,7 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import dask.array as da
@@ -24,12 +24,13 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._checkpoint import FitState
-from ._fingerprint import Digest, stats_and_digest_chunk
+from ._fingerprint import Digest, content_digest_chunk, stats_and_digest_chunk
 from ._init import restart_seeds
 from ._reduction import _nbytes, map_reduce
 from ._scheduler import one_blas_thread
-from ._state import EMResult, IterationInfo
-from ._stats import EStepParams, GMMParams, m_step, suffstats_chunk_many
+from ._state import EMResult, IterationInfo, StepPosition, Stepwise
+from ._stats import EStepParams, GMMParams, gaussian_moments, suffstats_chunk_many
+from ._stepwise import Running, regularised, step_size
 
 __all__ = [
     "EMResult",
@@ -41,7 +42,9 @@ __all__ = [
     "fit_em",
     "fit_em_many",
     "fit_mixture",
+    "fit_stepwise_many",
     "memory_needed",
+    "stepwise_update",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,10 @@ def _estep_params(params: Sequence[Any]) -> tuple[EStepParams, ...]:
 class MixtureModel(Protocol):
     """What a model supplies to the fit driver (:func:`fit_mixture`, :func:`fit_em_many`).
 
+    ``from_moments``, ``moments_of``, ``bound`` and the ``covariance_type`` and
+    ``reg_covar`` attributes are needed by stepwise EM only
+    (:func:`stepwise_capable`): a model whose statistics are the Gaussian ones.
+
     The driver owns restarts sharing each read, checkpoints and resume, the
     content check, convergence, the best restart and the warning; a model owns
     its parameters and its math. :class:`GaussianEM` is the Gaussian mixture's.
@@ -102,6 +109,8 @@ class MixtureModel(Protocol):
 
     #: Names what the parameters are in a checkpoint (a mismatch is refused).
     kind: str
+    covariance_type: str
+    reg_covar: float
 
     def initialize(self, X: da.Array, seeds: Sequence[int], sample_weight: Any) -> list[Any]:
         """Initial parameters, one per seed (each restart from its own seed)."""
@@ -115,6 +124,16 @@ class MixtureModel(Protocol):
 
     def update(self, stats: Any, params: Any, constants: Any) -> tuple[Any, float]:
         """The next parameters and the lower bound of ``params`` (the M-step)."""
+
+    def from_moments(self, moments: tuple[np.ndarray, ...], params: Any) -> Any:
+        """The M-step from scikit-learn's ``nk, xk, sk`` (stepwise EM's running statistics)."""
+
+    def bound(self, params: Any, score: float, weight: float) -> float:
+        """The lower bound from the samples' summed score over ``weight`` units of weight."""
+
+    def moments_of(self, params: Any) -> tuple[np.ndarray, ...]:
+        """The components' shares, means and unregularised covariances that ``params``
+        stand for: where stepwise updates start from initial parameters."""
 
     def to_arrays(self, params: Any) -> dict[str, np.ndarray]:
         """Named float arrays of the parameters (what a checkpoint stores)."""
@@ -170,8 +189,22 @@ class GaussianEM(_GaussianStatistics):
 
     def update(self, stats: Any, params: GMMParams, constants: EStepParams):
         self._check_weights(stats)
-        new = m_step(stats, params.means, constants.shift, params.covariance_type, self.reg_covar)
-        return new, stats.loglik / stats.weight_sum
+        moments = gaussian_moments(
+            stats, params.means, constants.shift, self.covariance_type, self.reg_covar
+        )
+        new = self.from_moments(moments, params)
+        return new, self.bound(new, stats.loglik, stats.weight_sum)
+
+    def from_moments(self, moments: tuple[np.ndarray, ...], params: GMMParams) -> GMMParams:
+        nk, means, covariances = moments
+        return GMMParams.from_covariances(self.covariance_type, nk / nk.sum(), means, covariances)
+
+    def moments_of(self, params: GMMParams) -> tuple[np.ndarray, ...]:
+        covariances = regularised(params.covariances, self.covariance_type, -self.reg_covar)
+        return params.weights, params.means, covariances
+
+    def bound(self, params: GMMParams, score: float, weight: float) -> float:
+        return score / weight  # the mean log-likelihood
 
     def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> GMMParams:
         from ._checkpoint import _params_from_arrays, check_params
@@ -255,15 +288,29 @@ class VariationalEM(_GaussianStatistics):
         return [update(nk, xk, sk, self.covariance_type, priors) for nk, xk, sk in moments]
 
     def update(self, stats: Any, params: Any, constants: EStepParams):
-        from ._bayesian import lower_bound, update
-        from ._stats import gaussian_moments
-
         self._check_weights(stats)
-        nk, xk, sk = gaussian_moments(
+        moments = gaussian_moments(
             stats, params.means, constants.shift, self.covariance_type, self.reg_covar
         )
-        new = update(nk, xk, sk, self.covariance_type, params.priors)
-        return new, lower_bound(new, stats.loglik)
+        new = self.from_moments(moments, params)
+        return new, self.bound(new, stats.loglik, stats.weight_sum)
+
+    def from_moments(self, moments: tuple[np.ndarray, ...], params: Any) -> Any:
+        from ._bayesian import update
+
+        return update(*moments, self.covariance_type, params.priors)
+
+    def bound(self, params: Any, score: float, weight: float) -> float:
+        from ._bayesian import lower_bound
+
+        return lower_bound(params, score)
+
+    def moments_of(self, params: Any) -> tuple[np.ndarray, ...]:
+        # sizes exactly (mean_precision = prior + nk); the posterior's point estimates
+        # stand for the means and covariances the statistics had
+        nk = params.mean_precision - params.priors.mean_precision_prior
+        covariances = regularised(params.covariances, self.covariance_type, -self.reg_covar)
+        return np.maximum(nk, 0.0), params.means, covariances
 
     def from_arrays(self, arrays: dict[str, np.ndarray], where: str) -> Any:
         from ._bayesian import BayesParams
@@ -273,6 +320,12 @@ class VariationalEM(_GaussianStatistics):
             return BayesParams.from_arrays(arrays, self.covariance_type, self.prior_type, where)
         except ValueError as err:
             raise CheckpointError(str(err)) from None
+
+
+def stepwise_capable(model: Any) -> bool:
+    """Whether ``model`` supplies what stepwise EM needs (Gaussian statistics as
+    moments: :meth:`MixtureModel.from_moments`, ``moments_of`` and ``bound``)."""
+    return all(hasattr(model, name) for name in ("from_moments", "moments_of", "bound"))
 
 
 def memory_needed(
@@ -388,10 +441,20 @@ def fit_em_many(
             state = states[i]
             with one_blas_thread():
                 params, lower_bound = model.update(stats, state.params, ep)
+            running = None
+            if stepwise_capable(model):  # the pass's statistics, for stepwise updates later
+                batch = Running.of(stats, state.params.means, ep.shift, model.covariance_type)
+                running = batch if state.running is None else state.running.step(batch, 1.0)
             change = lower_bound - state.lower_bound
             history = (*state.lower_bounds, lower_bound)
             states[i] = EMResult(
-                params, state.n_iter + 1, lower_bound, history, abs(change) < tol, state.init
+                params,
+                state.n_iter + 1,
+                lower_bound,
+                history,
+                abs(change) < tol,
+                state.init,
+                running,
             )
             logger.debug(
                 "init %d iteration %d: lower bound %.8g, change %.3g (%.3fs)",
@@ -420,6 +483,177 @@ def fit_em_many(
                 callback(info)
 
 
+#: Seconds between two checkpoints inside a stepwise epoch (its end always saves),
+#: unless the Dask config ``daskgmm.stepwise-save-seconds`` says otherwise: updates
+#: come every few tens of milliseconds, an atomic save costs a few fsyncs.
+STEP_SAVE_SECONDS = 1.0
+
+
+def _step_save_seconds() -> float:
+    import dask
+
+    return float(dask.config.get("daskgmm.stepwise-save-seconds", STEP_SAVE_SECONDS))
+
+
+def epoch_order(seed: int, epoch: int, n_blocks: int) -> np.ndarray:
+    """The order in which a stepwise epoch visits the row blocks."""
+    return np.random.RandomState([seed, epoch]).permutation(n_blocks)
+
+
+def stepwise_update(
+    model: MixtureModel,
+    params: Any,
+    running: Running | None,
+    stats: Any,
+    constants: Any,
+    schedule: Any,
+    n_rows: int | None = None,
+) -> tuple[Any, Running]:
+    """One stepwise update: the batch's ``stats`` (computed under ``params`` with
+    ``constants``) moved into the running statistics with the schedule's step,
+    then the M-step. Without running statistics, they start as those ``params``
+    stand for (:meth:`Running.start`). The sizes stand for ``n_rows`` rows
+    (default: the rows seen)."""
+    with one_blas_thread():
+        batch = Running.of(stats, params.means, constants.shift, model.covariance_type)
+        if running is None:
+            running = Running.start(model.moments_of(params), model.covariance_type)
+        eta = step_size(running.n_steps, schedule.learning_decay, schedule.learning_offset)
+        running = running.step(batch, eta)
+        moments = running.moments(running.scale(n_rows), model.reg_covar)
+        return model.from_moments(moments, params), running
+
+
+def fit_stepwise_many(
+    X: da.Array,
+    restarts: Sequence[EMResult],
+    *,
+    model: MixtureModel,
+    schedule: Stepwise,
+    position: StepPosition,
+    max_iter: int,
+    sample_weight: da.Array | None = None,
+    split_every: int | None = None,
+    callback: Callable[[IterationInfo], None] | None = None,
+    on_step: Callable[[list[EMResult], StepPosition], None] | None = None,
+    on_digest: Callable[[Digest], None] | None = None,
+) -> tuple[list[EMResult], StepPosition, bool]:
+    """Epochs of stepwise EM for several restarts at once, from ``position`` on.
+
+    Each update computes the statistics of ``schedule.blocks_per_step`` row
+    blocks for every restart in one graph (one read of those blocks for all),
+    moves each restart's running statistics towards them
+    (:meth:`daskgmm._stepwise.Running.step`) and runs the M-step. The sizes in
+    the statistics stand for the whole data (``n_samples`` rows at the mean
+    weight seen), which the variational M-step's priors weigh against.
+
+    Returns
+    -------
+    restarts : list of EMResult
+        ``n_iter`` counts the epochs; ``lower_bounds`` gains, per epoch, the
+        running score's bound (each batch scored under the parameters of its
+        time); ``lower_bound`` is ``-inf``, so that batch EM afterwards does not
+        compare its exact bound with that estimate.
+    position : StepPosition
+    checked : bool
+        Whether ``on_digest`` was called (it is, with the digest of the first
+        epoch's blocks, before that epoch's end is saved; or after one pass of
+        its own when resuming inside the first epoch is impossible).
+    """
+    states = list(restarts)
+    n_blocks, n_rows = X.numblocks[0], X.shape[0]
+    done = position.epoch >= schedule.epochs or states[0].n_iter >= max_iter
+    if (
+        on_digest is not None
+        and not done
+        and position.digest is None
+        and (position.epoch or position.block)
+    ):  # the first epoch's digest is incomplete: one pass of its own
+        on_digest(map_reduce(X, content_digest_chunk, sample_weight=sample_weight))
+        on_digest = None
+    checked = on_digest is None
+    digest = None if on_digest is None else Digest(*(position.digest or (0, 0)))
+    held: list = []
+    while position.epoch < schedule.epochs and states[0].n_iter < max_iter:
+        order = epoch_order(schedule.seed, position.epoch, n_blocks)
+        tic = time.perf_counter()
+        while position.block < n_blocks:
+            blocks = order[position.block : position.block + schedule.blocks_per_step]
+            with one_blas_thread():
+                eps = model.estep_constants([s.params for s in states])
+            chunk_fn = model.chunk_stats
+            if digest is not None:
+                chunk_fn = functools.partial(stats_and_digest_chunk, chunk_fn)
+            total = map_reduce(
+                X,
+                chunk_fn,
+                eps,
+                sample_weight=sample_weight,
+                split_every=split_every,
+                partial_nbytes=_nbytes(eps),
+                hold=held,
+                blocks=blocks,
+            )
+            if digest is not None:
+                digest, total = digest + total.digest, total.stats
+            for i, (state, ep, stats) in enumerate(zip(states, eps, total.parts, strict=True)):
+                if not stats.weight_sum > 0:
+                    continue  # blocks of zero weight teach nothing
+                params, running = stepwise_update(
+                    model, state.params, state.running, stats, ep, schedule, n_rows
+                )
+                states[i] = replace(state, params=params, running=running)
+            block = position.block + len(blocks)
+            if block == n_blocks and digest is not None:
+                on_digest(digest)
+                digest, checked = None, True
+            position = StepPosition(
+                position.epoch, block, None if digest is None else (digest.value, digest.n_rows)
+            )
+            if block < n_blocks and on_step is not None:
+                on_step(list(states), position)
+        seconds = time.perf_counter() - tic
+        position = StepPosition(position.epoch + 1, 0)
+        infos = []
+        for i, state in enumerate(states):
+            if state.running is None:
+                raise ValueError(
+                    "sample_weight sums to zero; at least one weight must be positive."
+                )
+            scale = state.running.scale(n_rows)
+            bound = model.bound(state.params, state.running.score * scale, scale)
+            previous = state.lower_bounds[-1] if state.lower_bounds else -math.inf
+            history = (*state.lower_bounds, bound)
+            states[i] = replace(
+                state, n_iter=state.n_iter + 1, lower_bound=-math.inf, lower_bounds=history
+            )
+            logger.debug(
+                "init %d stepwise epoch %d: running bound %.8g (%.3fs)",
+                state.init,
+                state.n_iter + 1,
+                bound,
+                seconds,
+            )
+            infos.append(
+                IterationInfo(
+                    state.init,
+                    state.n_iter + 1,
+                    bound,
+                    bound - previous,
+                    state.params,
+                    history,
+                    False,
+                    seconds,
+                )
+            )
+        if on_step is not None:
+            on_step(list(states), position)
+        if callback is not None:
+            for info in infos:
+                callback(info)
+    return states, position, checked
+
+
 def best_restart(restarts: Sequence[EMResult]) -> EMResult:
     """The restart of largest final lower bound (the first on ties, as scikit-learn)."""
     best = restarts[0]
@@ -442,7 +676,8 @@ def fit_mixture(
     checkpoint: Any = None,
     meta: dict[str, Any] | None = None,
     state: Any = None,
-    start: tuple[Any, float] | None = None,
+    start: tuple[Any, float, Any] | None = None,
+    stepwise: Stepwise | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
     on_digest: Callable[[Any], None] | None = None,
     on_restart: Callable[[int, EMResult | None], None] | None = None,
@@ -475,8 +710,13 @@ def fit_mixture(
         Saved with the checkpoint (the data's fingerprint and the estimator).
     state : daskgmm._checkpoint.FitState, optional
         What the checkpoint held: its restarts are resumed, the others initialised.
-    start : (parameters, lower bound), optional
+    start : (parameters, lower bound, running statistics or None), optional
         Continue from these (a warm start) instead of initialising (one restart).
+    stepwise : Stepwise, optional
+        Run its epochs of stepwise EM (:func:`fit_stepwise_many`) before batch
+        EM; its ``seed`` is the first restart's. A checkpoint's
+        schedule and position take precedence, so that a resumed fit takes the
+        same steps as an uninterrupted one.
     callback : callable, optional
         Called with an :class:`IterationInfo` after every iteration.
     on_digest : callable, optional
@@ -494,6 +734,13 @@ def fit_mixture(
         random_state.set_state(state.rng_state)
     rng_state = random_state.get_state()
     seeds = restart_seeds(random_state, n_init)
+    if stepwise is not None and state is not None and state.stepwise is not None:
+        stepwise = state.stepwise
+    elif stepwise is not None:
+        # the blocks' order from the first restart's seed: restart 0 of n_init restarts
+        # takes the same steps as a fit of one restart (epoch_order draws its own stream)
+        stepwise = replace(stepwise, seed=seeds[0])
+    position = (state.position if state is not None else None) or StepPosition()
     restarts: list[EMResult] = list(state.restarts) if state is not None else []
     if state is not None:
         logger.info(
@@ -505,7 +752,18 @@ def fit_mixture(
 
     def save(states: list[EMResult], complete: bool = False) -> None:
         if checkpoint is not None:
-            checkpoint.save(FitState(tuple(states), rng_state, complete), meta or {}, model)
+            where = position if stepwise is not None else None
+            fit_state = FitState(tuple(states), rng_state, complete, stepwise, where)
+            checkpoint.save(fit_state, meta or {}, model)
+
+    saved, every = [time.monotonic()], _step_save_seconds()
+
+    def save_step(states: list[EMResult], where: StepPosition) -> None:
+        nonlocal position
+        position = where
+        if where.block == 0 or time.monotonic() - saved[0] >= every:
+            save(states)
+            saved[0] = time.monotonic()
 
     missing = range(len(restarts), n_init)
     for init in missing:
@@ -518,9 +776,24 @@ def fit_mixture(
             for init, params in zip(missing, initial, strict=True)
         ]
     elif missing:
-        restarts += [EMResult(start[0], 0, start[1], (), False, 0)]
+        restarts += [EMResult(start[0], 0, start[1], (), False, 0, start[2])]
     if missing:
         save(restarts)
+    if stepwise is not None:
+        restarts, position, checked = fit_stepwise_many(
+            X,
+            restarts,
+            model=model,
+            schedule=stepwise,
+            position=position,
+            max_iter=max_iter,
+            sample_weight=sample_weight,
+            split_every=split_every,
+            callback=callback,
+            on_step=save_step,
+            on_digest=on_digest,
+        )
+        on_digest = None if checked else on_digest
     restarts = fit_em_many(
         X,
         restarts,

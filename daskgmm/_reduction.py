@@ -63,6 +63,14 @@ def _apply_block_unweighted(
     return _apply_block(chunk_fn, block, None, *args, block_info=block_info)
 
 
+def _relocated(
+    chunk_fn: Callable[..., Any], offsets: dict[int, int], block: np.ndarray, *args: Any,
+    sample_weight: np.ndarray | None, row_offset: int,
+) -> Any:  # fmt: skip
+    """``chunk_fn`` told the block's rows in the whole array, not in the selection."""
+    return chunk_fn(block, *args, sample_weight=sample_weight, row_offset=offsets[row_offset])
+
+
 def _nbytes(obj: Any) -> int:
     """About the size of ``obj``: its NumPy arrays' bytes, through tuples, lists and dataclasses."""
     if isinstance(obj, np.ndarray):
@@ -128,6 +136,7 @@ def map_reduce(
     name: str = "daskgmm-chunk-stats",
     partial_nbytes: int | None = None,
     hold: list | None = None,
+    blocks: Sequence[int] | None = None,
 ) -> Any:
     """Run ``chunk_fn`` on every row block of ``X`` and add the results, in one compute.
 
@@ -164,6 +173,9 @@ def map_reduce(
         pass, their release follows its graph
         (see benchmarks/README.md, scheduling measurements). The caller
         drops the list when the loop ends.
+    blocks : sequence of int, optional
+        Only these row blocks (a stepwise update's); ``row_offset`` stays the
+        block's place in ``X``.
 
     Returns
     -------
@@ -174,6 +186,15 @@ def map_reduce(
     # (client.scatter(broadcast=True) would hang when a worker dies mid-scatter.)
     # Small ones ride in the tasks: a worker then needs no key before it starts.
     token = uuid.uuid4().hex[:12]
+    if blocks is not None:
+        blocks = [int(b) for b in blocks]
+        starts = np.cumsum((0, *X.chunks[0]))
+        within = np.cumsum((0, *(X.chunks[0][b] for b in blocks)))
+        offsets = {int(a): int(starts[b]) for a, b in zip(within, blocks)}
+        chunk_fn = functools.partial(_relocated, chunk_fn, offsets)
+        if sample_weight is not None:
+            sample_weight = sample_weight.rechunk((X.chunks[0],)).blocks[blocks]
+        X = X.blocks[blocks]
     n_blocks = X.numblocks[0]
     args = tuple(
         arg

@@ -6,10 +6,11 @@ Plain dataclasses, no Dask: shared by the EM loop and the checkpoint code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ._stats import GMMParams
 
-__all__ = ["EMResult", "IterationInfo"]
+__all__ = ["EMResult", "IterationInfo", "StepPosition", "Stepwise"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +66,9 @@ class EMResult:
         Whether the last change was below ``tol``.
     init : int
         Restart index.
+    running : daskgmm._stepwise.Running, optional
+        The statistics the parameters came from (moments per unit weight) and
+        the updates counted so far: what stepwise updates go on from.
     """
 
     params: GMMParams
@@ -73,7 +77,45 @@ class EMResult:
     lower_bounds: tuple[float, ...]
     converged: bool
     init: int = 0
+    running: Any = None
 
     def finished(self, max_iter: int) -> bool:
         """Converged, or out of iterations."""
         return self.converged or self.n_iter >= max_iter
+
+
+@dataclass(frozen=True)
+class Stepwise:
+    """How a stepwise fit walks the data (a checkpoint keeps it, so that a resumed
+    fit takes the same steps whatever cluster it resumes on).
+
+    Parameters
+    ----------
+    epochs : int
+        Passes of stepwise updates before batch EM takes over.
+    blocks_per_step : int
+        Row blocks per update, computed in one graph.
+    learning_decay, learning_offset : float
+        The step sizes, see :func:`daskgmm._stepwise.step_size`.
+    seed : int
+        The blocks' order in epoch ``e`` is a permutation drawn from ``(seed, e)``.
+    """
+
+    epochs: int
+    blocks_per_step: int
+    learning_decay: float
+    learning_offset: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class StepPosition:
+    """Where a stepwise fit is: the epoch, and how many of its blocks are done.
+
+    ``digest`` holds the content digest (value, rows) of the blocks the first
+    epoch has read so far, while the data's content is still to be checked.
+    """
+
+    epoch: int = 0
+    block: int = 0
+    digest: tuple[int, int] | None = None
