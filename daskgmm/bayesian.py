@@ -70,6 +70,11 @@ default='dirichlet_process'
         variational E-step uses each sample's observed values exactly, as EM's;
         the default priors are then the moments of the data with their holes
         filled with the features' means (the initialisation's data).
+    algorithm, stepwise_epochs, learning_decay, learning_offset, step_blocks
+        As in :class:`daskgmm.GaussianMixture`: stepwise updates take the same
+        steps on the statistics, and the variational M-step weighs them as the
+        statistics of the whole data (the rows of ``X`` in :meth:`fit`, the
+        rows seen so far in :meth:`partial_fit`) against the priors.
 
     Attributes
     ----------
@@ -136,6 +141,11 @@ default='dirichlet_process'
         variable=None,
         missing="error",
         nodata=None,
+        algorithm="em",
+        stepwise_epochs=1,
+        learning_decay=0.55,
+        learning_offset=1.0,
+        step_blocks=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -155,6 +165,11 @@ default='dirichlet_process'
             variable=variable,
             missing=missing,
             nodata=nodata,
+            algorithm=algorithm,
+            stepwise_epochs=stepwise_epochs,
+            learning_decay=learning_decay,
+            learning_offset=learning_offset,
+            step_blocks=step_blocks,
         )
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior

@@ -87,6 +87,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_prior": "dirichlet_process",
         "weight_concentration": None,
         "effective_threshold": 1e-3,
+        **{
+            name: _ESTIMATOR_DEFAULTS[name]
+            for name in (
+                "algorithm",
+                "stepwise_epochs",
+                "learning_decay",
+                "learning_offset",
+                "step_blocks",
+            )
+        },
+    },
+    "update": {
+        "overwrite": False,
+        "step_blocks": None,  # the model's own, else the cluster's worker threads
+        "variable": None,
+        "feature_dim": None,
+        "missing": None,  # the model's own
+        "nodata": None,
     },
     "predict": {
         "proba": False,
@@ -221,6 +239,15 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         feature_dim=opts["feature_dim"],
         nodata=opts["nodata"],
     )
+    for name in (
+        "algorithm",
+        "stepwise_epochs",
+        "learning_decay",
+        "learning_offset",
+        "step_blocks",
+    ):
+        if name in opts:
+            kw[name] = opts[name]
     if opts.get("model_kind", "gaussian") != "bayesian":
         return GaussianMixture(**{**kw, "missing": opts["missing"], **overrides})
     kw.update(
@@ -378,6 +405,41 @@ def _model_for_input(opts: dict[str, Any]):
     )
     reading["missing"] = opts.get("missing") or gm.missing
     return gm.set_params(**reading)
+
+
+def cmd_update(opts: dict[str, Any]) -> int:
+    """Fold INPUT into MODEL by stepwise updates (partial_fit) and save it to --output."""
+    from ._data import open_input, worker_threads
+
+    gm = _model_for_input(opts)
+    if opts["step_blocks"] is not None:
+        gm.set_params(step_blocks=int(opts["step_blocks"]))
+    X = open_input(
+        opts["input"], variable=gm.variable, feature_dim=gm.feature_dim, nodata=gm.nodata
+    ).X
+    per_step = gm.step_blocks or worker_threads()
+    n_blocks, steps_before = X.numblocks[0], gm.n_steps_
+    tic = time.perf_counter()
+    for start in range(0, n_blocks, per_step):
+        gm.partial_fit(X.blocks[start : start + per_step])
+        if not opts["quiet"]:
+            logger.info(
+                "update %d: blocks %d-%d of %d, bound %.6f",
+                gm.n_steps_ - steps_before,
+                start + 1,
+                min(start + per_step, n_blocks),
+                n_blocks,
+                gm.lower_bound_,
+            )
+    gm.save(opts["output"], overwrite=opts["overwrite"])
+    if not opts["quiet"]:
+        print(format_model(gm))
+        print(
+            f"{gm.n_steps_ - steps_before} updates from {X.shape[0]:,} samples in "
+            f"{time.perf_counter() - tic:.1f} s ({gm.n_steps_} updates, "
+            f"{gm.n_samples_seen_:,} samples seen in all); model written to {opts['output']}"
+        )
+    return 0
 
 
 def cmd_predict(opts: dict[str, Any]) -> int:
@@ -736,6 +798,17 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
                         f"model path {opts['output']!r} holds a daskgmm model; pass "
                         "--overwrite to replace it with the best of this selection"
                     )
+    elif command == "update":
+        from ._checkpoint import model_at
+
+        _require(opts, "model", "input", "output")
+        if opts["step_blocks"] is not None and int(opts["step_blocks"]) < 1:
+            raise CLIError(f"--step-blocks must be at least 1, got {opts['step_blocks']}")
+        _check_apart(input=opts["input"], output=opts["output"])
+        _check_apart(input=opts["input"], model=opts["model"])
+        _check_input_for_model(opts)
+        model_at(opts["output"])  # refuses anything but a daskgmm model there
+        _check_writable(opts["output"])
     elif command in ("predict", "anomalies"):
         from ._output import check_output_target
 
@@ -782,6 +855,7 @@ _DEMO_MARK = "daskgmm-demo-data"
 COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "fit": cmd_fit,
     "predict": cmd_predict,
+    "update": cmd_update,
     "select": cmd_select,
     "anomalies": cmd_anomalies,
     "demo": cmd_demo,
@@ -992,8 +1066,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="bayesian: the weight from which a component counts as carrying weight in the "
         "summary (default 0.001)",
     )
+    a = p.add_argument_group("algorithm")
+    a.add_argument(
+        "--algorithm",
+        choices=("em", "stepwise"),
+        default=S,
+        help="em: batch EM, one read per iteration (default); stepwise: mini-batch epochs "
+        "first, then batch EM to --tol: far fewer reads of data that do not fit in memory",
+    )
+    a.add_argument(
+        "--stepwise-epochs",
+        type=int,
+        metavar="N",
+        default=S,
+        help=f"stepwise: passes of mini-batch updates ({_ESTIMATOR_DEFAULTS['stepwise_epochs']})",
+    )
+    a.add_argument(
+        "--learning-decay",
+        type=float,
+        metavar="A",
+        default=S,
+        help="stepwise: step (t + offset)^-A, A in (0.5, 1] "
+        f"({_ESTIMATOR_DEFAULTS['learning_decay']:g})",
+    )
+    a.add_argument(
+        "--learning-offset",
+        type=float,
+        metavar="T0",
+        default=S,
+        help=f"stepwise: the steps' offset ({_ESTIMATOR_DEFAULTS['learning_offset']:g})",
+    )
+    a.add_argument(
+        "--step-blocks",
+        type=int,
+        metavar="N",
+        default=S,
+        help="stepwise: row blocks per update (default: the cluster's worker threads)",
+    )
     data_options(p)
     model_options(p)
+    common(p)
+
+    p = sub.add_parser(
+        "update",
+        help="fold new data into a saved model (stepwise updates)",
+        description="Apply stepwise EM updates (partial_fit) to MODEL over INPUT's row "
+        "blocks, --step-blocks at a time in the input's order, and save the updated "
+        "model to --output: the nightly job that folds in a day's data without "
+        "refitting its history. MODEL is never modified in place unless --output "
+        "names it and --overwrite is given.",
+    )
+    p.add_argument("model", nargs="?", default=S, metavar="MODEL")
+    p.add_argument("input", nargs="?", default=S, metavar="INPUT")
+    p.add_argument("-o", "--output", metavar="MODEL2", default=S, help="updated model path")
+    p.add_argument(
+        "--step-blocks",
+        type=int,
+        metavar="N",
+        default=S,
+        help="row blocks per update (default: the model's, else the cluster's worker threads)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=S,
+        help="replace another daskgmm model at --output (MODEL itself included)",
+    )
+    data_options(p, fitting=False)
     common(p)
 
     p = sub.add_parser(

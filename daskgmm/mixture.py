@@ -31,13 +31,33 @@ from ._checkpoint import (
 )
 from ._compat import Interval, StrOptions
 from ._covariance import COVARIANCE_MODELS, get_covariance_model
-from ._data import Input, check_sample_weight, from_numpy, open_input, resolve_path
-from ._em import EMResult, GaussianEM, IterationInfo, best_restart, fit_mixture, memory_needed
+from ._data import (
+    Input,
+    check_sample_weight,
+    from_numpy,
+    open_input,
+    reblocked,
+    resolve_path,
+    stepwise_row_chunks,
+    worker_threads,
+)
+from ._em import (
+    EMResult,
+    GaussianEM,
+    IterationInfo,
+    best_restart,
+    fit_mixture,
+    memory_needed,
+    stepwise_update,
+)
 from ._fingerprint import Digest, content_digest, content_digest_chunk
+from ._init import restart_seeds
 from ._lock import JobLock
 from ._reduction import map_reduce
 from ._scheduler import active_client, blas_threads_guard
+from ._state import Stepwise
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
+from ._stepwise import Running
 
 __all__ = ["GaussianMixture"]
 
@@ -192,6 +212,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         as NaN. Default: the value a store or xarray input declares in a
         ``nodata``, ``_FillValue`` or ``missing_value`` attribute (or a raw Zarr
         array's non-zero ``fill_value``), if any.
+    algorithm : {'em', 'stepwise'}, default='em'
+        ``'em'``: batch EM, one read of the data per iteration. ``'stepwise'``:
+        ``stepwise_epochs`` passes of stepwise (mini-batch) EM first (Cappé &
+        Moulines, 2009; Liang & Klein, 2009), each update taking a few row blocks
+        in an order drawn from ``random_state`` and moving running statistics
+        towards theirs, then batch EM until ``tol``: the model is a batch-EM fixed
+        point, reached in far fewer reads of data too big for memory (see the
+        README for when to choose which). Each update computes as many blocks as
+        the cluster has worker threads (``step_blocks``) in one graph.
+    stepwise_epochs : int, default=1
+        Passes of stepwise updates before batch EM takes over (each counts as
+        one iteration in ``n_iter_`` and ``max_iter``).
+    learning_decay : float, default=0.55
+        Step sizes: update ``t`` (from 0) gives its batch the weight
+        ``(t + learning_offset) ** -learning_decay`` against the running
+        statistics (1 for the very first update). In (0.5, 1]; smaller keeps
+        the steps large for longer. The names are those of scikit-learn's
+        online LatentDirichletAllocation; the defaults are the fastest of those
+        measured in ``benchmarks/bench_stepwise.py``.
+    learning_offset : float, default=1.0
+        Damps the first updates.
+    step_blocks : int, default=None
+        Row blocks per stepwise update (and per :meth:`partial_fit` batch of the
+        command line's ``update``); default: the worker threads of the cluster.
+        A stepwise fit re-opens a store or file in blocks that make about 64
+        updates per epoch (whole store chunks, 1024 rows to 8 MiB each); dask
+        arrays keep their blocks.
 
     Attributes
     ----------
@@ -221,6 +268,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         One per iteration of the best restart.
     n_features_in_ : int
         Number of features seen during :term:`fit`.
+    running_statistics_ : daskgmm.stepwise.Running
+        The statistics the parameters came from (per unit weight, as moments)
+        and the updates counted (``n_steps``, ``n_samples``, ``weight``): what
+        :meth:`partial_fit` goes on from. Saved in model files. After batch EM,
+        its last pass's statistics, each pass counted as one update.
+    n_steps_ : int
+        Updates done (stepwise updates, the initial parameters of a stepwise
+        fit or first ``partial_fit`` counting as one; a batch-EM pass as one).
+    n_samples_seen_ : int
+        Rows the updates have read (a batch-EM pass reads every row).
 
     See Also
     --------
@@ -288,6 +345,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "variable": [str, None],
         "missing": [StrOptions({"error", "marginalize"})],
         "nodata": [Real, None],
+        "algorithm": [StrOptions({"em", "stepwise"})],
+        "stepwise_epochs": [Interval(Integral, 1, None, closed="left")],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
+        "step_blocks": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -313,6 +375,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         variable=None,
         missing="error",
         nodata=None,
+        algorithm="em",
+        stepwise_epochs=1,
+        learning_decay=0.55,
+        learning_offset=1.0,
+        step_blocks=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -334,6 +401,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.variable = variable
         self.missing = missing
         self.nodata = nodata
+        self.algorithm = algorithm
+        self.stepwise_epochs = stepwise_epochs
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.step_blocks = step_blocks
 
     # ------------------------------------------------------------ validation
     def check_parameters(self) -> GaussianMixture:
@@ -515,12 +587,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _fit(self, X, sample_weight, checkpoint, resume, callback):
         self._validate_params()
+        stepwise = self.algorithm == "stepwise"
         inp = self._input(X, reset=True, min_samples=2)
         in_memory = not isinstance(inp, Input)
         if in_memory:
             # already checked by scikit-learn's validate_data: wrap, do not re-scan
             X_np = inp
-            inp = _numpy_input(X_np)
+            inp = _numpy_input(X_np, stepwise)
+        elif stepwise:
+            rows = stepwise_row_chunks(*inp.X.shape, inp.X.dtype.itemsize)
+            inp = reblocked(
+                inp, rows, variable=self.variable, feature_dim=self.feature_dim, nodata=self.nodata
+            )
         Xd = inp.X
         n_samples, n_features = Xd.shape
         if n_samples < self.n_components:
@@ -570,7 +648,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             checkpoint=store,
             meta=meta,
             state=state,
-            start=(self._params, self.lower_bound_) if warm else None,
+            start=(self._params, self.lower_bound_, self._running) if warm else None,
+            stepwise=self._schedule() if stepwise else None,
             callback=self._on_iteration(callback),
             on_digest=check if store is not None and meta["data"]["content"] is None else None,
             on_restart=self._restart_reporter(),
@@ -607,12 +686,94 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             missing=self._marginalize,
         )
 
+    def _schedule(self) -> Stepwise:
+        """The stepwise schedule of this estimator on the current cluster (seed drawn later)."""
+        blocks = self.step_blocks or worker_threads()
+        return Stepwise(self.stepwise_epochs, blocks, self.learning_decay, self.learning_offset, 0)
+
     def _set_result(self, best: EMResult, dtype: Any) -> None:
         self._set_params_from(best.params, dtype)
         self.converged_ = bool(best.converged)
         self.n_iter_ = int(best.n_iter)
         self.lower_bound_ = float(best.lower_bound)
         self.lower_bounds_ = [float(x) for x in best.lower_bounds]
+        self._set_running(best.running)
+
+    def _set_running(self, running: Running | None) -> None:
+        self.running_statistics_ = running
+        self.n_steps_ = 0 if running is None else running.n_steps
+        self.n_samples_seen_ = 0 if running is None else running.n_samples
+
+    @property
+    def _running(self) -> Running | None:
+        return getattr(self, "running_statistics_", None)
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One stepwise EM update from all the rows of ``X``.
+
+        The batch's statistics are computed under the current parameters (one
+        read of ``X``, its blocks in parallel), moved into the running
+        statistics with the step ``(n_steps_ + learning_offset) ** -learning_decay``,
+        and the M-step is run. A model that is not fitted yet is first
+        initialised from this batch (as :meth:`fit` would, from
+        ``random_state``, or from ``*_init``), and its initial parameters count
+        as the first update; a fitted one is never re-initialised (one without
+        running statistics, from scikit-learn, starts them from its parameters).
+
+        Parameters
+        ----------
+        X : array-like, dask array, xarray object, zarr.Array, or str
+            One batch, shape (n_samples, n_features).
+        y : Ignored
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        self._validate_params()
+        fitted = hasattr(self, "means_")
+        inp = self._input(X, reset=not fitted)
+        if not isinstance(inp, Input):
+            inp = _numpy_input(inp)
+        Xd = inp.X
+        if fitted and self._params.covariance_type != self.covariance_type:
+            raise ValueError(
+                f"The model was fitted with covariance_type={self._params.covariance_type!r}; "
+                f"partial_fit cannot continue it as {self.covariance_type!r}."
+            )
+        self._check_memory(Xd)
+        model = self._mixture_model(Xd.shape[1])
+        sw = check_sample_weight(sample_weight, Xd)
+        if fitted:
+            params, running = self._params, self._running
+        else:
+            if Xd.shape[0] < self.n_components:
+                raise ValueError(
+                    "The first partial_fit batch needs n_samples >= n_components "
+                    f"but got n_components = {self.n_components}, n_samples = {Xd.shape[0]}"
+                )
+            seeds = restart_seeds(check_random_state(self.random_state), 1)
+            (params,) = model.initialize(Xd, seeds, sw)
+            running = None
+        (constants,) = model.estep_constants([params])
+        stats = map_reduce(
+            Xd, model.chunk_stats, (constants,), sample_weight=sw, split_every=self.split_every
+        ).parts[0]
+        model._check_weights(stats)
+        params, running = stepwise_update(
+            model, params, running, stats, constants, self._schedule()
+        )
+        scale = running.scale()
+        bound = float(model.bound(params, running.score * scale, scale))
+        self._set_params_from(params, Xd.dtype)
+        self._set_running(running)
+        self.converged_ = False
+        self.n_iter_ = int(getattr(self, "n_iter_", 0))
+        self.lower_bound_ = bound
+        self.lower_bounds_ = [*getattr(self, "lower_bounds_", []), bound]
+        self._fit_fingerprint = None  # no longer the fit of any one dataset
+        return self
 
     # ----------------------------------------------------------- checkpoints
     def _checkpoint_meta(
@@ -699,6 +860,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 **self._MODEL_META,
             },
             overwrite=overwrite,
+            running=self._running,
         )
 
     def same_fit_as(self, path, X) -> bool:
@@ -738,7 +900,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         :class:`BayesianGaussianMixture` for a file of one, whichever class is asked."""
         from .bayesian import BayesianGaussianMixture
 
-        params, meta = read_model(path)
+        params, meta, running = read_model(path)
         bayesian = meta.get("model") == "bayesian"
         if bayesian and not issubclass(cls, BayesianGaussianMixture):
             cls = BayesianGaussianMixture
@@ -756,6 +918,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             est.lower_bound_ = float(fitted["lower_bound_"])
             est.lower_bounds_ = [float(x) for x in fitted["lower_bounds_"]]
             est.n_features_in_ = int(fitted["n_features_in_"])
+            est._set_running(running)
         except (KeyError, TypeError) as err:
             raise ValueError(f"Model file {os.fspath(path)!r} lacks metadata {err}.") from None
         if est.n_features_in_ != params.n_features or est.covariance_type != params.covariance_type:
@@ -825,6 +988,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         est.lower_bound_ = float(np.ravel(estimator.lower_bound_)[0])
         est.lower_bounds_ = [float(np.ravel(x)[0]) for x in getattr(estimator, "lower_bounds_", [])]
         est.n_features_in_ = int(estimator.n_features_in_)
+        est._set_running(None)  # scikit-learn keeps no statistics
         return est
 
     # ------------------------------------------------------------ attributes
@@ -1182,10 +1346,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
 
 
-def _numpy_input(X: np.ndarray) -> Input:
+def _numpy_input(X: np.ndarray, stepwise: bool = False) -> Input:
     """An array scikit-learn's ``validate_data`` has checked, as an :class:`Input` of row
-    views (no copy, no second scan)."""
-    Xd = from_numpy(X)
+    views (no copy, no second scan); in a stepwise fit's smaller blocks."""
+    rows = stepwise_row_chunks(*X.shape, X.dtype.itemsize) if stepwise else None
+    Xd = from_numpy(X, rows)
     return Input(Xd, f"dask:{Xd.name}")
 
 
