@@ -7,8 +7,10 @@ and, after every mini-batch, moves it towards the batch's statistics
 
     s <- (1 - eta_t) s + eta_t s_batch,   eta_t = (t + learning_offset) ** -learning_decay
 
-with ``t`` the updates done before this one; the first update takes
-``eta = 1`` (the running statistics start as the first batch's). For
+with ``t`` the updates done before this one. The first update starts from
+the statistics the initial parameters stand for and takes ``eta`` = 1 - 1e-9:
+the first batch's statistics, but for the components it holds no sample of,
+which keep their initial moments (:meth:`Running.start`). For
 ``learning_decay`` in (0.5, 1] the steps satisfy Robbins-Monro's conditions.
 
 The statistics are kept as *moments*: each component's share of the weight,
@@ -35,6 +37,10 @@ Float = NDArray[np.floating]
 
 #: The arrays :meth:`Running.to_arrays` writes (and :meth:`Running.from_arrays` requires).
 ARRAY_NAMES = ("nk", "means", "covariances", "score", "weight", "n_steps", "n_samples")
+
+
+#: The weight of the first batch against the statistics of initial parameters.
+FIRST_STEP = 1.0 - 1e-9
 
 
 def step_size(n_steps: int, decay: float, offset: float) -> float:
@@ -106,16 +112,18 @@ class Running:
     @classmethod
     def start(cls, moments: tuple[Float, Float, Float], covariance_type: str) -> Running:
         """The statistics that initial parameters stand for (each component's share,
-        mean and unregularised covariance), counted as one update and no rows.
+        mean and unregularised covariance): no update, no rows.
 
-        Stepwise updates go on from them rather than from the first batch alone:
-        a first batch that holds some components' samples only (blocks of
-        sorted or spatially clustered data) would otherwise collapse the other
-        components onto ``reg_covar``; blended, a component absent from a batch
-        keeps its covariance and only loses weight until its samples come.
+        The first update gives them a negligible weight (:data:`FIRST_STEP`),
+        where taking the first batch whole would collapse the components it
+        holds no sample of (blocks of sorted or spatially clustered data) onto
+        ``reg_covar``: so blended, such a component keeps its initial mean and
+        covariance and only loses weight until its samples come. Weighing them
+        more would slow the first epoch where the initial covariances are poor
+        (``random_from_data``'s are ``reg_covar``).
         """
         share, means, covariances = (np.asarray(a, np.float64) for a in moments)
-        return cls(covariance_type, share / share.sum(), means, covariances, 0.0, 0.0, 1, 0)
+        return cls(covariance_type, share / share.sum(), means, covariances, 0.0, 0.0, 0, 0)
 
     def step(self, batch: Running, eta: float) -> Running:
         """The running statistics after an update that gives ``batch`` the weight ``eta``
@@ -125,8 +133,9 @@ class Running:
             "n_steps": self.n_steps + batch.n_steps,
             "n_samples": self.n_samples + batch.n_samples,
         }
-        if eta == 1.0:
+        if eta >= 1.0 and self.n_samples:  # a batch-EM pass: its statistics replace these
             return replace(batch, **counts)
+        eta = min(eta, FIRST_STEP)
         wa, wb = (1.0 - eta) * self.nk, eta * batch.nk
         nk = wa + wb
         safe = np.maximum(nk, np.finfo(np.float64).tiny)

@@ -274,8 +274,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         :meth:`partial_fit` goes on from. Saved in model files. After batch EM,
         its last pass's statistics, each pass counted as one update.
     n_steps_ : int
-        Updates done (stepwise updates, the initial parameters of a stepwise
-        fit or first ``partial_fit`` counting as one; a batch-EM pass as one).
+        Updates done (stepwise updates; a batch-EM pass counts as one).
     n_samples_seen_ : int
         Rows the updates have read (a batch-EM pass reads every row).
 
@@ -716,9 +715,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         statistics with the step ``(n_steps_ + learning_offset) ** -learning_decay``,
         and the M-step is run. A model that is not fitted yet is first
         initialised from this batch (as :meth:`fit` would, from
-        ``random_state``, or from ``*_init``), and its initial parameters count
-        as the first update; a fitted one is never re-initialised (one without
-        running statistics, from scikit-learn, starts them from its parameters).
+        ``random_state``, or from ``*_init``); a fitted one is never
+        re-initialised (one without running statistics, from scikit-learn,
+        starts them from its parameters).
 
         Parameters
         ----------
