@@ -352,6 +352,42 @@ def memory_needed(
     return int(8 * block_rows * D * (2 if missing else 1) + n_init * per_restart)
 
 
+def _statistics(
+    X: da.Array,
+    model: MixtureModel,
+    params: list[Any],
+    *,
+    sample_weight: da.Array | None,
+    split_every: int | None,
+    held: list,
+    with_digest: bool,
+    blocks: Sequence[int] | None = None,
+) -> tuple[tuple[Any, ...], Any, Digest | None]:
+    """One graph over X's blocks (all, or ``blocks``): the statistics of every parameter
+    set in ``params`` from one read, and the blocks' content digest if asked.
+
+    Returns the E-step constants, the statistics per parameter set, the digest.
+    """
+    with one_blas_thread():  # tiny matrices; see one_blas_thread
+        eps = model.estep_constants(params)
+    chunk_fn = model.chunk_stats
+    if with_digest:
+        chunk_fn = functools.partial(stats_and_digest_chunk, chunk_fn)
+    total = map_reduce(
+        X,
+        chunk_fn,
+        eps,
+        sample_weight=sample_weight,
+        split_every=split_every,
+        partial_nbytes=_nbytes(eps),  # the statistics: about the parameters' size
+        hold=held,
+        blocks=blocks,
+    )
+    if with_digest:
+        return eps, total.stats.parts, total.digest
+    return eps, total.parts, None
+
+
 def fit_em_many(
     X: da.Array,
     restarts: Sequence[EMResult],
@@ -417,24 +453,18 @@ def fit_em_many(
         if not active:
             return states
         tic = time.perf_counter()
-        with one_blas_thread():  # tiny matrices; see one_blas_thread
-            eps = model.estep_constants([states[i].params for i in active])
-        chunk_fn = model.chunk_stats
-        if on_digest is not None:
-            chunk_fn = functools.partial(stats_and_digest_chunk, chunk_fn)
-        total = map_reduce(
+        eps, totals, digest = _statistics(
             X,
-            chunk_fn,
-            eps,
+            model,
+            [states[i].params for i in active],
             sample_weight=sample_weight,
             split_every=split_every,
-            partial_nbytes=_nbytes(eps),  # the statistics: about the parameters' size
-            hold=held,
+            held=held,
+            with_digest=on_digest is not None,
         )
         if on_digest is not None:
-            on_digest(total.digest)
-            total, on_digest = total.stats, None
-        totals = total.parts
+            on_digest(digest)
+            on_digest = None
         seconds = time.perf_counter() - tic
         infos = []
         for i, ep, stats in zip(active, eps, totals, strict=True):
@@ -579,24 +609,19 @@ def fit_stepwise_many(
         tic = time.perf_counter()
         while position.block < n_blocks:
             blocks = order[position.block : position.block + schedule.blocks_per_step]
-            with one_blas_thread():
-                eps = model.estep_constants([s.params for s in states])
-            chunk_fn = model.chunk_stats
-            if digest is not None:
-                chunk_fn = functools.partial(stats_and_digest_chunk, chunk_fn)
-            total = map_reduce(
+            eps, totals, read = _statistics(
                 X,
-                chunk_fn,
-                eps,
+                model,
+                [s.params for s in states],
                 sample_weight=sample_weight,
                 split_every=split_every,
-                partial_nbytes=_nbytes(eps),
-                hold=held,
+                held=held,
+                with_digest=digest is not None,
                 blocks=blocks,
             )
             if digest is not None:
-                digest, total = digest + total.digest, total.stats
-            for i, (state, ep, stats) in enumerate(zip(states, eps, total.parts, strict=True)):
+                digest = digest + read
+            for i, (state, ep, stats) in enumerate(zip(states, eps, totals, strict=True)):
                 if not stats.weight_sum > 0:
                     continue  # blocks of zero weight teach nothing
                 params, running = stepwise_update(

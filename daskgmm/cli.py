@@ -935,6 +935,10 @@ def build_parser() -> argparse.ArgumentParser:
             "workers)",
         )
 
+    def model_and_input(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", nargs="?", default=S, metavar="MODEL")
+        p.add_argument("input", nargs="?", default=S, metavar="INPUT")
+
     def data_options(p: argparse.ArgumentParser, fitting: bool = True) -> None:
         p.add_argument(
             "--variable",
@@ -1116,8 +1120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "refitting its history. MODEL is never modified in place unless --output "
         "names it and --overwrite is given.",
     )
-    p.add_argument("model", nargs="?", default=S, metavar="MODEL")
-    p.add_argument("input", nargs="?", default=S, metavar="INPUT")
+    model_and_input(p)
     p.add_argument("-o", "--output", metavar="MODEL2", default=S, help="updated model path")
     p.add_argument(
         "--step-blocks",
@@ -1144,8 +1147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "their (y, x) shape and coordinates. Re-running after a "
         "kill completes the output.",
     )
-    p.add_argument("model", nargs="?", default=S, metavar="MODEL")
-    p.add_argument("input", nargs="?", default=S, metavar="INPUT")
+    model_and_input(p)
     p.add_argument("-o", "--output", metavar="OUT.zarr", default=S)
     p.add_argument("--proba", action="store_true", default=S, help="also probabilities")
     p.add_argument("--score", action="store_true", default=S, help="also log-density")
@@ -1199,8 +1201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantile threshold with distributed histograms, and "
         "write a boolean mask (and the log-density) to Zarr.",
     )
-    p.add_argument("model", nargs="?", default=S, metavar="MODEL")
-    p.add_argument("input", nargs="?", default=S, metavar="INPUT")
+    model_and_input(p)
     p.add_argument("--quantile", type=float, default=S, help="share flagged (0.001)")
     p.add_argument("-o", "--output", metavar="OUT.zarr", default=S)
     p.add_argument("--overwrite", action="store_true", default=S)
