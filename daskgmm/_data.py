@@ -19,6 +19,7 @@ import math
 import os
 import posixpath
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from sklearn.utils import check_array
 
 from ._fingerprint import files_fingerprint
 from ._scheduler import active_client, blas_threads_guard
+from ._tables import is_dataframe, is_table_path, open_table
 
 __all__ = [
     "Input",
@@ -109,6 +111,8 @@ def reblocked(inp: Input, rows: int, **options: Any) -> Input:
 
     if inp.source is None:
         return inp
+    if inp.feature_names is not None:
+        options = {**options, "columns": list(inp.feature_names)}
     nbytes = rows * math.prod(inp.X.shape[1:]) * inp.X.dtype.itemsize
     with dask.config.set({"daskgmm.chunk-bytes": max(1, nbytes)}):
         X = open_input(inp.source, **options).X
@@ -301,6 +305,8 @@ class Input:
         and dask inputs).
     nodata : float or None
         The value turned into NaN (missing), given or declared by the input.
+    feature_names : tuple of str or None
+        For tables: the feature columns, in order.
     """
 
     X: da.Array
@@ -311,6 +317,7 @@ class Input:
     lazy: bool = True
     source: str | None = None
     nodata: float | None = None
+    feature_names: tuple[str, ...] | None = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -442,6 +449,14 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
     return _ZarrArray(_from_zarr_array(z), declared_nodata(z)), f"zarr:{identity}#{variable}"
 
 
+def _table_path(url: Any) -> bool:
+    """A Parquet or CSV file, or a directory of Parquet files, that exists."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(resolve_path(url))
+    return fs.exists(path) and is_table_path(fs, path)
+
+
 def _is_zarr_store(fs: Any, path: str) -> bool:
     return any(fs.exists(posixpath.join(path, m)) for m in ("zarr.json", ".zgroup", ".zarray"))
 
@@ -540,6 +555,7 @@ def open_input(
     min_samples: int = 1,
     nodata: float | None = None,
     estimator: str = _ESTIMATOR,
+    columns: Sequence[str] | None = None,
 ) -> Input:
     """Open and validate any supported input as samples x features.
 
@@ -558,6 +574,9 @@ def open_input(
         declares (:func:`declared_nodata`), if any.
     estimator : str, default='GaussianMixture'
         The estimator the error messages name.
+    columns : sequence of str, optional
+        For tables (dask DataFrames, Parquet and CSV files): the feature
+        columns; default every numeric column (see :mod:`daskgmm._tables`).
 
     Returns
     -------
@@ -573,8 +592,16 @@ def open_input(
     if isinstance(X, Input):  # opened already (the command line's preflight)
         _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
-    identity = source = declared = None
-    if _is_path(X):
+    identity = source = declared = names = None
+    if _is_path(X) and _table_path(X):
+        import fsspec
+
+        source = resolve_path(X)
+        fs, fs_path = fsspec.core.url_to_fs(source)
+        X, names, identity = open_table(None, columns, fs, fs_path)
+    elif is_dataframe(X):
+        X, names, identity = open_table(X, columns)
+    elif _is_path(X):
         path = resolve_path(X)
         X, identity = _open_path(X, variable)
         X, declared = _unwrap_zarr(X)
@@ -607,7 +634,8 @@ def open_input(
                 f"feature_dim={feature_dim!r} needs an xarray input with named dimensions."
             )
         Xd = as_dask_array(X, min_samples=min_samples, estimator=estimator)
-        inp = Input(Xd, identity or f"dask:{Xd.name}", source=source)
+        names = None if names is None else tuple(names)
+        inp = Input(Xd, identity or f"dask:{Xd.name}", source=source, feature_names=names)
     if nodata is None:
         return inp
     return dataclasses.replace(inp, X=_mark_nodata(inp.X, float(nodata)), nodata=float(nodata))

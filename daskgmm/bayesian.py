@@ -70,6 +70,8 @@ default='dirichlet_process'
         variational E-step uses each sample's observed values exactly, as EM's;
         the default priors are then the moments of the data with their holes
         filled with the features' means (the initialisation's data).
+    columns
+        As in :class:`daskgmm.GaussianMixture`.
     algorithm, stepwise_epochs, learning_decay, learning_offset, step_blocks
         As in :class:`daskgmm.GaussianMixture`: stepwise updates take the same
         steps on the statistics, and the variational M-step weighs them as the
@@ -146,6 +148,7 @@ default='dirichlet_process'
         learning_decay=0.55,
         learning_offset=1.0,
         step_blocks=None,
+        columns=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -170,6 +173,7 @@ default='dirichlet_process'
             learning_decay=learning_decay,
             learning_offset=learning_offset,
             step_blocks=step_blocks,
+            columns=columns,
         )
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior

@@ -74,6 +74,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "feature_dim",
                 "missing",
                 "nodata",
+                "columns",
             )
         },
         "random_state": 0,  # a job is reproducible by default (the estimator's is None)
@@ -105,6 +106,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feature_dim": None,
         "missing": None,  # the model's own
         "nodata": None,
+        "columns": None,  # the model's own feature names
     },
     "predict": {
         "proba": False,
@@ -114,6 +116,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feature_dim": None,
         "missing": None,  # the model's own
         "nodata": None,
+        "columns": None,  # the model's own feature names
     },
     "select": {
         "k": "1..8",
@@ -130,6 +133,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feature_dim": None,
         "missing": None,  # the model's own
         "nodata": None,
+        "columns": None,  # the model's own feature names
     },
     "demo": {
         "n_samples": 400_000,
@@ -238,6 +242,7 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         variable=opts["variable"],
         feature_dim=opts["feature_dim"],
         nodata=opts["nodata"],
+        columns=_columns(opts),
     )
     for name in (
         "algorithm",
@@ -256,6 +261,18 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         weight_concentration_prior=opts["weight_concentration"],
     )
     return BayesianGaussianMixture(**{**kw, **overrides})
+
+
+def _columns(opts: dict[str, Any], model: Any = None) -> list[str] | None:
+    """--columns as a list; else, for a model, the columns it was fitted on (if a table)."""
+    value = opts.get("columns")
+    if isinstance(value, str):
+        value = [c.strip() for c in value.split(",") if c.strip()]
+        if not value:
+            raise CLIError("--columns needs column names, e.g. --columns spend,visits")
+    if value is None and model is not None and hasattr(model, "feature_names_in_"):
+        value = [str(c) for c in model.feature_names_in_]
+    return None if value is None else list(value)
 
 
 def _require(opts: dict[str, Any], *names: str) -> None:
@@ -361,7 +378,11 @@ def _check_input_for_model(opts: dict[str, Any]) -> None:
     _check_exists(opts["input"])
     gm = _model_for_input(opts)
     inp = open_input(
-        opts["input"], variable=gm.variable, feature_dim=gm.feature_dim, nodata=gm.nodata
+        opts["input"],
+        variable=gm.variable,
+        feature_dim=gm.feature_dim,
+        nodata=gm.nodata,
+        columns=_columns(opts, gm),
     )
     if inp.X.shape[1] != gm.n_features_in_:
         raise CLIError(
@@ -404,6 +425,7 @@ def _model_for_input(opts: dict[str, Any]):
         nodata=gm.nodata if opts.get("nodata") is None else opts["nodata"],
     )
     reading["missing"] = opts.get("missing") or gm.missing
+    reading["columns"] = _columns(opts, gm)
     return gm.set_params(**reading)
 
 
@@ -415,7 +437,11 @@ def cmd_update(opts: dict[str, Any]) -> int:
     if opts["step_blocks"] is not None:
         gm.set_params(step_blocks=int(opts["step_blocks"]))
     X = open_input(
-        opts["input"], variable=gm.variable, feature_dim=gm.feature_dim, nodata=gm.nodata
+        opts["input"],
+        variable=gm.variable,
+        feature_dim=gm.feature_dim,
+        nodata=gm.nodata,
+        columns=_columns(opts, gm),
     ).X
     per_step = gm.step_blocks or worker_threads()
     n_blocks, steps_before = X.numblocks[0], gm.n_steps_
@@ -545,6 +571,7 @@ def cmd_select(opts: dict[str, Any]) -> int:
         variable=opts["variable"],
         feature_dim=opts["feature_dim"],
         nodata=opts["nodata"],
+        columns=_columns(opts),
     )
     X = inp.X.persist() if _cache(opts["cache"]) is not False else inp.X
     rows, best = [], None
@@ -764,6 +791,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             variable=opts["variable"],
             feature_dim=opts["feature_dim"],
             nodata=opts["nodata"],
+            columns=_columns(opts),
         )
         _cache(opts["cache"])
         if command == "fit":
@@ -941,6 +969,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_options(p: argparse.ArgumentParser, fitting: bool = True) -> None:
         p.add_argument(
+            "--columns",
+            metavar="A,B,...",
+            default=S,
+            help="tables (Parquet, CSV): the feature columns; default: "
+            + ("every numeric column" if fitting else "the model's own"),
+        )
+        p.add_argument(
             "--variable",
             metavar="NAME",
             default=S,
@@ -1006,7 +1041,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit a mixture to a dataset and save the model",
         description="Fit a Gaussian mixture to INPUT (a Zarr store or xarray "
-        "dataset, a .npy file, or a directory of them) and save it "
+        "dataset, a .npy file, or a directory of them; a Parquet or CSV table, or a "
+        "directory of Parquet files) and save it "
         "to --output. With --checkpoint, a killed job resumes "
         "where it stopped when run again.",
     )

@@ -58,6 +58,7 @@ from ._scheduler import active_client, blas_threads_guard
 from ._state import Stepwise
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 from ._stepwise import Running
+from ._tables import from_pandas, is_dataframe
 
 __all__ = ["GaussianMixture"]
 
@@ -239,6 +240,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         A stepwise fit re-opens a store or file in blocks that make about 64
         updates per epoch (whole store chunks, 1024 rows to 8 MiB each); dask
         arrays keep their blocks.
+    columns : list of str, default=None
+        For tables (pandas and dask DataFrames, Parquet and CSV files or
+        directories of Parquet files): the feature columns. Default: every
+        numeric column when fitting, the fitted ``feature_names_in_`` when
+        predicting. A missing or non-numeric column is a ``ValueError`` naming
+        it, raised from the schema before a row is read.
 
     Attributes
     ----------
@@ -349,6 +356,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
         "learning_offset": [Interval(Real, 0.0, None, closed="left")],
         "step_blocks": [Interval(Integral, 1, None, closed="left"), None],
+        "columns": ["array-like", None],
     }
 
     def __init__(
@@ -379,6 +387,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         learning_decay=0.55,
         learning_offset=1.0,
         step_blocks=None,
+        columns=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -405,6 +414,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
         self.step_blocks = step_blocks
+        self.columns = columns
 
     # ------------------------------------------------------------ validation
     def check_parameters(self) -> GaussianMixture:
@@ -425,6 +435,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """In-memory array-likes -> NumPy (scikit-learn's own checks and messages);
         dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`."""
         nodata = getattr(self, "nodata", None)
+        columns = self._table_columns(reset)
+        if is_dataframe(X) and type(X).__module__.startswith("pandas"):
+            X = from_pandas(X, columns)  # named errors; scikit-learn keeps the names
         if not _is_out_of_core(X):
             X = validate_data(
                 self,
@@ -444,18 +457,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             min_samples=min_samples,
             nodata=nodata,
             estimator=type(self).__name__,
+            columns=columns,
         )
         n_features = inp.X.shape[1]
+        names = None if inp.feature_names is None else np.asarray(inp.feature_names, dtype=object)
         if reset:
             self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
+            if names is not None:
+                self.feature_names_in_ = names
+            elif hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
+        elif names is not None and hasattr(self, "feature_names_in_"):
+            if list(names) != list(self.feature_names_in_):
+                raise ValueError(
+                    f"The feature names should match those that were passed during fit: "
+                    f"fitted on {list(self.feature_names_in_)}, got {list(names)}."
+                )
         elif n_features != self.n_features_in_:
             raise ValueError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
         return inp
+
+    def _table_columns(self, reset: bool) -> list[str] | None:
+        """The columns to read from a table: ``columns``, else (predicting) the
+        fitted feature names, else (fitting) every numeric column."""
+        if self.columns is not None:
+            return list(self.columns)
+        if not reset and hasattr(self, "feature_names_in_"):
+            return [str(c) for c in self.feature_names_in_]
+        return None
 
     @property
     def _marginalize(self) -> bool:
@@ -789,6 +821,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 continue
             if key == "random_state" and not (value is None or isinstance(value, Integral)):
                 value = type(value).__name__
+            elif key == "columns" and value is not None:
+                value = [str(c) for c in value]
             elif value is not None and not isinstance(value, (str, Real)):  # array-likes
                 arr = np.ascontiguousarray(np.asarray(value, dtype=np.float64))
                 value = f"sha256:{hashlib.sha256(arr.tobytes()).hexdigest()[:16]}{arr.shape}"
@@ -851,6 +885,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     "lower_bound_": float(self.lower_bound_),
                     "lower_bounds_": [float(x) for x in self.lower_bounds_],
                     "n_features_in_": int(self.n_features_in_),
+                    "feature_names_in_": _feature_names(self),
                 },
                 # what it was fitted on: lets a re-run of the same job replace it
                 "fit": getattr(self, "_fit_fingerprint", None),
@@ -884,7 +919,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         attrs = model_at(resolve_path(path))
         fit = (attrs or {}).get("fit") or {}
         inp = open_input(
-            X, variable=self.variable, feature_dim=self.feature_dim, nodata=self.nodata
+            X,
+            variable=self.variable,
+            feature_dim=self.feature_dim,
+            nodata=self.nodata,
+            columns=self.columns,
         )
         saved, now = fit.get("data") or {}, inp.fingerprint()
         return (
@@ -917,6 +956,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             est.lower_bound_ = float(fitted["lower_bound_"])
             est.lower_bounds_ = [float(x) for x in fitted["lower_bounds_"]]
             est.n_features_in_ = int(fitted["n_features_in_"])
+            names = fitted.get("feature_names_in_")
+            if names is not None:
+                if not isinstance(names, list) or len(names) != est.n_features_in_:
+                    raise TypeError(f"feature_names_in_ {names!r}")
+                est.feature_names_in_ = np.asarray([str(n) for n in names], dtype=object)
             est._set_running(running)
         except (KeyError, TypeError) as err:
             raise ValueError(f"Model file {os.fspath(path)!r} lacks metadata {err}.") from None
@@ -1384,7 +1428,14 @@ def _is_out_of_core(X: Any) -> bool:
     """Inputs handled by :func:`open_input` rather than scikit-learn's ``validate_data``."""
     if isinstance(X, (str, os.PathLike, da.Array, Input)) or hasattr(X, "dims"):
         return True
+    if is_dataframe(X):
+        return type(X).__module__.startswith("dask")
     return type(X).__module__.startswith("zarr")
+
+
+def _feature_names(est: Any) -> list[str] | None:
+    names = getattr(est, "feature_names_in_", None)
+    return None if names is None else [str(n) for n in names]
 
 
 def _version() -> str:
@@ -1398,6 +1449,8 @@ def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         if key == "random_state" and not (value is None or isinstance(value, Integral)):
             value = None
+        elif key == "columns" and value is not None:
+            value = [str(c) for c in value]
         elif value is not None and not isinstance(value, (str, Real)):  # array-likes
             value = np.asarray(value, dtype=np.float64).tolist()
         out[key] = value

@@ -1,0 +1,194 @@
+"""Tables as samples x features: pandas and dask DataFrames, Parquet and CSV files.
+
+The columns are checked from the schema before a row is read: present, and
+numeric (booleans count; strings, dates and categories do not). Parquet files
+are read by row groups, whose row counts their footers give, so the blocks'
+lengths cost no pass over the data; row groups are grouped into blocks of
+about ``daskgmm.chunk-bytes`` (tiny files and row groups share a block) and
+never split. CSV files and dask DataFrames do not know their lengths: opening
+them counts their rows, one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+__all__ = ["is_dataframe", "is_table_path", "open_table", "table_columns"]
+
+logger = logging.getLogger(__name__)
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+
+
+def is_dataframe(X: Any) -> bool:
+    """A pandas or dask DataFrame (without importing either)."""
+    module = type(X).__module__
+    return type(X).__name__ == "DataFrame" and module.split(".")[0] in ("pandas", "dask")
+
+
+def is_table_path(fs: Any, path: str) -> bool:
+    """A Parquet or CSV file, or a directory holding Parquet files (and no Zarr store)."""
+    lowered = path.lower().rstrip("/")
+    if lowered.endswith(PARQUET_SUFFIXES + CSV_SUFFIXES):
+        return True
+    if not fs.isdir(path) or fs.exists(posixpath.join(path, "zarr.json")):
+        return False
+    return bool(_parquet_files(fs, path))
+
+
+def _parquet_files(fs: Any, path: str) -> list[str]:
+    return sorted(f for f in fs.find(path, withdirs=False) if f.lower().endswith(PARQUET_SUFFIXES))
+
+
+def table_columns(
+    schema: Sequence[tuple[str, Any]], columns: Sequence[str] | None, where: str
+) -> list[str]:
+    """The feature columns: ``columns`` if given (each present and numeric), else every
+    numeric column. ``schema`` pairs each column's name with its NumPy dtype."""
+    dtypes = dict(schema)
+    if columns is None:
+        chosen = [name for name, dtype in schema if _numeric(dtype)]
+        if not chosen:
+            raise ValueError(f"{where} has no numeric column; its columns are {list(dtypes)}.")
+        return chosen
+    chosen = list(columns)
+    absent = [c for c in chosen if c not in dtypes]
+    if absent:
+        raise ValueError(f"{where} has no column {absent[0]!r}; its columns are {list(dtypes)}.")
+    wrong = [c for c in chosen if not _numeric(dtypes[c])]
+    if wrong:
+        raise ValueError(
+            f"{where}: column {wrong[0]!r} is not numeric ({dtypes[wrong[0]]}); choose "
+            "numeric columns with columns=[...] (command line: --columns)."
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"{where}: columns {chosen} name a column twice.")
+    return chosen
+
+
+def _numeric(dtype: Any) -> bool:
+    try:
+        return np.dtype(dtype).kind in "biuf"
+    except TypeError:  # pandas extension types: nullable numbers count, categories do not
+        return getattr(dtype, "kind", "O") in "biuf"
+
+
+def _float_dtype(dtypes: Sequence[Any]) -> np.dtype:
+    """float32 when every column is float32, else float64 (as scikit-learn's check)."""
+    if all(np.dtype(d) == np.float32 for d in dtypes):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def from_pandas(df: Any, columns: Sequence[str] | None) -> Any:
+    """``df``'s feature columns (checked), as a DataFrame for scikit-learn's validation."""
+    where = "The DataFrame"
+    chosen = table_columns([(str(c), df[c].dtype) for c in df.columns], columns, where)
+    if len(df) == 0:
+        raise ValueError(f"{where} has no rows.")
+    return df[chosen]
+
+
+def open_table(X: Any, columns: Sequence[str] | None, fs: Any = None, path: str = "") -> Any:
+    """A dask DataFrame, or the Parquet/CSV file or directory at ``fs``/``path``, as
+    ``(dask array, column names, identity)``."""
+    if X is not None:
+        return _from_dask_dataframe(X, columns)
+    if path.lower().endswith(CSV_SUFFIXES):
+        import dask.dataframe as dd
+
+        url = path if isinstance(fs, _local_fs()) else fs.unstrip_protocol(path)
+        X, names, _ = _from_dask_dataframe(dd.read_csv(url), columns, f"Input {path!r}")
+        return X, names, f"csv:{path}"
+    return _open_parquet(fs, path, columns)
+
+
+def _local_fs() -> type:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem
+
+
+def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "The DataFrame"):
+    chosen = table_columns([(str(c), df.dtypes[c]) for c in df.columns], columns, where)
+    dtype = _float_dtype([df.dtypes[c] for c in chosen])
+    logger.info("%s does not know its partitions' lengths: counting its rows (one pass).", where)
+    X = df[chosen].to_dask_array(lengths=True).astype(dtype)
+    if X.shape[0] == 0:
+        raise ValueError(f"{where} has no rows.")
+    return X, chosen, f"dataframe:{X.name}"
+
+
+def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
+    import pyarrow.parquet as pq
+
+    from ._data import target_chunk_bytes
+
+    where = f"Input {path!r}"
+    files = [path] if not fs.isdir(path) else _parquet_files(fs, path)
+    pieces: list[tuple[str, int, int]] = []  # (file, row group, rows)
+    chosen: list[str] | None = None
+    for name in files:
+        with fs.open(name, "rb") as f:
+            meta = pq.ParquetFile(f).metadata  # the footer only
+        schema = meta.schema.to_arrow_schema()
+        pairs = [(field.name, _arrow_dtype(field.type)) for field in schema]
+        found = table_columns(pairs, columns if chosen is None else chosen, where)
+        if chosen is None:
+            chosen, dtypes = found, [dict(pairs)[c] for c in found]
+        pieces += [(name, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+    assert chosen is not None
+    dtype = _float_dtype(dtypes)
+    per_block = max(1, target_chunk_bytes() // (len(chosen) * dtype.itemsize))
+    blocks: list[list[tuple[str, int, int]]] = [[]]
+    for piece in pieces:
+        if blocks[-1] and sum(p[2] for p in blocks[-1]) + piece[2] > per_block:
+            blocks.append([])
+        blocks[-1].append(piece)
+    blocks = [b for b in blocks if sum(p[2] for p in b)]
+    if not blocks:
+        raise ValueError(f"{where} has no rows.")
+    token = f"parquet-{abs(hash((path, tuple(chosen), tuple(pieces)))):x}"
+    dsk = {
+        (token, i, 0): (_read_pieces, fs, block, tuple(chosen), dtype.str)
+        for i, block in enumerate(blocks)
+    }
+    chunks = (tuple(sum(p[2] for p in b) for b in blocks), (len(chosen),))
+    X = da.Array(dsk, token, chunks, dtype=dtype)
+    return X, chosen, f"parquet:{path}"
+
+
+def _arrow_dtype(arrow_type: Any) -> Any:
+    """A numeric Arrow type's NumPy dtype; any other type's name (for messages)."""
+    import pyarrow as pa
+
+    numeric = pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+    if numeric or pa.types.is_boolean(arrow_type):
+        return np.dtype(arrow_type.to_pandas_dtype())
+    return str(arrow_type)
+
+
+def _read_pieces(
+    fs: Any, pieces: list[tuple[str, int, int]], columns: tuple[str, ...], dtype: str
+) -> np.ndarray:
+    """One block: the row groups of ``pieces``, the chosen columns, as a float array."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for name in dict.fromkeys(p[0] for p in pieces):
+        groups = [p[1] for p in pieces if p[0] == name]
+        with fs.open(name, "rb") as f:
+            table = pq.ParquetFile(f).read_row_groups(groups, columns=list(columns))
+        parts.append(
+            np.column_stack(
+                [table.column(c).to_numpy(zero_copy_only=False).astype(dtype) for c in columns]
+            )
+        )
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -1,0 +1,166 @@
+"""Tables as inputs: pandas and dask DataFrames, Parquet and CSV files.
+
+Oracles: the fit of the same values as an array (a table changes nothing but
+where the values come from), Parquet footers (row counts without a read), and
+the exact one-line errors for bad tables, before any cluster starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+import daskgmm._tables as tables
+from daskgmm import BayesianGaussianMixture, GaussianMixture, load
+from daskgmm._data import open_input
+
+from .test_cli import _run, scheduler_address  # noqa: F401 (fixture)
+
+FEATURES = ["spend", "visits", "tenure"]
+
+
+@pytest.fixture(scope="module")
+def customers():
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(0, 1, (3000, 3)), rng.normal(4, 1, (3000, 3))])
+    X *= [1000.0, 1.0, 0.01]  # very different scales
+    df = pd.DataFrame(X, columns=FEATURES)
+    df.insert(0, "customer_id", np.arange(len(df)) + 10_000)
+    df["region"] = np.where(X[:, 1] > 2, "north", "south")
+    return df
+
+
+@pytest.fixture(scope="module")
+def parquet(customers, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "customers.parquet"
+    customers.to_parquet(path, row_group_size=250)  # 24 row groups
+    return path
+
+
+@pytest.mark.parametrize("Estimator", [GaussianMixture, BayesianGaussianMixture])
+def test_a_table_fits_as_its_values_do(Estimator, customers, parquet, tmp_path):
+    import dask.dataframe as dd
+
+    X = customers[FEATURES].to_numpy()
+    reference = Estimator(2, random_state=0).fit(X)
+    csv = tmp_path / "customers.csv"
+    customers.to_csv(csv, index=False)
+    inputs = {
+        "pandas": customers,
+        "dask": dd.from_pandas(customers, npartitions=7),
+        "parquet": str(parquet),
+        "csv": str(csv),
+    }
+    for name, table in inputs.items():
+        gm = Estimator(2, random_state=0, columns=FEATURES).fit(table)
+        np.testing.assert_allclose(gm.means_, reference.means_, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(gm.covariances_, reference.covariances_, rtol=1e-10)
+        assert list(gm.feature_names_in_) == FEATURES, name
+
+
+def test_parquet_lengths_come_from_the_footers_and_tiny_row_groups_share_blocks(
+    parquet, monkeypatch
+):
+    reads = []
+    original = tables._read_pieces
+    monkeypatch.setattr(tables, "_read_pieces", lambda *a: reads.append(len(a[1])) or original(*a))
+    import dask
+
+    with dask.config.set({"daskgmm.chunk-bytes": 1000 * 3 * 8}):
+        inp = open_input(str(parquet), columns=FEATURES)
+    assert reads == []  # opened from the footers: no row read
+    assert inp.X.chunks[0] == (1000,) * 6  # 24 row groups of 250, four to a block
+    assert inp.feature_names == tuple(FEATURES)
+    values = inp.X.compute(scheduler="sync")
+    assert reads == [4] * 6
+    np.testing.assert_array_equal(values, pd.read_parquet(parquet)[FEATURES].to_numpy())
+
+
+def test_a_directory_of_parquet_files(customers, tmp_path):
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    for i in range(5):
+        customers.iloc[i * 1200 : (i + 1) * 1200].to_parquet(folder / f"part-{i}.parquet")
+    gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(str(folder))
+    reference = GaussianMixture(2, random_state=0).fit(customers[FEATURES].to_numpy())
+    np.testing.assert_allclose(gm.means_, reference.means_, rtol=1e-12)
+    labels = gm.predict(str(folder)).compute()
+    np.testing.assert_array_equal(labels, reference.predict(customers[FEATURES].to_numpy()))
+
+
+def test_a_loaded_model_reads_its_own_columns(customers, parquet, tmp_path):
+    gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(str(parquet))
+    gm.save(tmp_path / "m.zarr")
+    loaded = load(tmp_path / "m.zarr")
+    assert list(loaded.feature_names_in_) == FEATURES and loaded.columns == FEATURES
+    # the same columns in another order, among others: read by name
+    shuffled = customers[["region", "tenure", "customer_id", "spend", "visits"]]
+    other = tmp_path / "other.parquet"
+    shuffled.to_parquet(other)
+    loaded.set_params(columns=None)
+    np.testing.assert_array_equal(
+        loaded.predict(str(other)).compute(), gm.predict(customers[FEATURES].to_numpy())
+    )
+    fitted = GaussianMixture(2, random_state=0).fit(customers[FEATURES])
+    np.testing.assert_array_equal(  # a DataFrame too is read by column name
+        fitted.predict(customers[["visits", "tenure", "spend"]]),
+        fitted.predict(customers[FEATURES].to_numpy()),
+    )
+    with pytest.raises(ValueError, match="has no column 'tenure'"):
+        fitted.predict(customers[["visits", "spend"]])
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        (["spend", "income"], "has no column 'income'; its columns are ['customer_id', "),
+        (["spend", "region"], "column 'region' is not numeric"),
+    ],
+)
+def test_bad_columns_are_one_line_naming_them(customers, parquet, columns, message):
+    for table in (customers, str(parquet)):
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+            GaussianMixture(2, columns=columns).fit(table)
+
+
+def test_bad_tables_on_the_command_line_stop_before_a_cluster(customers, parquet, tmp_path):
+    empty = tmp_path / "empty.parquet"
+    customers.iloc[:0].to_parquet(empty)
+    cases = [
+        (parquet, ["--columns", "spend,income"], "has no column 'income'"),
+        (parquet, ["--columns", "spend,region"], "column 'region' is not numeric"),
+        (empty, ["--columns", "spend,visits"], "has no rows"),
+    ]
+    for path, extra, message in cases:
+        r = _run(
+            "fit",
+            path,
+            *extra,
+            "-k",
+            2,
+            "-o",
+            tmp_path / "m.zarr",
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        )  # nothing listens: preflight comes first
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_command_line_fits_and_predicts_a_parquet_table(
+    customers,
+    parquet,
+    tmp_path,
+    scheduler_address,  # noqa: F811
+):
+    model, labels = tmp_path / "m.zarr", tmp_path / "labels.zarr"
+    r = _run("fit", parquet, "--columns", ",".join(FEATURES), "-k", 2, "-o", model,
+             "--scheduler", scheduler_address)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = _run("predict", model, parquet, "-o", labels, "--scheduler", scheduler_address)
+    assert r.returncode == 0, r.stderr
+    written = zarr.open_group(str(labels), mode="r")["label"][:]
+    expected = load(model).predict(customers[FEATURES].to_numpy())
+    np.testing.assert_array_equal(written, expected)
