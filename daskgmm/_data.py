@@ -307,6 +307,8 @@ class Input:
         The value turned into NaN (missing), given or declared by the input.
     feature_names : tuple of str or None
         For tables: the feature columns, in order.
+    table : daskgmm._tables.TableSource or None
+        For tables: where each block's rows come from (to read their ids).
     """
 
     X: da.Array
@@ -318,6 +320,7 @@ class Input:
     source: str | None = None
     nodata: float | None = None
     feature_names: tuple[str, ...] | None = None
+    table: Any = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -592,15 +595,15 @@ def open_input(
     if isinstance(X, Input):  # opened already (the command line's preflight)
         _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
-    identity = source = declared = names = None
+    identity = source = declared = names = table = None
     if _is_path(X) and _table_path(X):
         import fsspec
 
         source = resolve_path(X)
         fs, fs_path = fsspec.core.url_to_fs(source)
-        X, names, identity = open_table(None, columns, fs, fs_path)
+        X, names, identity, table = open_table(None, columns, fs, fs_path)
     elif is_dataframe(X):
-        X, names, identity = open_table(X, columns)
+        X, names, identity, table = open_table(X, columns)
     elif _is_path(X):
         path = resolve_path(X)
         X, identity = _open_path(X, variable)
@@ -635,7 +638,9 @@ def open_input(
             )
         Xd = as_dask_array(X, min_samples=min_samples, estimator=estimator)
         names = None if names is None else tuple(names)
-        inp = Input(Xd, identity or f"dask:{Xd.name}", source=source, feature_names=names)
+        inp = Input(
+            Xd, identity or f"dask:{Xd.name}", source=source, feature_names=names, table=table
+        )
     if nodata is None:
         return inp
     return dataclasses.replace(inp, X=_mark_nodata(inp.X, float(nodata)), nodata=float(nodata))

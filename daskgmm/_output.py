@@ -350,22 +350,25 @@ def _mark_complete(fs: Any, root: str) -> None:
 
 def _compute_with_progress(
     tasks: list[Any], done: int, total: int, progress: Callable[[int, int], None] | None
-) -> None:
-    """Compute the block writes; on a ``distributed`` cluster report each as it lands."""
+) -> list[Any]:
+    """Compute the block writes (their results, in order); on a ``distributed``
+    cluster report each as it lands."""
     client = active_client()
     if progress is None or client is None:
         with blas_threads_guard(*tasks):
-            dask.compute(*tasks)
+            results = list(dask.compute(*tasks))
         if progress is not None:
             progress(total, total)
-        return
+        return results
     from distributed import as_completed
 
     progress(done, total)
-    for future in as_completed(client.compute(tasks)):
+    futures = client.compute(tasks)
+    for future in as_completed(futures):
         future.result()  # raises the block's error
         done += 1
         progress(done, total)
+    return [f.result() for f in futures]
 
 
 def _log_density_block(block: np.ndarray, ep: EStepParams, missing: bool) -> np.ndarray:

@@ -14,17 +14,63 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
-__all__ = ["is_dataframe", "is_table_path", "open_table", "table_columns"]
+__all__ = ["TableSource", "is_dataframe", "is_table_path", "open_table", "table_columns"]
 
 logger = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+
+
+@dataclass(frozen=True, eq=False)
+class TableSource:
+    """Where a table's blocks come from, to read other columns of the same rows
+    (ids for outputs): Parquet row groups per block, or a dask DataFrame's
+    partitions (one block each)."""
+
+    fs: Any = None
+    blocks: tuple[tuple[tuple[str, int, int], ...], ...] = ()
+    frame: Any = None
+    schema: tuple[tuple[str, Any], ...] = ()
+
+    def check_ids(self, columns: Sequence[str], where: str) -> None:
+        """The id columns exist, and together name each row once (read on the driver:
+        the id columns only)."""
+        names = [name for name, _ in self.schema]
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise ValueError(f"{where} has no id column {absent[0]!r}; its columns are {names}.")
+        ids = self._all_ids(list(columns))
+        n_rows = len(ids)
+        distinct = len(ids.drop_duplicates())
+        if distinct != n_rows:
+            duplicated = ids[ids.duplicated()].iloc[0].tolist()
+            raise ValueError(
+                f"{where}: the id column(s) {list(columns)} repeat {n_rows - distinct} of "
+                f"{n_rows} rows (first repeated: {duplicated}); ids must name each row once."
+            )
+
+    def _all_ids(self, columns: list[str]) -> Any:
+        if self.frame is not None:
+            return self.frame[columns].compute(scheduler="sync").reset_index(drop=True)
+        import pandas as pd
+
+        parts = [_read_ids(self.fs, block, tuple(columns)).to_pandas() for block in self.blocks]
+        return pd.concat(parts, ignore_index=True)
+
+    def ids(self, index: int, columns: Sequence[str]) -> Any:
+        """Block ``index``'s id columns, delayed (a pyarrow Table or a pandas DataFrame)."""
+        import dask
+
+        if self.frame is not None:
+            return self.frame[list(columns)].to_delayed()[index]
+        return dask.delayed(_read_ids)(self.fs, self.blocks[index], tuple(columns))
 
 
 def is_dataframe(X: Any) -> bool:
@@ -98,15 +144,15 @@ def from_pandas(df: Any, columns: Sequence[str] | None) -> Any:
 
 def open_table(X: Any, columns: Sequence[str] | None, fs: Any = None, path: str = "") -> Any:
     """A dask DataFrame, or the Parquet/CSV file or directory at ``fs``/``path``, as
-    ``(dask array, column names, identity)``."""
+    ``(dask array, column names, identity, TableSource)``."""
     if X is not None:
         return _from_dask_dataframe(X, columns)
     if path.lower().endswith(CSV_SUFFIXES):
         import dask.dataframe as dd
 
         url = path if isinstance(fs, _local_fs()) else fs.unstrip_protocol(path)
-        X, names, _ = _from_dask_dataframe(dd.read_csv(url), columns, f"Input {path!r}")
-        return X, names, f"csv:{path}"
+        X, names, _, source = _from_dask_dataframe(dd.read_csv(url), columns, f"Input {path!r}")
+        return X, names, f"csv:{path}", source
     return _open_parquet(fs, path, columns)
 
 
@@ -123,7 +169,8 @@ def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "T
     X = df[chosen].to_dask_array(lengths=True).astype(dtype)
     if X.shape[0] == 0:
         raise ValueError(f"{where} has no rows.")
-    return X, chosen, f"dataframe:{X.name}"
+    schema = tuple((str(c), df.dtypes[c]) for c in df.columns)
+    return X, chosen, f"dataframe:{X.name}", TableSource(frame=df, schema=schema)
 
 
 def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
@@ -142,7 +189,7 @@ def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
         pairs = [(field.name, _arrow_dtype(field.type)) for field in schema]
         found = table_columns(pairs, columns if chosen is None else chosen, where)
         if chosen is None:
-            chosen, dtypes = found, [dict(pairs)[c] for c in found]
+            chosen, dtypes, first_schema = found, [dict(pairs)[c] for c in found], pairs
         pieces += [(name, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     assert chosen is not None
     dtype = _float_dtype(dtypes)
@@ -162,7 +209,8 @@ def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
     }
     chunks = (tuple(sum(p[2] for p in b) for b in blocks), (len(chosen),))
     X = da.Array(dsk, token, chunks, dtype=dtype)
-    return X, chosen, f"parquet:{path}"
+    source = TableSource(fs, tuple(tuple(b) for b in blocks), schema=tuple(first_schema))
+    return X, chosen, f"parquet:{path}", source
 
 
 def _arrow_dtype(arrow_type: Any) -> Any:
@@ -173,6 +221,19 @@ def _arrow_dtype(arrow_type: Any) -> Any:
     if numeric or pa.types.is_boolean(arrow_type):
         return np.dtype(arrow_type.to_pandas_dtype())
     return str(arrow_type)
+
+
+def _read_ids(fs: Any, pieces: Sequence[tuple[str, int, int]], columns: tuple[str, ...]) -> Any:
+    """The ``columns`` of a block's row groups, as one pyarrow Table (ids keep their type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for name in dict.fromkeys(p[0] for p in pieces):
+        groups = [p[1] for p in pieces if p[0] == name]
+        with fs.open(name, "rb") as f:
+            tables.append(pq.ParquetFile(f).read_row_groups(groups, columns=list(columns)))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def _read_pieces(

@@ -109,6 +109,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "columns": None,  # the model's own feature names
     },
     "predict": {
+        "id": None,
         "proba": False,
         "score": False,
         "overwrite": False,
@@ -127,6 +128,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "overwrite": False,
     },
     "anomalies": {
+        "id": None,
         "quantile": 0.001,
         "overwrite": False,
         "variable": None,
@@ -371,7 +373,7 @@ def _load_model(path: str):
         raise CLIError(f"model {path!r} does not exist") from None
 
 
-def _check_input_for_model(opts: dict[str, Any]) -> None:
+def _check_input_for_model(opts: dict[str, Any]) -> Any:
     """INPUT opens as the model will read it, with as many features as it was trained on."""
     from ._data import open_input
 
@@ -389,6 +391,7 @@ def _check_input_for_model(opts: dict[str, Any]) -> None:
             f"the model was trained on {gm.n_features_in_} features but {opts['input']!r} has "
             f"{inp.X.shape[1]}"
         )
+    return inp
 
 
 def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], None]:
@@ -470,14 +473,13 @@ def cmd_update(opts: dict[str, Any]) -> int:
 
 def cmd_predict(opts: dict[str, Any]) -> int:
     """Write labels (and probabilities, log-density) of INPUT to a Zarr store."""
-    info = _model_for_input(opts).predict_to_zarr(
-        opts["input"],
-        opts["output"],
-        proba=opts["proba"],
-        score=opts["score"],
-        overwrite=opts["overwrite"],
-        progress=_block_progress(opts, "predict"),
-    )
+    gm, ids = _model_for_input(opts), _ids(opts)
+    kw = dict(proba=opts["proba"], score=opts["score"], overwrite=opts["overwrite"],
+              progress=_block_progress(opts, "predict"))  # fmt: skip
+    if ids:
+        info = gm.predict_to_table(opts["input"], opts["output"], ids=ids, **kw)
+    else:
+        info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
         print(
             f"wrote {', '.join(info['variables'])} for {info['samples']:,} samples to "
@@ -489,19 +491,35 @@ def cmd_predict(opts: dict[str, Any]) -> int:
 def cmd_anomalies(opts: dict[str, Any]) -> int:
     """Flag the samples of lowest density under a model (a mask in a Zarr store)."""
     q = float(opts["quantile"])
-    info = _model_for_input(opts).predict_to_zarr(
-        opts["input"],
-        opts["output"],
-        anomaly_quantile=q,
-        overwrite=opts["overwrite"],
-        progress=_block_progress(opts, "anomalies"),
-    )
+    gm = _model_for_input(opts)
+    ids = _ids(opts)
+    kw = dict(anomaly_quantile=q, overwrite=opts["overwrite"],
+              progress=_block_progress(opts, "anomalies"))  # fmt: skip
+    if ids:
+        info = gm.predict_to_table(opts["input"], opts["output"], ids=ids, **kw)
+    else:
+        info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
+        what = (
+            f"the {info['rows']:,} flagged rows of {info['samples']:,}"
+            if ids
+            else f"mask of {info['samples']:,} samples"
+        )
         print(
-            f"log-density threshold at quantile {q}: {info['threshold']:.6f}; mask of "
-            f"{info['samples']:,} samples written to {opts['output']}"
+            f"log-density threshold at quantile {q}: {info['threshold']:.6f}; {what} "
+            f"written to {opts['output']}"
         )
     return 0
+
+
+def _ids(opts: dict[str, Any]) -> list[str]:
+    value = opts.get("id")
+    if not value:
+        return []
+    ids = [c.strip() for c in str(value).split(",") if c.strip()]
+    if not ids:
+        raise CLIError("--id needs column names, e.g. --id customer_id")
+    return ids
 
 
 def _covariance_types(value: Any) -> list[str]:
@@ -844,8 +862,16 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         if command == "anomalies" and not 0.0 < float(opts["quantile"]) < 1.0:
             raise CLIError(f"--quantile must be strictly between 0 and 1, got {opts['quantile']}")
         _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
-        _check_input_for_model(opts)
-        check_output_target(opts["output"])
+        inp = _check_input_for_model(opts)
+        if _ids(opts):
+            from ._table_output import check_table_target
+
+            if inp.table is None:
+                raise CLIError(f"--id needs a table input (Parquet, CSV), not {opts['input']!r}")
+            inp.table.check_ids(_ids(opts), f"Input {opts['input']!r}")
+            check_table_target(opts["output"])
+        else:
+            check_output_target(opts["output"])
         _check_writable(opts["output"])
 
 
@@ -961,6 +987,15 @@ def build_parser() -> argparse.ArgumentParser:
             "worker processes, one per core), slurm[:N] or pbs[:N] "
             "(dask-jobqueue, N jobs), kubernetes[:N] (Dask operator, N "
             "workers)",
+        )
+
+    def table_ids(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--id",
+            metavar="COL[,COL]",
+            default=S,
+            help="tables: write a Parquet dataset whose rows carry these id columns (they "
+            "must name each row once)",
         )
 
     def model_and_input(p: argparse.ArgumentParser) -> None:
@@ -1184,7 +1219,9 @@ def build_parser() -> argparse.ArgumentParser:
         "kill completes the output.",
     )
     model_and_input(p)
-    p.add_argument("-o", "--output", metavar="OUT.zarr", default=S)
+    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, or with "
+                   "--id a Parquet dataset (a directory)")  # fmt: skip
+    table_ids(p)
     p.add_argument("--proba", action="store_true", default=S, help="also probabilities")
     p.add_argument("--score", action="store_true", default=S, help="also log-density")
     p.add_argument(
@@ -1239,7 +1276,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_and_input(p)
     p.add_argument("--quantile", type=float, default=S, help="share flagged (0.001)")
-    p.add_argument("-o", "--output", metavar="OUT.zarr", default=S)
+    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, or with "
+                   "--id a Parquet dataset of the flagged rows")  # fmt: skip
+    table_ids(p)
     p.add_argument("--overwrite", action="store_true", default=S)
     data_options(p, fitting=False)
     common(p)

@@ -1317,6 +1317,80 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
         return {**info, "variables": ["anomaly", "log_density"], "threshold": threshold}
 
+    def predict_to_table(
+        self,
+        X,
+        path,
+        *,
+        ids,
+        proba=False,
+        score=False,
+        anomaly_quantile=None,
+        overwrite=False,
+        progress=None,
+    ) -> dict[str, Any]:
+        """Write per-row results of a table, with its id columns, as a Parquet dataset.
+
+        One Parquet part per block of the input, each holding the rows' ``ids``
+        columns then ``label``, ``probability_<k>`` (with ``proba``) and
+        ``log_density`` (with ``score``); with ``anomaly_quantile``, only the
+        rows whose log-density is below that quantile, with their
+        ``log_density``. Written part by part (memory bounded by a block), a run
+        killed at any moment is completed by running it again; an output of
+        another model or other data is replaced only with ``overwrite``; a
+        folder daskgmm did not write is never replaced.
+
+        Parameters
+        ----------
+        X : pandas or dask DataFrame, or a Parquet/CSV path
+            The table (its feature columns: ``columns``, else ``feature_names_in_``).
+        path : str or path-like
+            The output directory (local path or fsspec URL the workers can reach).
+        ids : list of str
+            Columns that name each row once (checked: duplicates are an error).
+        proba, score : bool, default=False
+        anomaly_quantile : float, optional
+        overwrite : bool, default=False
+        progress : callable, optional
+            Called with (parts written, parts in all).
+
+        Returns
+        -------
+        dict
+            ``blocks`` written now, ``skipped``, ``samples``, ``rows`` written,
+            and for anomalies the log-density ``threshold``.
+        """
+        from ._output import log_density, quantile_threshold
+        from ._table_output import write_table
+
+        check_is_fitted(self)
+        if is_dataframe(X) and type(X).__module__.startswith("pandas"):
+            import dask.dataframe as dd
+
+            X = dd.from_pandas(X, chunksize=max(1, 2**20 // max(1, X.shape[1])))
+        inp = self._input(X, reset=False)
+        if not isinstance(inp, Input) or inp.table is None:
+            raise TypeError(
+                "predict_to_table needs a table: a pandas or dask DataFrame, or a Parquet or "
+                "CSV path."
+            )
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if anomaly_quantile is None:
+            names = (
+                ("label",)
+                + (("probability",) if proba else ())
+                + (("log_density",) if score else ())
+            )
+            info = write_table(path, self._params, inp, ids, names, overwrite=overwrite,
+                               progress=progress, missing=self._marginalize)  # fmt: skip
+            return {**info, "variables": list(names)}
+        q = float(anomaly_quantile)
+        threshold = quantile_threshold(log_density(self._params, inp.X, self._marginalize), q)
+        info = write_table(path, self._params, inp, ids, ("log_density",), threshold=threshold,
+                           overwrite=overwrite, extra={"quantile": q, "threshold": threshold},
+                           progress=progress, missing=self._marginalize)  # fmt: skip
+        return {**info, "variables": ["log_density"], "threshold": threshold}
+
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
 

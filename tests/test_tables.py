@@ -164,3 +164,93 @@ def test_command_line_fits_and_predicts_a_parquet_table(
     written = zarr.open_group(str(labels), mode="r")["label"][:]
     expected = load(model).predict(customers[FEATURES].to_numpy())
     np.testing.assert_array_equal(written, expected)
+
+
+# ------------------------------------------------------------------ outputs
+SMALL_BLOCKS = {"DASK_DASKGMM__CHUNK_BYTES": str(1000 * 3 * 8)}  # 1000-row blocks
+
+
+def _parts(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("part-"))
+
+
+def test_predict_writes_every_row_once_with_its_id_and_completes_a_partial_output(
+    customers,
+    parquet,
+    tmp_path,
+    scheduler_address,  # noqa: F811
+):
+    from .test_cli import ENV
+
+    env = {**ENV, **SMALL_BLOCKS}
+    model, out = tmp_path / "m.zarr", tmp_path / "segments.parquet"
+    GaussianMixture(2, random_state=0, columns=FEATURES).fit(str(parquet)).save(model)
+    args = ["predict", model, parquet, "--id", "customer_id", "-o", out, "--proba", "--score",
+            "--scheduler", scheduler_address]  # fmt: skip
+    r = _run(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _parts(out) == [f"part-{i:05d}.parquet" for i in range(6)]
+    written = pd.read_parquet(out)
+    assert list(written.columns) == ["customer_id", "label", "probability_0", "probability_1",
+                                     "log_density"]  # fmt: skip
+    assert written["customer_id"].is_unique and len(written) == len(customers)
+    joined = customers.merge(written, on="customer_id", validate="one_to_one")
+    gm = load(model)
+    X = joined[FEATURES].to_numpy()
+    np.testing.assert_array_equal(joined["label"], gm.predict(X))
+    np.testing.assert_allclose(joined["log_density"], gm.score_samples(X), rtol=1e-12)
+    # a run killed mid-way: two parts missing, one left aside half written
+    (out / "part-00002.parquet").unlink()
+    (out / "part-00004.parquet").rename(out / "part-00004.parquet.0123abcd.tmp")
+    meta = (out / "_daskgmm.json").read_text().replace('"complete": true', '"complete": false')
+    (out / "_daskgmm.json").write_text(meta)
+    again = _run(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "(2 blocks written, 4 already done)" in again.stdout
+    assert _parts(out) == [f"part-{i:05d}.parquet" for i in range(6)]
+    assert not list(out.glob("*.tmp"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out), written)
+
+
+def test_table_outputs_never_replace_what_is_not_theirs(customers, parquet, tmp_path):
+    gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(customers)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="is not a daskgmm table output"):
+        gm.predict_to_table(str(parquet), mine, ids=["customer_id"], overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "out"
+    gm.predict_to_table(customers, out, ids="customer_id")
+    other = GaussianMixture(2, random_state=1, columns=FEATURES, n_init=2).fit(customers)
+    with pytest.raises(ValueError, match="another model or other options; pass --overwrite"):
+        other.predict_to_table(customers, out, ids="customer_id")
+    info = other.predict_to_table(customers, out, ids="customer_id", overwrite=True)
+    assert info["rows"] == len(customers)
+
+
+def test_anomalies_write_the_flagged_rows(customers, parquet, tmp_path):
+    gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(customers)
+    info = gm.predict_to_table(str(parquet), tmp_path / "flagged", ids=["customer_id"],
+                               anomaly_quantile=0.01)  # fmt: skip
+    flagged = pd.read_parquet(tmp_path / "flagged")
+    density = gm.score_samples(customers[FEATURES].to_numpy())
+    expected = customers["customer_id"][density < info["threshold"]]
+    assert sorted(flagged["customer_id"]) == sorted(expected) and 40 <= len(flagged) <= 80
+    assert list(flagged.columns) == ["customer_id", "log_density"]
+
+
+def test_bad_ids_stop_before_a_cluster(customers, tmp_path):
+    doubled = tmp_path / "doubled.parquet"
+    table = customers.copy()
+    table.loc[17, "customer_id"] = table.loc[3, "customer_id"]
+    table.to_parquet(doubled)
+    model = tmp_path / "m.zarr"
+    GaussianMixture(2, random_state=0, columns=FEATURES).fit(customers).save(model)
+    for ids, message in (("customer_id", "repeat 1 of 6000 rows (first repeated: [10003])"),
+                         ("client", "has no id column 'client'")):  # fmt: skip
+        r = _run("predict", model, doubled, "--id", ids, "-o", tmp_path / "out",
+                 "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
