@@ -88,6 +88,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_prior": "dirichlet_process",
         "weight_concentration": None,
         "effective_threshold": 1e-3,
+        "profile_out": None,
         **{
             name: _ESTIMATOR_DEFAULTS[name]
             for name in (
@@ -347,11 +348,57 @@ def cmd_fit(opts: dict[str, Any]) -> int:
         progress.close()
     # the same job (same parameters, same input files) may replace its own model
     gm.save(opts["output"], overwrite=opts["overwrite"] or opts.get("_same_job", False))
+    n_rows = opts["_input"].X.shape[0] if opts.get("_input") is not None else None
+    profile = segment_profile(gm, n_rows) if n_rows else None
+    if opts["profile_out"] and profile is not None:
+        from fsspec.implementations.local import LocalFileSystem
+
+        from ._checkpoint import replace_file
+
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerows(profile)
+        replace_file(
+            LocalFileSystem(), os.path.abspath(opts["profile_out"]), text.getvalue().encode()
+        )
     if not opts["quiet"]:
         bayesian = opts.get("model_kind") == "bayesian"
         print(format_model(gm, float(opts["effective_threshold"]) if bayesian else 0.0))
+        if profile is not None and hasattr(gm, "feature_names_in_"):
+            print(format_profile(profile))
         print(f"fitted in {time.perf_counter() - tic:.1f} s; model written to {opts['output']}")
     return 0
+
+
+#: The header a segment profile starts with: how --profile-out knows a file it may replace.
+_PROFILE_MARK = "component,weight,rows"
+
+
+def segment_profile(gm: Any, n_rows: int) -> list[list[Any]]:
+    """Per component (heaviest first): its weight, its size in rows (the weight times
+    the rows fitted: the expected count) and its mean of every feature column."""
+    names = [str(c) for c in getattr(gm, "feature_names_in_", [])] or [
+        f"feature_{j}" for j in range(gm.n_features_in_)
+    ]
+    rows: list[list[Any]] = [["component", "weight", "rows", *names]]
+    for k in np.argsort(-gm.weights_, kind="stable"):
+        rows.append(
+            [
+                int(k),
+                float(gm.weights_[k]),
+                round(float(gm.weights_[k]) * n_rows, 1),
+                *(float(v) for v in gm.means_[k]),
+            ]
+        )
+    return rows
+
+
+def format_profile(profile: list[list[Any]]) -> str:
+    """The segment profile as an aligned text table."""
+    header, *rows = profile
+    cells = [header] + [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
 
 
 def _resume(opts: dict[str, Any]) -> str | bool:
@@ -822,6 +869,9 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
                 Checkpoint(opts["checkpoint"]).check_target()
                 _check_writable(opts["checkpoint"])
             _check_fit_output(opts, gm, inp)
+            if opts["profile_out"]:
+                _check_profile_target(opts["profile_out"])
+                _check_apart(input=opts["input"], profile=opts["profile_out"])
             # the fit takes the input opened here: its files are listed once per job
             opts["_input"] = inp
             _check_writable(opts["output"])
@@ -873,6 +923,22 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         else:
             check_output_target(opts["output"])
         _check_writable(opts["output"])
+
+
+def _check_profile_target(path: str) -> None:
+    """A profile replaces only a file that is one (its header), never anything else."""
+    if not os.path.lexists(path):
+        _check_writable(path)
+        return
+    ours = os.path.isfile(path) and not os.path.islink(path)
+    if ours:
+        with open(path, "rb") as f:
+            ours = f.read(len(_PROFILE_MARK)).decode("utf-8", "replace") == _PROFILE_MARK
+    if not ours:
+        raise RefusedError(
+            f"{path!r} exists and is not a segment profile daskgmm wrote; refusing to replace "
+            "it. Choose another --profile-out."
+        )
 
 
 def _check_demo_workdir(workdir: str) -> None:
@@ -1140,6 +1206,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="bayesian: the weight from which a component counts as carrying weight in the "
         "summary (default 0.001)",
+    )
+    p.add_argument(
+        "--profile-out",
+        metavar="FILE.csv",
+        default=S,
+        help="write the segment profile (per component: weight, rows, the mean of every "
+        "feature column); replaces only a profile daskgmm wrote",
     )
     a = p.add_argument_group("algorithm")
     a.add_argument(

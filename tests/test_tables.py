@@ -254,3 +254,28 @@ def test_bad_ids_stop_before_a_cluster(customers, tmp_path):
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_fit_prints_and_writes_the_segment_profile(customers, parquet, tmp_path):
+    profile = tmp_path / "profile.csv"
+    model = tmp_path / "m.zarr"
+    r = _run("fit", parquet, "--columns", ",".join(FEATURES), "-k", 2, "-o", model,
+             "--profile-out", profile, "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = pd.read_csv(profile)
+    assert list(written.columns) == ["component", "weight", "rows", *FEATURES]
+    gm = load(model)
+    heaviest = written.iloc[0]
+    k = int(heaviest["component"])
+    assert heaviest["weight"] == pytest.approx(gm.weights_.max(), rel=1e-12)
+    assert heaviest["rows"] == pytest.approx(gm.weights_[k] * len(customers), abs=0.05)
+    np.testing.assert_allclose(heaviest[FEATURES].to_numpy(float), gm.means_[k], rtol=1e-12)
+    header = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("component"))
+    assert header.split() == ["component", "weight", "rows", *FEATURES]
+    # its own profile is replaced by a re-run; anything else never
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own,table\n")
+    r = _run("fit", parquet, "--columns", ",".join(FEATURES), "-k", 2, "-o", model,
+             "--profile-out", notes, "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 3 and "not a segment profile" in r.stderr
+    assert notes.read_text() == "my,own,table\n"
