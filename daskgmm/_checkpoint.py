@@ -44,6 +44,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ._state import EMResult
 from ._stats import GMMParams
 from ._stepwise import ARRAY_NAMES as RUNNING_NAMES
+from ._transform import ARRAY_NAMES as TRANSFORM_NAMES
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -63,6 +64,7 @@ _PARAM_NAMES = ("weights", "means", "covariances", "precisions_cholesky")
 _STATE_NAME = re.compile(r"state-\d{3,}-\d{6,}-[0-9a-f]{8}")
 _POINTER_TMP = re.compile(r"LATEST\.[0-9a-f]{8}\.tmp")
 _RUNNING = "running-"  # prefix of the stepwise statistics' arrays
+_TRANSFORM = "transform-"  # prefix of the standardisation/PCA arrays
 
 
 class CheckpointError(ValueError):
@@ -651,8 +653,8 @@ _BAYES_NAMES = (
 def _model_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
     """The attributes of a daskgmm model at ``path`` holding nothing but its arrays."""
     found = store_attrs(fs, path, "daskgmm-model")
-    running = {_RUNNING + n for n in RUNNING_NAMES}
-    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES, *_BAYES_NAMES, *running}:
+    extra = {_RUNNING + n for n in RUNNING_NAMES} | {_TRANSFORM + n for n in TRANSFORM_NAMES}
+    if found is None or not found[1] <= {"zarr.json", *_PARAM_NAMES, *_BAYES_NAMES, *extra}:
         return None
     return found[0]
 
@@ -673,11 +675,21 @@ def _model_shapes(meta: dict, where: str) -> dict[str, tuple[int, ...]]:
     if params.get("covariance_type", ct) != ct:
         raise CheckpointError(f"{where}: metadata covariance types differ.")
     kind = meta.get("model", "gaussian")
-    cov = get_covariance_model(ct).covariances_shape(K, D)
     running = {}
+    transform = meta.get("transform")
+    if transform is not None:  # standardisation/PCA: the mixture lives in its space
+        P = transform.get("n_features_out") if isinstance(transform, dict) else None
+        if not isinstance(P, int) or isinstance(P, bool) or not 1 <= P <= D:
+            raise CheckpointError(f"{where}: metadata transform {transform!r} is invalid.")
+        running = {_TRANSFORM + "mean": (D,), _TRANSFORM + "scale": (D,)}
+        if transform.get("pca"):
+            running[_TRANSFORM + "components"] = (P, D)
+            running[_TRANSFORM + "explained_variance_ratio"] = (P,)
+        D = P
+    cov = get_covariance_model(ct).covariances_shape(K, D)
     if meta.get("running"):  # the stepwise statistics partial_fit goes on from
         shapes = {"nk": (K,), "means": (K, D), "covariances": cov}
-        running = {_RUNNING + n: shapes.get(n, ()) for n in RUNNING_NAMES}
+        running.update({_RUNNING + n: shapes.get(n, ()) for n in RUNNING_NAMES})
     if kind == "bayesian":
         from ._bayesian import PRIOR_TYPES, array_shapes
 
@@ -736,6 +748,7 @@ def write_model(
     *,
     overwrite: bool = False,
     running: Any = None,
+    transform: Any = None,
 ) -> None:
     """Write a model as a Zarr v3 group; the metadata attribute is written last.
 
@@ -763,6 +776,9 @@ def write_model(
         if running is not None:
             for name, array in running.to_arrays().items():
                 group.create_array(_RUNNING + name, data=np.array(array))  # 0-d stays 0-d
+        if transform is not None:
+            for name, array in transform.to_arrays().items():
+                group.create_array(_TRANSFORM + name, data=np.asarray(array, np.float64))
         group.attrs["daskgmm"] = {
             "format": "daskgmm-model",
             "format_version": MODEL_FORMAT_VERSION,
@@ -770,6 +786,16 @@ def write_model(
             "params_digest": params_digest(params),
             **meta,
             "running": running is not None,
+            **(
+                {}
+                if transform is None
+                else {
+                    "transform": {
+                        "n_features_out": int(transform.n_features_out),
+                        "pca": transform.components is not None,
+                    }
+                }
+            ),
         }
         if local:
             _fsync_tree(staging)
@@ -876,9 +902,10 @@ def _check_model_arrays(fs: fsspec.AbstractFileSystem, root: str, meta: dict, wh
             )
 
 
-def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any], Any]:
-    """Read a model written by :func:`write_model`; returns parameters, metadata and the
-    stepwise statistics (None if the file has none).
+def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any], dict[str, Any]]:
+    """Read a model written by :func:`write_model`; returns parameters, metadata and
+    what else it holds: ``running`` (stepwise statistics) and ``transform``
+    (standardisation/PCA), None where it has none.
 
     Nothing is trusted: the metadata must describe the arrays (shapes, every chunk
     present as a plain file of plausible size) before any is read, and the values
@@ -922,6 +949,9 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any], 
             f"{str(err).splitlines()[0] if str(err) else ''})."
         ) from None
     running = {n[len(_RUNNING) :]: arrays.pop(n) for n in list(arrays) if n.startswith(_RUNNING)}
+    transform = {
+        n[len(_TRANSFORM) :]: arrays.pop(n) for n in list(arrays) if n.startswith(_TRANSFORM)
+    }
     if meta.get("model") == "bayesian":
         from ._bayesian import BayesParams
 
@@ -934,4 +964,15 @@ def read_model(url: str | os.PathLike[str]) -> tuple[GMMParams, dict[str, Any], 
         params = check_params(
             _params_from_arrays(arrays, meta.get("covariance_type"), where), where
         )
-    return params, meta, _running(running, params, where) if running else None
+    extras: dict[str, Any] = {"running": _running(running, params, where) if running else None}
+    extras["transform"] = None
+    if transform:
+        from ._transform import Transform
+
+        try:
+            extras["transform"] = Transform.from_arrays(
+                transform, int(meta["fitted"]["n_features_in_"]), where
+            )
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
+    return params, meta, extras

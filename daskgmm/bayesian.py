@@ -70,8 +70,9 @@ default='dirichlet_process'
         variational E-step uses each sample's observed values exactly, as EM's;
         the default priors are then the moments of the data with their holes
         filled with the features' means (the initialisation's data).
-    columns
-        As in :class:`daskgmm.GaussianMixture`.
+    columns, standardize, pca
+        As in :class:`daskgmm.GaussianMixture` (the priors then live in the
+        transformed space).
     algorithm, stepwise_epochs, learning_decay, learning_offset, step_blocks
         As in :class:`daskgmm.GaussianMixture`: stepwise updates take the same
         steps on the statistics, and the variational M-step weighs them as the
@@ -149,6 +150,8 @@ default='dirichlet_process'
         learning_offset=1.0,
         step_blocks=None,
         columns=None,
+        standardize=False,
+        pca=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -174,6 +177,8 @@ default='dirichlet_process'
             learning_offset=learning_offset,
             step_blocks=step_blocks,
             columns=columns,
+            standardize=standardize,
+            pca=pca,
         )
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior

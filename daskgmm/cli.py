@@ -97,6 +97,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "learning_decay",
                 "learning_offset",
                 "step_blocks",
+                "standardize",
+                "pca",
             )
         },
     },
@@ -253,6 +255,8 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         "learning_decay",
         "learning_offset",
         "step_blocks",
+        "standardize",
+        "pca",
     ):
         if name in opts:
             kw[name] = opts[name]
@@ -376,18 +380,20 @@ _PROFILE_MARK = "component,weight,rows"
 
 def segment_profile(gm: Any, n_rows: int) -> list[list[Any]]:
     """Per component (heaviest first): its weight, its size in rows (the weight times
-    the rows fitted: the expected count) and its mean of every feature column."""
+    the rows fitted: the expected count) and its mean of every feature column, in the
+    input's units (with --pca: of the principal subspace's point)."""
     names = [str(c) for c in getattr(gm, "feature_names_in_", [])] or [
         f"feature_{j}" for j in range(gm.n_features_in_)
     ]
     rows: list[list[Any]] = [["component", "weight", "rows", *names]]
+    means = gm.means_in_input_units()
     for k in np.argsort(-gm.weights_, kind="stable"):
         rows.append(
             [
                 int(k),
                 float(gm.weights_[k]),
                 round(float(gm.weights_[k]) * n_rows, 1),
-                *(float(v) for v in gm.means_[k]),
+                *(float(v) for v in means[k]),
             ]
         )
     return rows
@@ -1213,6 +1219,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="write the segment profile (per component: weight, rows, the mean of every "
         "feature column); replaces only a profile daskgmm wrote",
+    )
+    t = p.add_argument_group("preprocessing, kept in the model")
+    t.add_argument(
+        "--standardize",
+        action="store_true",
+        default=S,
+        help="model the features divided by their standard deviations (one more pass)",
+    )
+    t.add_argument(
+        "--pca",
+        type=int,
+        metavar="N",
+        default=S,
+        help="model the first N principal components (randomised SVD; the explained "
+        "variance is logged)",
     )
     a = p.add_argument_group("algorithm")
     a.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -59,6 +60,7 @@ from ._state import Stepwise
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 from ._stepwise import Running
 from ._tables import from_pandas, is_dataframe
+from ._transform import Transform, fit_transform
 
 __all__ = ["GaussianMixture"]
 
@@ -246,6 +248,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         numeric column when fitting, the fitted ``feature_names_in_`` when
         predicting. A missing or non-numeric column is a ``ValueError`` naming
         it, raised from the schema before a row is read.
+    standardize : bool, default=False
+        Model the features divided by their standard deviations (and centred):
+        columns on very different scales then weigh alike in k-means and in
+        ``reg_covar``. The means and deviations cost one pass.
+    pca : int, default=None
+        Model the first ``pca`` principal components of the (standardised)
+        features, from a randomised SVD (a few passes; the explained variance
+        is logged and kept in ``transform_``). Not with missing values.
+
+        Both maps are kept in the model (``transform_``, saved in model files)
+        and applied by every method and command; ``means_``, ``covariances_``,
+        ``*_init``, ``score_samples`` and BIC/AIC are then in the transformed
+        space, ``means_in_input_units()`` and ``sample`` in the input's.
 
     Attributes
     ----------
@@ -357,6 +372,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "learning_offset": [Interval(Real, 0.0, None, closed="left")],
         "step_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "columns": ["array-like", None],
+        "standardize": ["boolean"],
+        "pca": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -388,6 +405,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         learning_offset=1.0,
         step_blocks=None,
         columns=None,
+        standardize=False,
+        pca=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -415,6 +434,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.learning_offset = learning_offset
         self.step_blocks = step_blocks
         self.columns = columns
+        self.standardize = standardize
+        self.pca = pca
 
     # ------------------------------------------------------------ validation
     def check_parameters(self) -> GaussianMixture:
@@ -433,7 +454,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _input(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
         """In-memory array-likes -> NumPy (scikit-learn's own checks and messages);
-        dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`."""
+        dask arrays, xarray objects, Zarr arrays and store paths -> :class:`Input`.
+        Predicting (``reset=False``), the model's own transform is applied."""
+        opened = self._open(X, reset=reset, min_samples=min_samples)
+        transform = None if reset else getattr(self, "transform_", None)
+        return opened if transform is None else _transformed(opened, transform)
+
+    def _open(self, X: Any, *, reset: bool, min_samples: int = 1) -> Any:
         nodata = getattr(self, "nodata", None)
         columns = self._table_columns(reset)
         if is_dataframe(X) and type(X).__module__.startswith("pandas"):
@@ -631,12 +658,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 inp, rows, variable=self.variable, feature_dim=self.feature_dim, nodata=self.nodata
             )
         Xd = inp.X
-        n_samples, n_features = Xd.shape
+        n_samples = Xd.shape[0]
         if n_samples < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
+        warm = self.warm_start and hasattr(self, "converged_")
+        self.transform_ = self._fitted_transform(Xd, keep=warm)
+        if self.transform_ is not None:
+            inp = _transformed(inp, self.transform_)
+            Xd = inp.X
+        n_features = Xd.shape[1]
         self._check_memory(Xd)
         model = self._mixture_model(n_features)
         sw = check_sample_weight(sample_weight, Xd)
@@ -666,7 +699,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             check(_content_digest(*cached))  # persisted: reads memory, not the store
         Xd, sw = cached
 
-        warm = self.warm_start and hasattr(self, "converged_")
         best, _ = fit_mixture(
             Xd,
             model,
@@ -716,6 +748,38 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             *self._initial_parameters(n_features),
             missing=self._marginalize,
         )
+
+    def _fitted_transform(self, X: da.Array, keep: bool = False) -> Transform | None:
+        """The standardisation/PCA of ``X`` this estimator asks for (None: none); with
+        ``keep`` (a warm start), the one it has."""
+        if not self.standardize and not self.pca:
+            return None
+        if keep and getattr(self, "transform_", None) is not None:
+            return self.transform_
+        if self.pca and self.pca > X.shape[1]:
+            raise ValueError(
+                f"pca={self.pca} needs at most as many components as features ({X.shape[1]})."
+            )
+        if self.pca and self._marginalize:
+            raise ValueError("pca cannot be combined with missing='marginalize' (NaN entries).")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        transform = fit_transform(X, bool(self.standardize), self.pca, seed)
+        if transform.explained_variance_ratio is not None:
+            logger.info(
+                "PCA: %d components explain %.1f %% of the variance (%s).",
+                self.pca,
+                100 * transform.explained_variance_ratio.sum(),
+                ", ".join(f"{100 * r:.1f}" for r in transform.explained_variance_ratio),
+            )
+        return transform
+
+    def means_in_input_units(self) -> np.ndarray:
+        """The components' means in the units of the input's features (the fitted
+        ``means_`` are in the standardised/PCA space when the model has one; with PCA,
+        the point of the principal subspace)."""
+        check_is_fitted(self)
+        transform = getattr(self, "transform_", None)
+        return self.means_ if transform is None else transform.inverse(self.means_)
 
     def _schedule(self) -> Stepwise:
         """The stepwise schedule of this estimator on the current cluster (seed drawn later)."""
@@ -767,6 +831,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         inp = self._input(X, reset=not fitted)
         if not isinstance(inp, Input):
             inp = _numpy_input(inp)
+        if not fitted:  # the first batch gives the transform, if one is asked for
+            self.transform_ = self._fitted_transform(inp.X)
+            if self.transform_ is not None:
+                inp = _transformed(inp, self.transform_)
         Xd = inp.X
         if fitted and self._params.covariance_type != self.covariance_type:
             raise ValueError(
@@ -895,6 +963,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             },
             overwrite=overwrite,
             running=self._running,
+            transform=getattr(self, "transform_", None),
         )
 
     def same_fit_as(self, path, X) -> bool:
@@ -938,7 +1007,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         :class:`BayesianGaussianMixture` for a file of one, whichever class is asked."""
         from .bayesian import BayesianGaussianMixture
 
-        params, meta, running = read_model(path)
+        params, meta, extras = read_model(path)
         bayesian = meta.get("model") == "bayesian"
         if bayesian and not issubclass(cls, BayesianGaussianMixture):
             cls = BayesianGaussianMixture
@@ -961,10 +1030,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 if not isinstance(names, list) or len(names) != est.n_features_in_:
                     raise TypeError(f"feature_names_in_ {names!r}")
                 est.feature_names_in_ = np.asarray([str(n) for n in names], dtype=object)
-            est._set_running(running)
+            est._set_running(extras["running"])
+            est.transform_ = extras["transform"]
         except (KeyError, TypeError) as err:
             raise ValueError(f"Model file {os.fspath(path)!r} lacks metadata {err}.") from None
-        if est.n_features_in_ != params.n_features or est.covariance_type != params.covariance_type:
+        transform = extras["transform"]
+        n_model = est.n_features_in_ if transform is None else transform.n_features_out
+        if n_model != params.n_features or est.covariance_type != params.covariance_type:
             raise ValueError(f"Model file {os.fspath(path)!r} has inconsistent metadata.")
         return est
 
@@ -1415,6 +1487,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = get_covariance_model(self.covariance_type).sample(
             rng, self.means_, self.covariances_, counts
         )
+        transform = getattr(self, "transform_", None)
+        if transform is not None:  # in the input's units (PCA: on the principal subspace)
+            X = transform.inverse(X).astype(self.means_.dtype)
         y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
         return X, y
 
@@ -1505,6 +1580,17 @@ def _is_out_of_core(X: Any) -> bool:
     if is_dataframe(X):
         return type(X).__module__.startswith("dask")
     return type(X).__module__.startswith("zarr")
+
+
+def _transformed(opened: Any, transform: Transform) -> Any:
+    """An opened input (NumPy or :class:`Input`) under ``transform``, lazily for dask."""
+    if not isinstance(opened, Input):
+        return transform.apply(opened)
+    X = opened.X
+    mapped = X.map_blocks(
+        transform.apply, chunks=(X.chunks[0], (transform.n_features_out,)), dtype=X.dtype
+    )
+    return dataclasses.replace(opened, X=mapped)
 
 
 def _feature_names(est: Any) -> list[str] | None:

@@ -279,3 +279,72 @@ def test_fit_prints_and_writes_the_segment_profile(customers, parquet, tmp_path)
              "--profile-out", notes, "--cluster", "local:1")  # fmt: skip
     assert r.returncode == 3 and "not a segment profile" in r.stderr
     assert notes.read_text() == "my,own,table\n"
+
+
+# ------------------------------------------------------------- preprocessing
+def _subspace_data(n=6000, d=20, seed=0):
+    """Three clusters in a known 2-D subspace of 20 features, rotated, on wild scales."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 3, n)
+    signal = np.array([[0, 0], [6, 0], [0, 6]])[labels] + rng.normal(size=(n, 2))
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    X = np.hstack([3 * signal, rng.normal(size=(n, d - 2))]) @ q.T
+    return X * np.logspace(-2, 3, d), labels
+
+
+def test_standardize_is_the_fit_of_the_standardised_values(customers):
+    X = customers[FEATURES].to_numpy()
+    gm = GaussianMixture(2, random_state=0, standardize=True).fit(X)
+    Z = (X - X.mean(0)) / X.std(0)
+    reference = GaussianMixture(2, random_state=0).fit(Z)
+    np.testing.assert_allclose(gm.means_, reference.means_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gm.transform_.scale, X.std(0), rtol=1e-12)
+    np.testing.assert_allclose(
+        gm.means_in_input_units(), reference.means_ * X.std(0) + X.mean(0), rtol=1e-9
+    )
+    np.testing.assert_array_equal(gm.predict(X), reference.predict(Z))
+    assert gm.sample(10)[0].shape == (10, 3)
+
+
+@pytest.mark.parametrize("Estimator", [GaussianMixture, BayesianGaussianMixture])
+def test_pca_recovers_clusters_in_a_subspace_and_travels_with_the_model(Estimator, tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+
+    X, labels = _subspace_data()
+    raw = Estimator(3, random_state=0).fit(X)
+    gm = Estimator(3, random_state=0, standardize=True, pca=2).fit(X)
+    ari = adjusted_rand_score(labels, gm.predict(X))
+    raw_ari = adjusted_rand_score(labels, raw.predict(X))
+    assert ari >= 0.95, (ari, raw_ari)
+    assert gm.means_.shape == (3, 2) and gm.n_features_in_ == 20
+    assert 0 < gm.transform_.explained_variance_ratio.sum() <= 1
+    gm.save(tmp_path / "m.zarr")
+    loaded = load(tmp_path / "m.zarr")
+    np.testing.assert_array_equal(loaded.predict(X), gm.predict(X))
+    np.testing.assert_allclose(loaded.score_samples(X), gm.score_samples(X), rtol=1e-12)
+    zarr.open_array(str(tmp_path / "m.zarr" / "transform-scale"), mode="r+")[0] = 0.0
+    with pytest.raises(ValueError, match="transform array 'scale' holds values <= 0"):
+        load(tmp_path / "m.zarr")
+
+
+def test_preprocessing_bad_options(customers):
+    X = customers[FEATURES].to_numpy()
+    with pytest.raises(
+        ValueError, match=r"pca=4 needs at most as many components as features \(3\)"
+    ):
+        GaussianMixture(2, pca=4).fit(X)
+    with pytest.raises(ValueError, match="pca cannot be combined with missing='marginalize'"):
+        GaussianMixture(2, pca=2, missing="marginalize").fit(X)
+
+
+def test_command_line_standardize_and_pca_on_a_table(customers, parquet, tmp_path):
+    model, out = tmp_path / "m.zarr", tmp_path / "segments"
+    r = _run("fit", parquet, "--columns", ",".join(FEATURES), "-k", 2, "--standardize",
+             "--pca", 2, "-o", model, "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = _run("predict", model, parquet, "--id", "customer_id", "-o", out, "--cluster", "local:1")
+    assert r.returncode == 0, r.stderr
+    gm = load(model)
+    assert gm.standardize and gm.pca == 2 and gm.means_.shape == (2, 2)
+    written = customers.merge(pd.read_parquet(out), on="customer_id", validate="one_to_one")
+    np.testing.assert_array_equal(written["label"], gm.predict(written[FEATURES].to_numpy()))
