@@ -67,6 +67,15 @@ def test_dirichlet_process(tmp_path):
     assert (tmp_path / "dp.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_customer_segmentation(tmp_path):
+    out = _run("customer_segmentation.py", tmp_path, "cs", "--rows", "200000")
+    raw = float(re.search(r"raw: .* true segments ([0-9.]+)", out).group(1))
+    scaled = float(re.search(r"standardized: .* true segments ([0-9.]+)", out).group(1))
+    assert scaled > 0.99 and raw < scaled - 0.1
+    assert "200,000 segments written" in out and "annual_spend" in out
+    assert (tmp_path / "cs" / "segments.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_examples_never_replace_what_is_there(tmp_path):
     """A folder with something in it, or an existing picture, is refused and left alone."""
     (tmp_path / "mine").mkdir()
@@ -77,6 +86,7 @@ def test_examples_never_replace_what_is_there(tmp_path):
         ("image_segmentation.py", ["mine"]),
         ("dirichlet_process.py", ["mine.png"]),
         ("bic_selection.py", ["mine.png"]),
+        ("customer_segmentation.py", ["mine"]),
     ):
         out = subprocess.run(
             [sys.executable, str(EXAMPLES / script), *args],
