@@ -29,7 +29,7 @@ from sklearn.utils import check_array
 
 from ._fingerprint import files_fingerprint
 from ._scheduler import active_client, blas_threads_guard
-from ._tables import is_dataframe, is_table_path, open_table
+from ._tables import is_dataframe, is_glob, is_table_path, open_table
 
 __all__ = [
     "Input",
@@ -457,7 +457,7 @@ def _table_path(url: Any) -> bool:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(resolve_path(url))
-    return fs.exists(path) and is_table_path(fs, path)
+    return (is_glob(path) or fs.exists(path)) and is_table_path(fs, path)
 
 
 def _is_zarr_store(fs: Any, path: str) -> bool:
@@ -602,6 +602,8 @@ def open_input(
         source = resolve_path(X)
         fs, fs_path = fsspec.core.url_to_fs(source)
         X, names, identity, table = open_table(None, columns, fs, fs_path)
+        if is_glob(fs_path):  # no one folder to fingerprint: the content digest tells
+            source = None
     elif is_dataframe(X):
         X, names, identity, table = open_table(X, columns)
     elif _is_path(X):

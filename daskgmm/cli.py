@@ -293,7 +293,7 @@ def _check_exists(path: str) -> None:
     import fsspec
 
     fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
+    if not (fs.glob(fs_path) if any(c in fs_path for c in "*?[") else fs.exists(fs_path)):
         raise CLIError(f"input {path!r} does not exist")
 
 
@@ -530,7 +530,7 @@ def cmd_predict(opts: dict[str, Any]) -> int:
     kw = dict(proba=opts["proba"], score=opts["score"], overwrite=opts["overwrite"],
               progress=_block_progress(opts, "predict"))  # fmt: skip
     if ids:
-        info = gm.predict_to_table(opts["input"], opts["output"], ids=ids, **kw)
+        info = gm.predict_to_table(_table_input(opts), opts["output"], ids=ids, **kw)
     else:
         info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
@@ -549,7 +549,7 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
     kw = dict(anomaly_quantile=q, overwrite=opts["overwrite"],
               progress=_block_progress(opts, "anomalies"))  # fmt: skip
     if ids:
-        info = gm.predict_to_table(opts["input"], opts["output"], ids=ids, **kw)
+        info = gm.predict_to_table(_table_input(opts), opts["output"], ids=ids, **kw)
     else:
         info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
@@ -563,6 +563,11 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
             f"written to {opts['output']}"
         )
     return 0
+
+
+def _table_input(opts: dict[str, Any]) -> Any:
+    """The table preflight opened (its ids checked there), else INPUT."""
+    return opts.get("_input") or opts["input"]
 
 
 def _ids(opts: dict[str, Any]) -> list[str]:
@@ -926,6 +931,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
                 raise CLIError(f"--id needs a table input (Parquet, CSV), not {opts['input']!r}")
             inp.table.check_ids(_ids(opts), f"Input {opts['input']!r}")
             check_table_target(opts["output"])
+            opts["_input"] = inp  # its ids are checked: not read twice
         else:
             check_output_target(opts["output"])
         _check_writable(opts["output"])

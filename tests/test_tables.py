@@ -348,3 +348,23 @@ def test_command_line_standardize_and_pca_on_a_table(customers, parquet, tmp_pat
     assert gm.standardize and gm.pca == 2 and gm.means_.shape == (2, 2)
     written = customers.merge(pd.read_parquet(out), on="customer_id", validate="one_to_one")
     np.testing.assert_array_equal(written["label"], gm.predict(written[FEATURES].to_numpy()))
+
+
+def test_a_glob_of_parquet_files_and_a_pipeline(customers, tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    for i in range(3):
+        customers.iloc[i * 2000 : (i + 1) * 2000].to_parquet(tmp_path / f"day-{i}.parquet")
+    (tmp_path / "notes.parquet.txt").write_text("not a table")
+    gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(str(tmp_path / "day-*.parquet"))
+    reference = GaussianMixture(2, random_state=0).fit(customers[FEATURES].to_numpy())
+    np.testing.assert_allclose(gm.means_, reference.means_, rtol=1e-12)
+    # scikit-learn's scaler and PCA in front of the estimator, against the model's own
+    X, labels = _subspace_data()
+    pipe = make_pipeline(StandardScaler(), PCA(2), GaussianMixture(3, random_state=0)).fit(X)
+    inside = GaussianMixture(3, random_state=0, standardize=True, pca=2).fit(X)
+    assert adjusted_rand_score(labels, pipe.predict(X)) >= 0.95
+    assert adjusted_rand_score(pipe.predict(X), inside.predict(X)) >= 0.99
