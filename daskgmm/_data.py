@@ -417,7 +417,8 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
         node = zarr.open(target, mode="r")
     except Exception as err:  # zarr raises several types for "not a store"
         raise ValueError(
-            f"Input {url!r} is neither a Zarr store nor a .npy file ({err})."
+            f"Input {url!r} is neither a Zarr store, a .npy file nor a table (Parquet, CSV) "
+            f"({err})."
         ) from None
     if isinstance(node, zarr.Array):
         if variable is not None:

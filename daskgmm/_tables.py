@@ -159,10 +159,11 @@ def _float_dtype(dtypes: Sequence[Any]) -> np.dtype:
 def from_pandas(df: Any, columns: Sequence[str] | None) -> Any:
     """``df``'s feature columns (checked), as a DataFrame for scikit-learn's validation."""
     where = "The DataFrame"
-    chosen = table_columns([(str(c), df[c].dtype) for c in df.columns], columns, where)
+    labels = {str(c): c for c in df.columns}  # scikit-learn's checks name columns 0, 1, ...
+    chosen = table_columns([(name, df[c].dtype) for name, c in labels.items()], columns, where)
     if len(df) == 0:
         raise ValueError(f"{where} has no rows.")
-    return df[chosen]
+    return df[[labels[c] for c in chosen]]
 
 
 def open_table(X: Any, columns: Sequence[str] | None, fs: Any = None, path: str = "") -> Any:

@@ -46,6 +46,17 @@ def _estimator_choices() -> tuple[tuple[tuple[str, ...], ...], dict[str, Any]]:
 
 (COVARIANCE_TYPES, INIT_PARAMS, MISSING), _ESTIMATOR_DEFAULTS = _estimator_choices()
 
+#: Estimator options only `fit` takes (stepwise EM, preprocessing).
+_FIT_ONLY = (
+    "algorithm",
+    "stepwise_epochs",
+    "learning_decay",
+    "learning_offset",
+    "step_blocks",
+    "standardize",
+    "pca",
+)
+
 #: Defaults of every option, per command (argparse itself keeps none, so that
 #: options from a config file can be told apart from defaults).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -89,18 +100,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_concentration": None,
         "effective_threshold": 1e-3,
         "profile_out": None,
-        **{
-            name: _ESTIMATOR_DEFAULTS[name]
-            for name in (
-                "algorithm",
-                "stepwise_epochs",
-                "learning_decay",
-                "learning_offset",
-                "step_blocks",
-                "standardize",
-                "pca",
-            )
-        },
+        **{name: _ESTIMATOR_DEFAULTS[name] for name in _FIT_ONLY},
     },
     "update": {
         "overwrite": False,
@@ -249,15 +249,7 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         nodata=opts["nodata"],
         columns=_columns(opts),
     )
-    for name in (
-        "algorithm",
-        "stepwise_epochs",
-        "learning_decay",
-        "learning_offset",
-        "step_blocks",
-        "standardize",
-        "pca",
-    ):
+    for name in _FIT_ONLY:
         if name in opts:
             kw[name] = opts[name]
     if opts.get("model_kind", "gaussian") != "bayesian":
@@ -354,7 +346,7 @@ def cmd_fit(opts: dict[str, Any]) -> int:
     gm.save(opts["output"], overwrite=opts["overwrite"] or opts.get("_same_job", False))
     n_rows = opts["_input"].X.shape[0] if opts.get("_input") is not None else None
     profile = segment_profile(gm, n_rows) if n_rows else None
-    if opts["profile_out"] and profile is not None:
+    if opts.get("profile_out") and profile is not None:
         from fsspec.implementations.local import LocalFileSystem
 
         from ._checkpoint import replace_file

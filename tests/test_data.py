@@ -156,9 +156,9 @@ def test_input_errors(tmp_path, image_store):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=re.escape("holds no .npy files or .zarr stores")):
         GaussianMixture(2).fit(str(tmp_path / "empty"))
-    (tmp_path / "junk.csv").write_text("1,2\n3,4\n")
-    with pytest.raises(ValueError, match=re.escape("is neither a Zarr store nor a .npy file")):
-        GaussianMixture(2).fit(str(tmp_path / "junk.csv"))
+    (tmp_path / "junk.txt").write_text("1,2\n3,4\n")
+    with pytest.raises(ValueError, match=re.escape("is neither a Zarr store, a .npy file nor")):
+        GaussianMixture(2).fit(str(tmp_path / "junk.txt"))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=re.escape("is not a plain numeric .npy file")):
         GaussianMixture(2).fit(str(tmp_path / "obj.npy"))
