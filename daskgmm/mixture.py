@@ -260,7 +260,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Both maps are kept in the model (``transform_``, saved in model files)
         and applied by every method and command; ``means_``, ``covariances_``,
         ``*_init``, ``score_samples`` and BIC/AIC are then in the transformed
-        space, ``means_in_input_units()`` and ``sample`` in the input's.
+        space, ``means_in_input_units()``, ``covariances_in_input_units()`` and
+        ``sample`` in the input's.
 
     Attributes
     ----------
@@ -780,6 +781,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         transform = getattr(self, "transform_", None)
         return self.means_ if transform is None else transform.inverse(self.means_)
+
+    def covariances_in_input_units(self) -> np.ndarray:
+        """Every component's covariance in the units of the input's features, as a
+        (n_components, n_features_in_, n_features_in_) array whatever the covariance
+        type (with PCA, of rank ``pca``: the covariance within the principal subspace)."""
+        check_is_fitted(self)
+        K, P = self.means_.shape
+        cov = np.asarray(self.covariances_, np.float64)
+        dense = {
+            "full": lambda: cov,
+            "tied": lambda: np.broadcast_to(cov, (K, P, P)),
+            "diag": lambda: cov[:, :, None] * np.eye(P),
+            "spherical": lambda: cov[:, None, None] * np.eye(P),
+        }[self.covariance_type]()
+        transform = getattr(self, "transform_", None)
+        if transform is None:
+            return np.array(dense)
+        back = np.eye(P) if transform.components is None else transform.components
+        back = back * transform.scale  # rows: a transformed axis in input units
+        return np.einsum("pi,kpq,qj->kij", back, dense, back)
 
     def _schedule(self) -> Stepwise:
         """The stepwise schedule of this estimator on the current cluster (seed drawn later)."""

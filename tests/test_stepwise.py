@@ -142,14 +142,12 @@ def test_one_stepwise_epoch_does_what_several_batch_passes_do(blobs):
 
 
 @pytest.mark.parametrize("Estimator", ESTIMATORS)
-def test_stepwise_fit_is_reproducible_and_scheduler_invariant(Estimator, scheduler, blobs):
+def test_stepwise_fit_is_reproducible(Estimator, blobs):
     X = da.from_array(blobs[:8000], chunks=400)
     kw = dict(algorithm="stepwise", step_blocks=2, random_state=3, tol=1e-4, max_iter=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = Estimator(4, **kw).fit(X)
-        if scheduler != "sync":
-            return
         b = Estimator(4, **kw).fit(X)
         c = Estimator(4, **{**kw, "random_state": 4}).fit(X)
     np.testing.assert_array_equal(a.means_, b.means_)

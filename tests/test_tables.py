@@ -304,6 +304,16 @@ def test_standardize_is_the_fit_of_the_standardised_values(customers):
     )
     np.testing.assert_array_equal(gm.predict(X), reference.predict(Z))
     assert gm.sample(10)[0].shape == (10, 3)
+    scale = np.diag(X.std(0))
+    np.testing.assert_allclose(
+        gm.covariances_in_input_units(), scale @ reference.covariances_ @ scale, rtol=1e-8
+    )
+    diag = GaussianMixture(2, random_state=0, standardize=True, covariance_type="diag").fit(X)
+    within = diag.covariances_in_input_units()
+    np.testing.assert_allclose(np.diagonal(within, axis1=1, axis2=2),
+                               diag.covariances_ * X.var(0), rtol=1e-10)  # fmt: skip
+    assert np.count_nonzero(within - np.diagonal(within, axis1=1, axis2=2)[:, :, None]
+                            * np.eye(3)) == 0  # fmt: skip
 
 
 @pytest.mark.parametrize("Estimator", [GaussianMixture, BayesianGaussianMixture])
@@ -317,6 +327,7 @@ def test_pca_recovers_clusters_in_a_subspace_and_travels_with_the_model(Estimato
     raw_ari = adjusted_rand_score(labels, raw.predict(X))
     assert ari >= 0.95, (ari, raw_ari)
     assert gm.means_.shape == (3, 2) and gm.n_features_in_ == 20
+    assert np.linalg.matrix_rank(gm.covariances_in_input_units()[0]) == 2
     assert 0 < gm.transform_.explained_variance_ratio.sum() <= 1
     gm.save(tmp_path / "m.zarr")
     loaded = load(tmp_path / "m.zarr")
