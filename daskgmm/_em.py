@@ -53,9 +53,12 @@ logger = logging.getLogger(__name__)
 class _GaussianStatistics:
     """What both mixtures of this module share: a pass computes the Gaussian kernels'
     statistics (:func:`daskgmm._stats.suffstats_chunk_many`) of every restart around one
-    shift, and parameters know their own E-step constants and arrays."""
+    shift, parameters know their own E-step constants and arrays, and the update goes
+    through the components' moments (``from_moments`` and ``bound`` are each model's)."""
 
     missing: bool
+    covariance_type: str
+    reg_covar: float
 
     def estep_constants(self, params: Sequence[Any]) -> tuple[EStepParams, ...]:
         return _estep_params(params)
@@ -69,6 +72,16 @@ class _GaussianStatistics:
         if self.missing:
             return functools.partial(suffstats_chunk_many, missing=True)
         return suffstats_chunk_many
+
+    def update(self, stats: Any, params: Any, constants: EStepParams) -> tuple[Any, float]:
+        """Both models' M-step: the components' moments of the totals, the model's own
+        update from them (:meth:`from_moments`) and its bound."""
+        self._check_weights(stats)
+        moments = gaussian_moments(
+            stats, params.means, constants.shift, self.covariance_type, self.reg_covar
+        )
+        new = self.from_moments(moments, params)
+        return new, self.bound(new, stats.loglik, stats.weight_sum)
 
     @staticmethod
     def _check_weights(stats: Any) -> None:
@@ -187,14 +200,6 @@ class GaussianEM(_GaussianStatistics):
             missing=self.missing,
         )
 
-    def update(self, stats: Any, params: GMMParams, constants: EStepParams):
-        self._check_weights(stats)
-        moments = gaussian_moments(
-            stats, params.means, constants.shift, self.covariance_type, self.reg_covar
-        )
-        new = self.from_moments(moments, params)
-        return new, self.bound(new, stats.loglik, stats.weight_sum)
-
     def from_moments(self, moments: tuple[np.ndarray, ...], params: GMMParams) -> GMMParams:
         nk, means, covariances = moments
         return GMMParams.from_covariances(self.covariance_type, nk / nk.sum(), means, covariances)
@@ -286,14 +291,6 @@ class VariationalEM(_GaussianStatistics):
             else np.asarray(self.covariance_prior, np.float64),
         )
         return [update(nk, xk, sk, self.covariance_type, priors) for nk, xk, sk in moments]
-
-    def update(self, stats: Any, params: Any, constants: EStepParams):
-        self._check_weights(stats)
-        moments = gaussian_moments(
-            stats, params.means, constants.shift, self.covariance_type, self.reg_covar
-        )
-        new = self.from_moments(moments, params)
-        return new, self.bound(new, stats.loglik, stats.weight_sum)
 
     def from_moments(self, moments: tuple[np.ndarray, ...], params: Any) -> Any:
         from ._bayesian import update
