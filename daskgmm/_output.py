@@ -45,7 +45,13 @@ from ._lock import JobLock
 from ._scheduler import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 
-__all__ = ["check_output_target", "log_density", "quantile_threshold", "write_per_sample"]
+__all__ = [
+    "check_output_target",
+    "log_density",
+    "quantile_threshold",
+    "sample_results",
+    "write_per_sample",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +113,21 @@ def _output_attrs(fs: Any, root: str) -> dict[str, Any] | None:
     return attrs
 
 
+def sample_results(
+    block: np.ndarray, ep: EStepParams, missing: bool, threshold: float | None = None
+) -> dict[str, Callable[[], np.ndarray]]:
+    """Every per-sample output of a block (see :data:`VARIABLES`), each computed when
+    asked: ``label`` (-1 where a sample has no observed value), ``probability``
+    (float32), ``log_density``, and ``anomaly`` (log-density below ``threshold``)."""
+    log_norm, log_resp = estimate_log_prob_resp(block, ep, missing)
+    return {
+        "label": lambda: np.where(np.isnan(log_norm), -1, np.argmax(log_resp, axis=1)),
+        "probability": lambda: np.exp(log_resp).astype(np.float32),
+        "log_density": lambda: log_norm,
+        "anomaly": lambda: log_norm < threshold,
+    }
+
+
 def _write_block(
     block: np.ndarray,
     ep: EStepParams,
@@ -120,13 +141,7 @@ def _write_block(
 ) -> int:
     import zarr
 
-    log_norm, log_resp = estimate_log_prob_resp(block, ep, missing)
-    values = {
-        "label": lambda: np.where(np.isnan(log_norm), -1, np.argmax(log_resp, axis=1)),
-        "probability": lambda: np.exp(log_resp).astype(np.float32),
-        "log_density": lambda: log_norm,
-        "anomaly": lambda: log_norm < threshold,
-    }
+    values = sample_results(block, ep, missing, threshold)
     n_slabs = len(block) // rows_per_slab
     for name in names:
         out = zarr.open_array(f"{url.rstrip('/')}/{name}", mode="r+")

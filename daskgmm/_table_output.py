@@ -34,8 +34,8 @@ import numpy as np
 from ._checkpoint import RefusedError, _read_json, params_digest, replace_file
 from ._data import Input, resolve_path
 from ._lock import JobLock
-from ._output import _compute_with_progress
-from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
+from ._output import _compute_with_progress, sample_results
+from ._stats import EStepParams, GMMParams
 
 __all__ = ["check_table_target", "write_table"]
 
@@ -94,19 +94,18 @@ def _write_part(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    log_norm, log_resp = estimate_log_prob_resp(block, ep, missing)
+    values = sample_results(block, ep, missing, threshold)
     table = ids if isinstance(ids, pa.Table) else pa.Table.from_pandas(ids, preserve_index=False)
     if "label" in names:
-        label = np.where(np.isnan(log_norm), -1, np.argmax(log_resp, axis=1))
-        table = table.append_column("label", pa.array(label.astype(np.int64)))
+        table = table.append_column("label", pa.array(values["label"]().astype(np.int64)))
     if "probability" in names:
-        proba = np.exp(log_resp).astype(np.float32)
+        proba = values["probability"]()
         for k in range(proba.shape[1]):
             table = table.append_column(f"probability_{k}", pa.array(proba[:, k]))
     if "log_density" in names:
-        table = table.append_column("log_density", pa.array(log_norm))
+        table = table.append_column("log_density", pa.array(values["log_density"]()))
     if threshold is not None:  # anomalies: the flagged rows only
-        table = table.filter(pa.array(log_norm < threshold))
+        table = table.filter(pa.array(values["anomaly"]()))
     fs, root = fsspec.core.url_to_fs(root_url)
     final = posixpath.join(root, _part(index))
     aside = f"{final}.{uuid.uuid4().hex[:8]}.tmp"

@@ -76,7 +76,7 @@ class TableSource:
             return self.frame[columns].compute(scheduler="sync").reset_index(drop=True)
         import pandas as pd
 
-        parts = [_read_ids(self.fs, block, tuple(columns)).to_pandas() for block in self.blocks]
+        parts = [_read_rows(self.fs, block, tuple(columns)).to_pandas() for block in self.blocks]
         return pd.concat(parts, ignore_index=True)
 
     def ids(self, index: int, columns: Sequence[str]) -> Any:
@@ -85,7 +85,7 @@ class TableSource:
 
         if self.frame is not None:
             return self.frame[list(columns)].to_delayed()[index]
-        return dask.delayed(_read_ids)(self.fs, self.blocks[index], tuple(columns))
+        return dask.delayed(_read_rows)(self.fs, self.blocks[index], tuple(columns))
 
 
 def is_dataframe(X: Any) -> bool:
@@ -247,7 +247,7 @@ def _arrow_dtype(arrow_type: Any) -> Any:
     return str(arrow_type)
 
 
-def _read_ids(fs: Any, pieces: Sequence[tuple[str, int, int]], columns: tuple[str, ...]) -> Any:
+def _read_rows(fs: Any, pieces: Sequence[tuple[str, int, int]], columns: tuple[str, ...]) -> Any:
     """The ``columns`` of a block's row groups, as one pyarrow Table (ids keep their type)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -264,16 +264,7 @@ def _read_pieces(
     fs: Any, pieces: list[tuple[str, int, int]], columns: tuple[str, ...], dtype: str
 ) -> np.ndarray:
     """One block: the row groups of ``pieces``, the chosen columns, as a float array."""
-    import pyarrow.parquet as pq
-
-    parts = []
-    for name in dict.fromkeys(p[0] for p in pieces):
-        groups = [p[1] for p in pieces if p[0] == name]
-        with fs.open(name, "rb") as f:
-            table = pq.ParquetFile(f).read_row_groups(groups, columns=list(columns))
-        parts.append(
-            np.column_stack(
-                [table.column(c).to_numpy(zero_copy_only=False).astype(dtype) for c in columns]
-            )
-        )
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    table = _read_rows(fs, pieces, columns)
+    return np.column_stack(
+        [table.column(c).to_numpy(zero_copy_only=False).astype(dtype) for c in columns]
+    )

@@ -1303,10 +1303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="write labels/probabilities/log-density to Zarr",
+        help="write labels/probabilities/log-density to Zarr (or Parquet with --id)",
         description="Write the labels of INPUT under MODEL (and with --proba "
         "the component probabilities, with --score the "
-        "log-density) to a Zarr store, block by block. Images keep "
+        "log-density) to a Zarr store, block by block, or for a table with --id to a "
+        "Parquet dataset whose rows carry the ids. Images keep "
         "their (y, x) shape and coordinates. Re-running after a "
         "kill completes the output.",
     )

@@ -1372,43 +1372,47 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             ``blocks`` written now, ``skipped`` (already done), ``samples``, and
             for anomalies the log-density ``threshold``.
         """
-        from ._output import log_density, quantile_threshold, write_per_sample
+        from ._output import write_per_sample
 
         check_is_fitted(self)
         inp = self._input(X, reset=False)
         if not isinstance(inp, Input):
             inp = _numpy_input(inp)
+        names, threshold, extra = self._per_sample_job(inp, proba, score, anomaly_quantile)
+        info = write_per_sample(
+            path,
+            self._params,
+            inp,
+            names,
+            threshold=threshold,
+            overwrite=overwrite,
+            extra_attrs=extra,
+            progress=progress,
+            missing=self._marginalize,
+        )
+        if threshold is None:
+            return {**info, "variables": list(names)}
+        return {**info, "variables": list(names), "threshold": threshold}
+
+    def _per_sample_job(
+        self, inp: Input, proba: bool, score: bool, anomaly_quantile: float | None
+    ) -> tuple[tuple[str, ...], float | None, dict[str, Any] | None]:
+        """What a per-sample output holds (:data:`daskgmm._output.VARIABLES`) and, for
+        anomalies, the log-density threshold (three passes) and the attributes that
+        record it."""
+        from ._output import log_density, quantile_threshold
+
         if anomaly_quantile is None:
             names = (
                 ("label",)
                 + (("probability",) if proba else ())
                 + (("log_density",) if score else ())
             )
-            info = write_per_sample(
-                path,
-                self._params,
-                inp,
-                names,
-                overwrite=overwrite,
-                progress=progress,
-                missing=self._marginalize,
-            )
-            return {**info, "variables": list(names)}
+            return names, None, None
         q = float(anomaly_quantile)
         logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
         threshold = quantile_threshold(log_density(self._params, inp.X, self._marginalize), q)
-        info = write_per_sample(
-            path,
-            self._params,
-            inp,
-            ("anomaly", "log_density"),
-            threshold=threshold,
-            overwrite=overwrite,
-            extra_attrs={"quantile": q, "threshold": threshold},
-            progress=progress,
-            missing=self._marginalize,
-        )
-        return {**info, "variables": ["anomaly", "log_density"], "threshold": threshold}
+        return ("anomaly", "log_density"), threshold, {"quantile": q, "threshold": threshold}
 
     def predict_to_table(
         self,
@@ -1453,7 +1457,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             ``blocks`` written now, ``skipped``, ``samples``, ``rows`` written,
             and for anomalies the log-density ``threshold``.
         """
-        from ._output import log_density, quantile_threshold
         from ._table_output import write_table
 
         check_is_fitted(self)
@@ -1468,21 +1471,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "CSV path."
             )
         ids = [ids] if isinstance(ids, str) else list(ids)
-        if anomaly_quantile is None:
-            names = (
-                ("label",)
-                + (("probability",) if proba else ())
-                + (("log_density",) if score else ())
-            )
-            info = write_table(path, self._params, inp, ids, names, overwrite=overwrite,
-                               progress=progress, missing=self._marginalize)  # fmt: skip
-            return {**info, "variables": list(names)}
-        q = float(anomaly_quantile)
-        threshold = quantile_threshold(log_density(self._params, inp.X, self._marginalize), q)
-        info = write_table(path, self._params, inp, ids, ("log_density",), threshold=threshold,
-                           overwrite=overwrite, extra={"quantile": q, "threshold": threshold},
-                           progress=progress, missing=self._marginalize)  # fmt: skip
-        return {**info, "variables": ["log_density"], "threshold": threshold}
+        names, threshold, extra = self._per_sample_job(inp, proba, score, anomaly_quantile)
+        columns = tuple(n for n in names if n != "anomaly")  # anomalies: a row filter
+        info = write_table(path, self._params, inp, ids, columns, threshold=threshold,
+                           overwrite=overwrite, extra=extra, progress=progress,
+                           missing=self._marginalize)  # fmt: skip
+        if threshold is None:
+            return {**info, "variables": list(columns)}
+        return {**info, "variables": list(columns), "threshold": threshold}
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
