@@ -129,7 +129,8 @@ def main() -> None:
 
     d, k = args.n_features, args.n_components
     n = int(np.ceil(args.gb * 1e9 / (8 * d)))
-    if not os.path.exists(args.path):
+    wrote = not os.path.exists(args.path)  # a store given with --path is the user's
+    if wrote:
         tic = time.perf_counter()
         write_store(args.path, n, d, k)
         print(f"wrote {args.path} in {time.perf_counter() - tic:.1f} s")
@@ -197,7 +198,7 @@ def main() -> None:
             f"(target <= 0.25: {'met' if rs / rb <= 0.25 and ts / tb <= 0.25 else 'MISSED'}); "
             f"to convergence reads {ns / nb:.2f}, wall time {Ts / Tb:.2f}"
         )
-    if not args.keep:
+    if wrote and not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
 
 

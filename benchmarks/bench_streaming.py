@@ -136,7 +136,8 @@ def main() -> None:
 
     d, k = args.n_features, args.n_components
     n = int(args.gb * 1e9 / (4 * d))
-    if not os.path.exists(args.path):
+    wrote = not os.path.exists(args.path)  # a store given with --path is the user's
+    if wrote:
         tic = time.perf_counter()
         write_store(args.path, n, d, k, chunk_rows=262_144)
         print(f"wrote {args.path} in {time.perf_counter() - tic:.1f} s")
@@ -237,7 +238,7 @@ def main() -> None:
             f"{fits[1] / fits[0]:.2f} x "
             f"(target <= 2x: {'met' if fits[1] <= 2 * fits[0] else 'MISSED'})"
         )
-    if not args.keep:
+    if wrote and not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
 
 

@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from _util import PeakMemory, fmt_bytes
 from customer_segmentation import COLUMNS, write_customers
 
+from daskgmm._table_output import check_table_target
+
 DASK = os.path.join(os.path.dirname(sys.executable), "dask")
 
 
@@ -141,7 +143,8 @@ def main() -> None:
             fit_s = daskgmm("fit", table, "--columns", ",".join(COLUMNS), "-k", "5",
                             "--standardize", "-o", model, "--overwrite",
                             "--scheduler-file", sched_file)  # fmt: skip
-        shutil.rmtree(segments, ignore_errors=True)
+        if check_table_target(segments) is not None:  # refuses a folder daskgmm did not write
+            shutil.rmtree(segments)  # an earlier run's output (--keep): timed writes anew
         with PeakMemory() as predict_mem:
             predict_s = daskgmm("predict", model, table, "--id", "customer_id", "--proba",
                                 "-o", segments, "--scheduler-file", sched_file)  # fmt: skip
