@@ -109,7 +109,7 @@ def reblocked(inp: Input, rows: int, **options: Any) -> Input:
     in-memory and dask inputs keep their blocks. ``options`` as :func:`open_input`."""
     import dask
 
-    if inp.source is None:
+    if inp.source is None or inp.summary is not None:  # a CSV file: no other blocks
         return inp
     if inp.feature_names is not None:
         options = {**options, "columns": list(inp.feature_names)}
@@ -309,6 +309,9 @@ class Input:
         For tables: the feature columns, in order.
     table : daskgmm._tables.TableSource or None
         For tables: where each block's rows come from (to read their ids).
+    summary : daskgmm._summary.Summary or None
+        The rows and per-feature moments of ``X``, where opening it made a pass
+        (tables whose partitions do not know their lengths): the fit uses them.
     """
 
     X: da.Array
@@ -321,6 +324,7 @@ class Input:
     nodata: float | None = None
     feature_names: tuple[str, ...] | None = None
     table: Any = None
+    summary: Any = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -596,17 +600,17 @@ def open_input(
     if isinstance(X, Input):  # opened already (the command line's preflight)
         _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
-    identity = source = declared = names = table = None
+    identity = source = declared = names = table = summary = None
     if _is_path(X) and _table_path(X):
         import fsspec
 
         source = resolve_path(X)
         fs, fs_path = fsspec.core.url_to_fs(source)
-        X, names, identity, table = open_table(None, columns, fs, fs_path)
+        X, names, identity, table, summary = open_table(None, columns, fs, fs_path)
         if is_glob(fs_path):  # no one folder to fingerprint: the content digest tells
             source = None
     elif is_dataframe(X):
-        X, names, identity, table = open_table(X, columns)
+        X, names, identity, table, summary = open_table(X, columns)
     elif _is_path(X):
         path = resolve_path(X)
         X, identity = _open_path(X, variable)
@@ -642,11 +646,18 @@ def open_input(
         Xd = as_dask_array(X, min_samples=min_samples, estimator=estimator)
         names = None if names is None else tuple(names)
         inp = Input(
-            Xd, identity or f"dask:{Xd.name}", source=source, feature_names=names, table=table
+            Xd,
+            identity or f"dask:{Xd.name}",
+            source=source,
+            feature_names=names,
+            table=table,
+            summary=summary,
         )
     if nodata is None:
         return inp
-    return dataclasses.replace(inp, X=_mark_nodata(inp.X, float(nodata)), nodata=float(nodata))
+    return dataclasses.replace(
+        inp, X=_mark_nodata(inp.X, float(nodata)), nodata=float(nodata), summary=None
+    )
 
 
 def _open_dataarray(

@@ -168,6 +168,10 @@ class GaussianEM(_GaussianStatistics):
         Validated user-given initial parameters.
     missing : bool, default=False
         NaN entries are missing values (``missing='marginalize'``).
+    summary : daskgmm._summary.Summary, optional
+        The data's rows and per-feature moments, if a pass already made them (an
+        unknown-length table's, or the standardisation's): k-means|| then reads
+        the data once less.
     """
 
     covariance_type: str
@@ -178,6 +182,7 @@ class GaussianEM(_GaussianStatistics):
     means_init: Any = None
     precisions_init: Any = None
     missing: bool = False
+    summary: Any = None
 
     @property
     def kind(self) -> str:
@@ -198,6 +203,7 @@ class GaussianEM(_GaussianStatistics):
             means_init=self.means_init,
             precisions_init=self.precisions_init,
             missing=self.missing,
+            summary=self.summary,
         )
 
     def from_moments(self, moments: tuple[np.ndarray, ...], params: GMMParams) -> GMMParams:
@@ -239,6 +245,10 @@ class VariationalEM(_GaussianStatistics):
         moments of the initialisation's data, holes filled with the means).
     missing : bool, default=False
         NaN entries are missing values (``missing='marginalize'``).
+    summary : daskgmm._summary.Summary, optional
+        The data's rows and per-feature moments, if a pass already made them (an
+        unknown-length table's, or the standardisation's): k-means|| then reads
+        the data once less.
     """
 
     covariance_type: str
@@ -252,6 +262,7 @@ class VariationalEM(_GaussianStatistics):
     degrees_of_freedom_prior: Any = None
     covariance_prior: Any = None
     missing: bool = False
+    summary: Any = None
 
     @property
     def kind(self) -> str:
@@ -271,6 +282,7 @@ class VariationalEM(_GaussianStatistics):
             sample_weight=sample_weight,
             totals=self.mean_prior is None or self.covariance_prior is None,
             missing=self.missing,
+            summary=self.summary,
         )
         mean, covariance = (None, None)
         if totals is not None:

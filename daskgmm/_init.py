@@ -60,6 +60,7 @@ from ._stats import (
     rows_chunk,
     with_totals_chunk,
 )
+from ._summary import Summary, summarize
 
 __all__ = ["initial_moments", "initialize", "initialize_many", "restart_seeds"]
 
@@ -102,18 +103,31 @@ def _kmeans_parallel_seeds(
     rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
     totals: tuple[str, float] | None = None,
+    summary: Summary | None = None,
 ) -> tuple[list[Float], list[Float], Moments | None]:
     """k-means|| candidates and their (weighted) sizes, for each restart; with
     ``totals = (covariance_type, reg_covar)`` also the moments of all the data as one
-    component, from the sizes' pass."""
+    component, from the sizes' pass.
+
+    The first round samples nothing: it gives each restart the data's cost to its
+    first centre, which the data's per-feature means and spreads give
+    (:meth:`Summary.cost`). ``summary`` is those of ``X`` if they are known (as
+    weighted as ``sample_weight``); else one pass computes them.
+    """
+    if summary is None:
+        summary = summarize(X, sample_weight, finite=True)
     firsts = _take_rows(X, np.array([rng.randint(X.shape[0]) for rng in rngs]))
     centers = [firsts[i : i + 1] for i in range(len(rngs))]
     # every restart's distances around the first restart's first row (a sample,
     # so near the data), which lets them share each tile (see _nearest_tiles)
     shift = firsts[0]
-    costs = [0.0] * len(rngs)
-    active = list(range(len(rngs)))
-    for round_ in range(N_ROUNDS + 1):
+    costs = [summary.cost(first) for first in firsts]
+    for rng in rngs:  # the key the first round's pass drew: later rounds' keys as before
+        rng.randint(2**31 - 1)
+    active = [i for i in range(len(rngs)) if costs[i] != 0.0]
+    for round_ in range(1, N_ROUNDS + 1):
+        if not active:
+            break
         keys = [int(rngs[i].randint(2**31 - 1)) for i in active]
         found = map_reduce(
             X,
@@ -125,11 +139,10 @@ def _kmeans_parallel_seeds(
             sample_weight=sample_weight,
             name="daskgmm-kmeans-parallel",
         ).parts
-        logger.info("initialisation: k-means|| round %d of %d", round_ + 1, N_ROUNDS + 1)
+        logger.info("initialisation: k-means|| round %d of %d", round_, N_ROUNDS)
         for i, candidates in zip(active, found):
             costs[i] = candidates.cost
-            if round_:
-                centers[i] = np.concatenate([centers[i], candidates.rows])
+            centers[i] = np.concatenate([centers[i], candidates.rows])
             logger.debug(
                 "init %d k-means|| round %d: %d candidates, cost %.6g",
                 i,
@@ -138,8 +151,6 @@ def _kmeans_parallel_seeds(
                 costs[i],
             )
         active = [i for i in active if costs[i] != 0.0]
-        if not active:
-            break
     if totals is None:
         sizes = map_reduce(
             X,
@@ -264,8 +275,10 @@ def _moments_from_data(
     rngs: Sequence[np.random.RandomState],
     sample_weight: da.Array | None,
     totals: bool = False,
+    summary: Summary | None = None,
 ) -> tuple[list[Moments], Moments | None]:
     """Initial moments of every restart; each pass over the data serves all of them.
+    ``summary``: see :func:`initial_moments`.
 
     With ``totals``, also the moments of all the data as one component (their
     size, mean and covariance), from a pass that reads every sample anyway (the
@@ -286,7 +299,7 @@ def _moments_from_data(
         # k-means++ reads every sample only in k-means||: the data's moments ride there
         on_sizes = (covariance_type, reg_covar) if totals and init_params == "k-means++" else None
         candidates, sizes, data = _kmeans_parallel_seeds(
-            X, n_components, rngs, sample_weight, on_sizes
+            X, n_components, rngs, sample_weight, on_sizes, summary
         )
         centers = [
             _fill_centers(
@@ -416,17 +429,31 @@ def initial_moments(
     sample_weight: da.Array | None = None,
     totals: bool = False,
     missing: bool = False,
+    summary: Summary | None = None,
 ) -> tuple[list[Moments], Moments | None]:
     """The initial moments ``(nk, xk, sk)`` of several restarts, which
     :func:`initialize_many` turns into parameters (and a variational mixture
     starts from), and with ``totals`` the moments of all the data as one component
     (see :func:`_moments_from_data`). ``missing``: NaN entries are missing values
-    (see :func:`_without_holes`)."""
+    (see :func:`_without_holes`). ``summary``: the :class:`~daskgmm._summary.Summary`
+    of ``X`` if a pass already made it (k-means|| then needs one pass less); used
+    only where it is that of the samples the initialisation sees (unweighted, no
+    holes)."""
     rngs = [np.random.RandomState(seed) for seed in seeds]
     if missing:
         X, sample_weight = _without_holes(X, sample_weight, n_components)
+    if summary is not None and (sample_weight is not None or not summary.complete):
+        summary = None
     return _moments_from_data(
-        X, init_params, n_components, covariance_type, reg_covar, rngs, sample_weight, totals
+        X,
+        init_params,
+        n_components,
+        covariance_type,
+        reg_covar,
+        rngs,
+        sample_weight,
+        totals,
+        summary,
     )
 
 
@@ -448,6 +475,7 @@ def initialize_many(
     means_init: Float | None = None,
     precisions_init: Float | None = None,
     missing: bool = False,
+    summary: Summary | None = None,
 ) -> list[GMMParams]:
     """Initial parameters of several restarts, as scikit-learn's ``_initialize_parameters``.
 
@@ -472,6 +500,8 @@ def initialize_many(
     weights_init, means_init, precisions_init : ndarray, optional
     missing : bool, default=False
         NaN entries are missing values: see :func:`_without_holes`.
+    summary : Summary, optional
+        ``X``'s, if known: see :func:`initial_moments`.
 
     Returns
     -------
@@ -492,6 +522,7 @@ def initialize_many(
         reg_covar=reg_covar,
         sample_weight=sample_weight,
         missing=missing,
+        summary=summary,
     )
     computed = [
         GMMParams.from_covariances(covariance_type, nk / nk.sum(), xk, sk) for nk, xk, sk in moments

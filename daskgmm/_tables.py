@@ -5,13 +5,20 @@ numeric (booleans count; strings, dates and categories do not). Parquet files
 are read by row groups, whose row counts their footers give, so the blocks'
 lengths cost no pass over the data; row groups are grouped into blocks of
 about ``daskgmm.chunk-bytes`` (tiny files and row groups share a block) and
-never split. CSV files and dask DataFrames do not know their lengths: opening
-them counts their rows, one pass.
+never split. CSV files and dask DataFrames do not know their partitions'
+lengths: opening them makes one pass that gives each partition's rows together
+with the data's per-feature moments (a :class:`~daskgmm._summary.Summary`),
+which a fit then uses in place of a pass of its own (k-means||'s first round,
+the standardisation), so the lengths cost no pass beyond what the fit needs
+anyway. Partitions are then grouped into blocks of about the same size as
+Parquet's (never split, no shuffle).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +46,13 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 class TableSource:
     """Where a table's blocks come from, to read other columns of the same rows
     (ids for outputs): Parquet row groups per block, or a dask DataFrame's
-    partitions (one block each)."""
+    partitions (``groups``: the partitions of each block, in order)."""
 
     fs: Any = None
     blocks: tuple[tuple[tuple[str, int, int], ...], ...] = ()
     frame: Any = None
     schema: tuple[tuple[str, Any], ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()
 
     def check_ids(self, columns: Sequence[str], where: str) -> None:
         """The id columns exist, and together name each row once (read on the driver:
@@ -84,8 +92,15 @@ class TableSource:
         import dask
 
         if self.frame is not None:
-            return self.frame[list(columns)].to_delayed()[index]
+            parts = self.frame[list(columns)].to_delayed()
+            return dask.delayed(_concat_frames)([parts[i] for i in self.groups[index]])
         return dask.delayed(_read_rows)(self.fs, self.blocks[index], tuple(columns))
+
+
+def _concat_frames(frames: list[Any]) -> Any:
+    import pandas as pd
+
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def is_dataframe(X: Any) -> bool:
@@ -168,16 +183,19 @@ def from_pandas(df: Any, columns: Sequence[str] | None) -> Any:
 
 def open_table(X: Any, columns: Sequence[str] | None, fs: Any = None, path: str = "") -> Any:
     """A dask DataFrame, or the Parquet/CSV file or directory at ``fs``/``path``, as
-    ``(dask array, column names, identity, TableSource)``."""
+    ``(dask array, column names, identity, TableSource, Summary or None)`` (the
+    summary of the pass that learnt the partitions' lengths, if one was needed)."""
     if X is not None:
         return _from_dask_dataframe(X, columns)
     if path.lower().endswith(CSV_SUFFIXES):
         import dask.dataframe as dd
 
         url = path if isinstance(fs, _local_fs()) else fs.unstrip_protocol(path)
-        X, names, _, source = _from_dask_dataframe(dd.read_csv(url), columns, f"Input {path!r}")
-        return X, names, f"csv:{path}", source
-    return _open_parquet(fs, path, columns)
+        X, names, _, source, summary = _from_dask_dataframe(
+            dd.read_csv(url), columns, f"Input {path!r}"
+        )
+        return X, names, f"csv:{path}", source, summary
+    return (*_open_parquet(fs, path, columns), None)
 
 
 def _local_fs() -> type:
@@ -187,14 +205,38 @@ def _local_fs() -> type:
 
 
 def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "The DataFrame"):
+    import dask
+
+    from ._data import target_chunk_bytes
+    from ._summary import summary_chunk
+
     chosen = table_columns([(str(c), df.dtypes[c]) for c in df.columns], columns, where)
     dtype = _float_dtype([df.dtypes[c] for c in chosen])
-    logger.info("%s does not know its partitions' lengths: counting its rows (one pass).", where)
-    X = df[chosen].to_dask_array(lengths=True).astype(dtype)
-    if X.shape[0] == 0:
+    X = df[chosen].to_dask_array().astype(dtype)
+    per_partition = X.to_delayed().ravel()
+    logger.info("%s: reading its %d partitions' lengths and moments.", where, len(per_partition))
+    parts = dask.compute(
+        *[dask.delayed(summary_chunk)(p, False, None, None) for p in per_partition]
+    )
+    rows = [part.rows for part in parts]
+    if not sum(rows):
         raise ValueError(f"{where} has no rows.")
+    X = da.Array(X.dask, X.name, (tuple(rows), (len(chosen),)), dtype=dtype, meta=X._meta)
+    per_block = max(1, target_chunk_bytes() // (len(chosen) * dtype.itemsize))
+    groups: list[list[int]] = [[]]
+    sizes = [0]
+    for i, n in enumerate(rows):
+        if groups[-1] and sizes[-1] + n > per_block:
+            groups.append([])
+            sizes.append(0)
+        groups[-1].append(i)
+        sizes[-1] += n
+    if len(groups) < len(rows):  # tiny partitions share a block
+        X = X.rechunk({0: tuple(sizes)})
     schema = tuple((str(c), df.dtypes[c]) for c in df.columns)
-    return X, chosen, f"dataframe:{X.name}", TableSource(frame=df, schema=schema)
+    summary = functools.reduce(operator.add, parts)
+    table = TableSource(frame=df, schema=schema, groups=tuple(tuple(g) for g in groups))
+    return X, chosen, f"dataframe:{X.name}", table, summary
 
 
 def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):

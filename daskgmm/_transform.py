@@ -4,8 +4,10 @@ A mixture fitted with ``standardize=True`` and/or ``pca=N`` models
 ``Z = ((X - mean) / scale) @ components.T``; predictions, scores and the
 command line apply the same map, read from the model file (plain arrays, no
 pickle). The map's statistics come from the data: their means and standard
-deviations in one pass, and for PCA a randomised SVD of the centred (scaled)
-data (:func:`dask.array.linalg.svd_compressed`, a few more passes).
+deviations from a :class:`~daskgmm._summary.Summary` (a pass that also gives
+k-means|| its first round, or an unknown-length table its lengths), and for PCA
+a randomised SVD of the centred (scaled) data
+(:func:`dask.array.linalg.svd_compressed`, a few more passes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from ._summary import Summary
 
 __all__ = ["Transform", "fit_transform"]
 
@@ -92,14 +96,16 @@ class Transform:
         )
 
 
-def fit_transform(X: Any, standardize: bool, n_pca: int | None, seed: int) -> Transform:
-    """The transform of a dask array ``X``: its means and standard deviations (NaN
-    ignored) in one pass; with ``n_pca``, a randomised SVD of the centred, scaled data."""
+def fit_transform(
+    X: Any, summary: Summary, standardize: bool, n_pca: int | None, seed: int
+) -> Transform:
+    """The transform of a dask array ``X`` whose :class:`~daskgmm._summary.Summary`
+    (means and standard deviations, NaN left out) is ``summary``; with ``n_pca``, a
+    randomised SVD of the centred, scaled data (a few passes)."""
     import dask
     import dask.array as da
 
-    mean, std = dask.compute(da.nanmean(X, axis=0), da.nanstd(X, axis=0))
-    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    mean, std = summary.mean, summary.std
     scale = np.where(std > 0, std, 1.0) if standardize else np.ones_like(mean)
     if not n_pca:
         return Transform(mean, scale)

@@ -59,6 +59,7 @@ from ._scheduler import active_client, blas_threads_guard
 from ._state import Stepwise
 from ._stats import EStepParams, GMMParams, estimate_log_prob_resp, estimate_weighted_log_prob
 from ._stepwise import Running
+from ._summary import Summary, summarize
 from ._tables import from_pandas, is_dataframe
 from ._transform import Transform, fit_transform
 
@@ -666,13 +667,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
         warm = self.warm_start and hasattr(self, "converged_")
-        self.transform_ = self._fitted_transform(Xd, keep=warm)
+        self.transform_, summary = self._fitted_transform(Xd, inp.summary, keep=warm)
         if self.transform_ is not None:
             inp = _transformed(inp, self.transform_)
             Xd = inp.X
         n_features = Xd.shape[1]
         self._check_memory(Xd)
-        model = self._mixture_model(n_features)
+        model = dataclasses.replace(self._mixture_model(n_features), summary=summary)
         sw = check_sample_weight(sample_weight, Xd)
         store = None if checkpoint is None else Checkpoint(resolve_path(checkpoint))
         if store is not None:
@@ -750,13 +751,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             missing=self._marginalize,
         )
 
-    def _fitted_transform(self, X: da.Array, keep: bool = False) -> Transform | None:
-        """The standardisation/PCA of ``X`` this estimator asks for (None: none); with
-        ``keep`` (a warm start), the one it has."""
+    def _fitted_transform(
+        self, X: da.Array, summary: Summary | None, keep: bool = False
+    ) -> tuple[Transform | None, Summary | None]:
+        """The standardisation/PCA of ``X`` this estimator asks for (None: none), with
+        ``keep`` (a warm start) the one it has; and the :class:`Summary` of the data
+        the mixture is fitted on, where known without a pass (None: unknown).
+
+        ``summary`` is ``X``'s if a pass already made it; else the standardisation's
+        pass makes it, and k-means|| takes the first round's costs from it, so that
+        ``standardize`` costs no pass of its own.
+        """
         if not self.standardize and not self.pca:
-            return None
+            return None, summary
         if keep and getattr(self, "transform_", None) is not None:
-            return self.transform_
+            transform = self.transform_
+        else:
+            transform, summary = self._new_transform(X, summary)
+        if summary is None or transform.components is not None:
+            return transform, None
+        return transform, summary.scaled(transform.mean, transform.scale)
+
+    def _new_transform(self, X: da.Array, summary: Summary | None) -> tuple[Transform, Summary]:
         if self.pca and self.pca > X.shape[1]:
             raise ValueError(
                 f"pca={self.pca} needs at most as many components as features ({X.shape[1]})."
@@ -764,7 +780,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.pca and self._marginalize:
             raise ValueError("pca cannot be combined with missing='marginalize' (NaN entries).")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        transform = fit_transform(X, bool(self.standardize), self.pca, seed)
+        if summary is None:
+            summary = summarize(X)
+        transform = fit_transform(X, summary, bool(self.standardize), self.pca, seed)
         if transform.explained_variance_ratio is not None:
             logger.info(
                 "PCA: %d components explain %.1f %% of the variance (%s).",
@@ -772,7 +790,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 100 * transform.explained_variance_ratio.sum(),
                 ", ".join(f"{100 * r:.1f}" for r in transform.explained_variance_ratio),
             )
-        return transform
+        return transform, summary
 
     def means_in_input_units(self) -> np.ndarray:
         """The components' means in the units of the input's features (the fitted
@@ -853,7 +871,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if not isinstance(inp, Input):
             inp = _numpy_input(inp)
         if not fitted:  # the first batch gives the transform, if one is asked for
-            self.transform_ = self._fitted_transform(inp.X)
+            self.transform_, _ = self._fitted_transform(inp.X, inp.summary)
             if self.transform_ is not None:
                 inp = _transformed(inp, self.transform_)
         Xd = inp.X

@@ -7,6 +7,8 @@ the exact one-line errors for bad tables, before any cluster starts.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -361,21 +363,97 @@ def test_command_line_standardize_and_pca_on_a_table(customers, parquet, tmp_pat
     np.testing.assert_array_equal(written["label"], gm.predict(written[FEATURES].to_numpy()))
 
 
-def test_a_glob_of_parquet_files_and_a_pipeline(customers, tmp_path):
-    from sklearn.decomposition import PCA
-    from sklearn.metrics import adjusted_rand_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def test_a_glob_of_parquet_files(customers, tmp_path):
     for i in range(3):
         customers.iloc[i * 2000 : (i + 1) * 2000].to_parquet(tmp_path / f"day-{i}.parquet")
     (tmp_path / "notes.parquet.txt").write_text("not a table")
     gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(str(tmp_path / "day-*.parquet"))
     reference = GaussianMixture(2, random_state=0).fit(customers[FEATURES].to_numpy())
     np.testing.assert_allclose(gm.means_, reference.means_, rtol=1e-12)
-    # scikit-learn's scaler and PCA in front of the estimator, against the model's own
+
+
+def test_a_pipeline_with_dask_ml_scaling_and_pca():
+    """dask-ml's StandardScaler and PCA in front of the estimator, on a dask array: the
+    pipeline's mixture is the fit of the values the two steps hand it, and it finds
+    the clusters the model's own standardize + pca finds."""
+    import dask.array as da
+    from dask_ml.decomposition import PCA
+    from dask_ml.preprocessing import StandardScaler
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.pipeline import make_pipeline
+
     X, labels = _subspace_data()
-    pipe = make_pipeline(StandardScaler(), PCA(2), GaussianMixture(3, random_state=0)).fit(X)
-    inside = GaussianMixture(3, random_state=0, standardize=True, pca=2).fit(X)
-    assert adjusted_rand_score(labels, pipe.predict(X)) >= 0.95
-    assert adjusted_rand_score(pipe.predict(X), inside.predict(X)) >= 0.99
+    Xd = da.from_array(X, chunks=(1000, X.shape[1]))
+    pipe = make_pipeline(StandardScaler(), PCA(2, svd_solver="full"),
+                         GaussianMixture(3, random_state=0)).fit(Xd)  # fmt: skip
+    predicted = pipe.predict(Xd)
+    assert isinstance(predicted, da.Array)
+    Z = pipe[:-1].transform(Xd)
+    alone = GaussianMixture(3, random_state=0).fit(Z)
+    np.testing.assert_allclose(pipe[-1].means_, alone.means_, rtol=1e-12, atol=1e-12)
+    inside = GaussianMixture(3, random_state=0, standardize=True, pca=2).fit(Xd)
+    assert adjusted_rand_score(labels, predicted.compute()) >= 0.95
+    assert adjusted_rand_score(predicted.compute(), inside.predict(Xd).compute()) >= 0.99
+
+
+READS: list[int] = []
+
+
+def _counted_partition(table: pd.DataFrame, i: int) -> pd.DataFrame:
+    READS.append(i)
+    return table.iloc[i * 500 : (i + 1) * 500].reset_index(drop=True)
+
+
+def _counted_block(block: np.ndarray, block_id=None) -> np.ndarray:
+    READS.append(block_id[0])
+    return block
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_unknown_lengths_and_standardize_cost_no_pass_of_their_own(customers, standardize):
+    """A dask DataFrame's partitions do not know their lengths: the pass that counts
+    them gives the fit the moments it would otherwise read the data for (k-means||'s
+    first round, the standardisation). So a fit on it reads every partition as many
+    times as the fit on an array of the same blocks, and standardize adds no read."""
+    import dask
+    import dask.array as da
+    import dask.dataframe as dd
+
+    values = customers[FEATURES].to_numpy()
+    meta = customers.iloc[:0]
+    frame = dd.from_map(functools.partial(_counted_partition, customers), range(12), meta=meta)
+    array = da.from_array(values, chunks=(500, 3)).map_blocks(_counted_block, dtype=float)
+    reads = {}
+    with dask.config.set({"scheduler": "sync", "daskgmm.chunk-bytes": 500 * 3 * 8}):
+        for name, X in (("frame", frame), ("array", array)):
+            for scaled in (False, standardize):
+                READS.clear()
+                columns = FEATURES if name == "frame" else None
+                gm = GaussianMixture(2, random_state=0, columns=columns, standardize=scaled,
+                                     max_iter=5, tol=0, cache=False).fit(X)  # fmt: skip
+                reads[name, scaled] = sorted(READS)
+                means = gm.means_in_input_units()
+                reads[name, scaled, "means"] = means[np.argsort(means[:, 0])]
+    assert len(reads["array", False]) > 12 * 10  # k-means, then EM
+    assert reads["frame", standardize] == reads["array", False]
+    assert reads["array", standardize] == reads["array", False]
+    np.testing.assert_allclose(reads["frame", standardize, "means"],
+                               reads["array", standardize, "means"], rtol=1e-12)  # fmt: skip
+
+
+def test_tiny_partitions_share_blocks_and_keep_their_ids(customers, tmp_path):
+    import dask
+    import dask.dataframe as dd
+
+    frame = dd.from_pandas(customers, npartitions=60)  # 100 rows each
+    with dask.config.set({"daskgmm.chunk-bytes": 1000 * 3 * 8}):
+        inp = open_input(frame, columns=FEATURES)
+        assert inp.X.chunks[0] == (1000,) * 6  # ten partitions to a block, none split
+        gm = GaussianMixture(2, random_state=0, columns=FEATURES).fit(frame)
+        info = gm.predict_to_table(frame, tmp_path / "segments", ids="customer_id")
+    assert info["rows"] == len(customers)
+    written = customers.merge(pd.read_parquet(tmp_path / "segments"), on="customer_id",
+                              validate="one_to_one")  # fmt: skip
+    assert len(written) == len(customers)
+    np.testing.assert_array_equal(written["label"], gm.predict(written[FEATURES].to_numpy()))
+    assert len(list((tmp_path / "segments").glob("*.parquet"))) == 6
