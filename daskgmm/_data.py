@@ -28,6 +28,15 @@ import numpy as np
 from sklearn.utils import check_array
 
 from ._fingerprint import files_fingerprint
+from ._raster import (
+    band_paths,
+    georeference,
+    is_band_list,
+    is_netcdf_path,
+    is_raster_path,
+    open_geotiff,
+    open_netcdf,
+)
 from ._scheduler import active_client, blas_threads_guard
 from ._tables import is_dataframe, is_glob, is_table_path, open_table
 
@@ -312,6 +321,9 @@ class Input:
     summary : daskgmm._summary.Summary or None
         The rows and per-feature moments of ``X``, where opening it made a pass
         (tables whose partitions do not know their lengths): the fit uses them.
+    georef : daskgmm._raster.Georef or None
+        For images whose samples are ``(y, x)`` pixels on a known grid: its CRS
+        and transform, which the outputs keep.
     """
 
     X: da.Array
@@ -325,6 +337,7 @@ class Input:
     feature_names: tuple[str, ...] | None = None
     table: Any = None
     summary: Any = None
+    georef: Any = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -354,7 +367,8 @@ class Input:
             shape += (result.shape[1],)
             dims += (extra_dim,)
         data = result.reshape(shape) if len(shape) != result.ndim else result
-        return xr.DataArray(data, dims=dims, coords=self.sample_coords, name=name)
+        out = xr.DataArray(data, dims=dims, coords=self.sample_coords, name=name)
+        return out if self.georef is None else self.georef.attach(out)
 
 
 def _is_path(X: Any) -> bool:
@@ -437,14 +451,15 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
             ds = xr.open_zarr(target, chunks={})
     except Exception:  # a plain group without xarray metadata
         ds = None
-    if variable is None:
-        data_vars = list(ds.data_vars) if ds is not None else names
-        if len(data_vars) != 1:
+    if variable is None and ds is not None:
+        variable = _only_variable(ds, url)
+    elif variable is None:
+        if len(names) != 1:
             raise ValueError(
-                f"Input {url!r} holds several variables {data_vars}; pick one with variable=... "
+                f"Input {url!r} holds several variables {names}; pick one with variable=... "
                 "(command line: --variable)."
             )
-        variable = data_vars[0]
+        variable = names[0]
     if ds is not None:
         if variable not in ds.data_vars:
             raise ValueError(
@@ -455,6 +470,21 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
         raise ValueError(f"Input {url!r} has no array {variable!r}; it has {names}.")
     z = node[variable]
     return _ZarrArray(_from_zarr_array(z), declared_nodata(z)), f"zarr:{identity}#{variable}"
+
+
+def _resolved(X: Any) -> Any:
+    return [resolve_path(p) for p in X] if isinstance(X, (list, tuple)) else resolve_path(X)
+
+
+def _only_variable(ds: Any, url: str) -> str:
+    """A dataset's one data variable (several: the user must pick)."""
+    data_vars = list(ds.data_vars)
+    if len(data_vars) != 1:
+        raise ValueError(
+            f"Input {url!r} holds several variables {data_vars}; pick one with variable=... "
+            "(command line: --variable)."
+        )
+    return str(data_vars[0])
 
 
 def _table_path(url: Any) -> bool:
@@ -564,6 +594,7 @@ def open_input(
     nodata: float | None = None,
     estimator: str = _ESTIMATOR,
     columns: Sequence[str] | None = None,
+    bands: Sequence[str] | None = None,
 ) -> Input:
     """Open and validate any supported input as samples x features.
 
@@ -585,6 +616,10 @@ def open_input(
     columns : sequence of str, optional
         For tables (dask DataFrames, Parquet and CSV files): the feature
         columns; default every numeric column (see :mod:`daskgmm._tables`).
+    bands : sequence of str, optional
+        For a folder of single-band rasters: the files (names or globs) to stack
+        as bands, in order (see :mod:`daskgmm._raster`). A list of raster paths
+        as ``X`` does the same.
 
     Returns
     -------
@@ -601,7 +636,21 @@ def open_input(
         _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
     identity = source = declared = names = table = summary = None
-    if _is_path(X) and _table_path(X):
+    if is_band_list(X) or (_is_path(X) and (bands or is_raster_path(os.fspath(X)))):
+        files = band_paths(_resolved(X), None if is_band_list(X) else bands)  # a list: its files
+        identity = "raster:" + ",".join(files)
+        source = files[0] if len(files) == 1 and not is_glob(os.fspath(X)) else None
+        X = open_geotiff(files)
+        if feature_dim is None:
+            feature_dim = "band"
+    elif _is_path(X) and is_netcdf_path(os.fspath(X)):
+        source = resolve_path(X)
+        if not os.path.exists(source) and "://" not in source:
+            raise FileNotFoundError(f"Input {os.fspath(X)!r} does not exist.")
+        X = open_netcdf(source)
+        variable = variable or _only_variable(X, os.fspath(source))
+        identity = f"netcdf:{source}#{variable}"
+    elif _is_path(X) and _table_path(X):
         import fsspec
 
         source = resolve_path(X)
@@ -638,6 +687,7 @@ def open_input(
         inp = dataclasses.replace(
             _open_dataarray(X, feature_dim, min_samples, identity, estimator), source=source
         )
+        inp = dataclasses.replace(inp, georef=georeference(X, inp.sample_dims or ()))
     else:
         if feature_dim is not None:
             raise ValueError(

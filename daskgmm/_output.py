@@ -304,6 +304,8 @@ def _write_per_sample(
             chunks = (slab_chunk, *shape[1:])
             data_vars[name] = (dims, da.zeros(shape, chunks=chunks, dtype=dtype))
         ds = xr.Dataset(data_vars, coords=layout.coords)
+        if inp.georef is not None:  # a spatial_ref variable: rioxarray reopens it on its grid
+            ds = inp.georef.attach(ds)
         if missing and "label" in names:
             ds["label"].encoding["_FillValue"] = -1  # samples with no observed value
         ds.attrs["daskgmm"] = {

@@ -70,7 +70,7 @@ default='dirichlet_process'
         variational E-step uses each sample's observed values exactly, as EM's;
         the default priors are then the moments of the data with their holes
         filled with the features' means (the initialisation's data).
-    columns, standardize, pca
+    columns, bands, standardize, pca
         As in :class:`daskgmm.GaussianMixture` (the priors then live in the
         transformed space).
     algorithm, stepwise_epochs, learning_decay, learning_offset, step_blocks
@@ -150,6 +150,7 @@ default='dirichlet_process'
         learning_offset=1.0,
         step_blocks=None,
         columns=None,
+        bands=None,
         standardize=False,
         pca=None,
     ):
@@ -177,6 +178,7 @@ default='dirichlet_process'
             learning_offset=learning_offset,
             step_blocks=step_blocks,
             columns=columns,
+            bands=bands,
             standardize=standardize,
             pca=pca,
         )

@@ -86,6 +86,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "missing",
                 "nodata",
                 "columns",
+                "bands",
             )
         },
         "random_state": 0,  # a job is reproducible by default (the estimator's is None)
@@ -110,6 +111,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "missing": None,  # the model's own
         "nodata": None,
         "columns": None,  # the model's own feature names
+        "bands": None,  # the model's own band files
     },
     "predict": {
         "id": None,
@@ -121,6 +123,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "missing": None,  # the model's own
         "nodata": None,
         "columns": None,  # the model's own feature names
+        "bands": None,  # the model's own band files
     },
     "select": {
         "k": "1..8",
@@ -139,6 +142,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "missing": None,  # the model's own
         "nodata": None,
         "columns": None,  # the model's own feature names
+        "bands": None,  # the model's own band files
     },
     "demo": {
         "n_samples": 400_000,
@@ -248,6 +252,7 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         feature_dim=opts["feature_dim"],
         nodata=opts["nodata"],
         columns=_columns(opts),
+        bands=_bands(opts),
     )
     for name in _FIT_ONLY:
         if name in opts:
@@ -260,6 +265,18 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
         weight_concentration_prior=opts["weight_concentration"],
     )
     return BayesianGaussianMixture(**{**kw, **overrides})
+
+
+def _bands(opts: dict[str, Any], model: Any = None) -> list[str] | None:
+    """--bands as a list; else, for a model, the band files it was fitted on."""
+    value = opts.get("bands")
+    if isinstance(value, str):
+        value = [b.strip() for b in value.split(",") if b.strip()]
+        if not value:
+            raise CLIError("--bands needs file names or globs, e.g. --bands B2.TIF,B3.TIF")
+    if value is None and model is not None:
+        value = model.bands
+    return None if value is None else list(value)
 
 
 def _columns(opts: dict[str, Any], model: Any = None) -> list[str] | None:
@@ -430,6 +447,7 @@ def _check_input_for_model(opts: dict[str, Any]) -> Any:
         feature_dim=gm.feature_dim,
         nodata=gm.nodata,
         columns=_columns(opts, gm),
+        bands=_bands(opts, gm),
     )
     if inp.X.shape[1] != gm.n_features_in_:
         raise CLIError(
@@ -474,6 +492,7 @@ def _model_for_input(opts: dict[str, Any]):
     )
     reading["missing"] = opts.get("missing") or gm.missing
     reading["columns"] = _columns(opts, gm)
+    reading["bands"] = _bands(opts, gm)
     return gm.set_params(**reading)
 
 
@@ -490,6 +509,7 @@ def cmd_update(opts: dict[str, Any]) -> int:
         feature_dim=gm.feature_dim,
         nodata=gm.nodata,
         columns=_columns(opts, gm),
+        bands=_bands(opts, gm),
     ).X
     per_step = gm.step_blocks or worker_threads()
     n_blocks, steps_before = X.numblocks[0], gm.n_steps_
@@ -523,6 +543,8 @@ def cmd_predict(opts: dict[str, Any]) -> int:
               progress=_block_progress(opts, "predict"))  # fmt: skip
     if ids:
         info = gm.predict_to_table(_table_input(opts), opts["output"], ids=ids, **kw)
+    elif _geotiff(opts["output"]):
+        info = gm.predict_to_geotiff(opts["input"], opts["output"], **kw)
     else:
         info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
@@ -542,6 +564,8 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
               progress=_block_progress(opts, "anomalies"))  # fmt: skip
     if ids:
         info = gm.predict_to_table(_table_input(opts), opts["output"], ids=ids, **kw)
+    elif _geotiff(opts["output"]):
+        info = gm.predict_to_geotiff(opts["input"], opts["output"], **kw)
     else:
         info = gm.predict_to_zarr(opts["input"], opts["output"], **kw)
     if not opts["quiet"]:
@@ -555,6 +579,12 @@ def cmd_anomalies(opts: dict[str, Any]) -> int:
             f"written to {opts['output']}"
         )
     return 0
+
+
+def _geotiff(path: str) -> bool:
+    from ._raster_output import is_geotiff_target
+
+    return is_geotiff_target(path)
 
 
 def _table_input(opts: dict[str, Any]) -> Any:
@@ -640,6 +670,7 @@ def cmd_select(opts: dict[str, Any]) -> int:
         feature_dim=opts["feature_dim"],
         nodata=opts["nodata"],
         columns=_columns(opts),
+        bands=_bands(opts),
     )
     X = inp.X.persist() if _cache(opts["cache"]) is not False else inp.X
     rows, best = [], None
@@ -860,6 +891,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             feature_dim=opts["feature_dim"],
             nodata=opts["nodata"],
             columns=_columns(opts),
+            bands=_bands(opts),
         )
         _cache(opts["cache"])
         if command == "fit":
@@ -924,6 +956,13 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             inp.table.check_ids(_ids(opts), f"Input {opts['input']!r}")
             check_table_target(opts["output"])
             opts["_input"] = inp  # its ids are checked: not read twice
+        elif _geotiff(opts["output"]):
+            from ._raster_output import check_geotiff_targets
+
+            names = ("anomaly", "log_density") if command == "anomalies" else (
+                ("label",) + (("probability",) if opts["proba"] else ())
+                + (("log_density",) if opts["score"] else ()))  # fmt: skip
+            check_geotiff_targets(opts["output"], names, inp)
         else:
             check_output_target(opts["output"])
         _check_writable(opts["output"])
@@ -1073,6 +1112,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("input", nargs="?", default=S, metavar="INPUT")
 
     def data_options(p: argparse.ArgumentParser, fitting: bool = True) -> None:
+        p.add_argument(
+            "--bands",
+            metavar="FILE[,FILE]",
+            default=S,
+            help="INPUT is a folder of single-band rasters: stack these files (names or "
+            "globs, e.g. '*_B2.TIF,*_B3.TIF') as bands; default: "
+            + ("none" if fitting else "the model's own"),
+        )
         p.add_argument(
             "--columns",
             metavar="A,B,...",

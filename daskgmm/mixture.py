@@ -54,6 +54,7 @@ from ._em import (
 from ._fingerprint import Digest, content_digest, content_digest_chunk
 from ._init import restart_seeds
 from ._lock import JobLock
+from ._raster import is_band_list
 from ._reduction import map_reduce
 from ._scheduler import active_client, blas_threads_guard
 from ._state import Stepwise
@@ -249,10 +250,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         numeric column when fitting, the fitted ``feature_names_in_`` when
         predicting. A missing or non-numeric column is a ``ValueError`` naming
         it, raised from the schema before a row is read.
+    bands : list of str, default=None
+        For a folder of single-band rasters (GeoTIFF): the files to stack as
+        bands, in order, by name or glob (``["*_B2.TIF", "*_B3.TIF"]`` finds
+        the same bands in every scene's folder). Kept in the model, so that
+        predicting on another folder reads the same bands.
     standardize : bool, default=False
         Model the features divided by their standard deviations (and centred):
         columns on very different scales then weigh alike in k-means and in
-        ``reg_covar``. The means and deviations cost one pass.
+        ``reg_covar``. The means and deviations come from the pass that gives
+        k-means|| its first round (no pass of their own with ``'kmeans'`` and
+        ``'k-means++'``).
     pca : int, default=None
         Model the first ``pca`` principal components of the (standardised)
         features, from a randomised SVD (a few passes; the explained variance
@@ -374,6 +382,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "learning_offset": [Interval(Real, 0.0, None, closed="left")],
         "step_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "columns": ["array-like", None],
+        "bands": ["array-like", None],
         "standardize": ["boolean"],
         "pca": [Interval(Integral, 1, None, closed="left"), None],
     }
@@ -407,6 +416,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         learning_offset=1.0,
         step_blocks=None,
         columns=None,
+        bands=None,
         standardize=False,
         pca=None,
     ):
@@ -436,6 +446,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.learning_offset = learning_offset
         self.step_blocks = step_blocks
         self.columns = columns
+        self.bands = bands
         self.standardize = standardize
         self.pca = pca
 
@@ -487,6 +498,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             nodata=nodata,
             estimator=type(self).__name__,
             columns=columns,
+            bands=self.bands,
         )
         n_features = inp.X.shape[1]
         names = None if inp.feature_names is None else np.asarray(inp.feature_names, dtype=object)
@@ -928,7 +940,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 continue
             if key == "random_state" and not (value is None or isinstance(value, Integral)):
                 value = type(value).__name__
-            elif key == "columns" and value is not None:
+            elif key in ("columns", "bands") and value is not None:
                 value = [str(c) for c in value]
             elif value is not None and not isinstance(value, (str, Real)):  # array-likes
                 arr = np.ascontiguousarray(np.asarray(value, dtype=np.float64))
@@ -1032,6 +1044,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             feature_dim=self.feature_dim,
             nodata=self.nodata,
             columns=self.columns,
+            bands=self.bands,
         )
         saved, now = fit.get("data") or {}, inp.fingerprint()
         return (
@@ -1412,6 +1425,63 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return {**info, "variables": list(names)}
         return {**info, "variables": list(names), "threshold": threshold}
 
+    def predict_to_geotiff(
+        self,
+        X,
+        path,
+        *,
+        proba=False,
+        score=False,
+        anomaly_quantile=None,
+        overwrite=False,
+        progress=None,
+    ) -> dict[str, Any]:
+        """Write per-pixel results of an image as Cloud-Optimised GeoTIFFs on its grid.
+
+        ``path`` gets the labels (int16, nodata -1) or, with ``anomaly_quantile``,
+        the anomaly mask (uint8, nodata 255); ``proba`` and ``score`` add
+        ``STEM.probability.tif`` and ``STEM.log_density.tif`` beside it. The
+        input's CRS and transform are kept. Blocks are written as they are
+        computed (bounded memory), into files beside the targets that are renamed
+        into place when complete; a file that is not a daskgmm output is never
+        replaced, one of another model only with ``overwrite``.
+
+        Parameters
+        ----------
+        X : GeoTIFF path, list of single-band GeoTIFF paths, or an image
+            Pixels on a (y, x) grid (see :meth:`predict_to_zarr`).
+        path : str or path-like
+            A local ``.tif`` path.
+        proba, score, anomaly_quantile, overwrite, progress
+            As in :meth:`predict_to_zarr`.
+
+        Returns
+        -------
+        dict
+            ``blocks``, ``skipped``, ``samples``, ``files`` (variable -> path),
+            ``variables`` and for anomalies the log-density ``threshold``.
+        """
+        from ._raster_output import write_geotiff
+
+        check_is_fitted(self)
+        inp = self._input(X, reset=False)
+        if not isinstance(inp, Input):
+            inp = _numpy_input(inp)
+        names, threshold, extra = self._per_sample_job(inp, proba, score, anomaly_quantile)
+        info = write_geotiff(
+            path,
+            self._params,
+            inp,
+            names,
+            threshold=threshold,
+            overwrite=overwrite,
+            extra_attrs=extra,
+            progress=progress,
+            missing=self._marginalize,
+        )
+        info = {**info, "variables": list(names)}
+        return info if threshold is None else {**info, "threshold": threshold}
+
     def _per_sample_job(
         self, inp: Input, proba: bool, score: bool, anomaly_quantile: float | None
     ) -> tuple[tuple[str, ...], float | None, dict[str, Any] | None]:
@@ -1612,6 +1682,8 @@ def _is_out_of_core(X: Any) -> bool:
     """Inputs handled by :func:`open_input` rather than scikit-learn's ``validate_data``."""
     if isinstance(X, (str, os.PathLike, da.Array, Input)) or hasattr(X, "dims"):
         return True
+    if is_band_list(X):  # single-band rasters to stack
+        return True
     if is_dataframe(X):
         return type(X).__module__.startswith("dask")
     return type(X).__module__.startswith("zarr")
@@ -1644,7 +1716,7 @@ def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         if key == "random_state" and not (value is None or isinstance(value, Integral)):
             value = None
-        elif key == "columns" and value is not None:
+        elif key in ("columns", "bands") and value is not None:
             value = [str(c) for c in value]
         elif value is not None and not isinstance(value, (str, Real)):  # array-likes
             value = np.asarray(value, dtype=np.float64).tolist()

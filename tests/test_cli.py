@@ -91,7 +91,7 @@ def scheduler_address(tmp_path_factory):
         client.wait_for_workers(2, timeout=60)
     yield address
     for proc in reversed(procs):
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # SIGINT: ~8 s to close
     for proc in procs:
         try:
             proc.wait(timeout=20)

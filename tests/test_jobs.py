@@ -288,7 +288,7 @@ def test_a_scheduler_without_workers_fails_with_one_line(tmp_path):
             assert "within 3 s" in res.stderr and "Traceback" not in res.stderr
             assert time.monotonic() - tic < 60
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # SIGINT: ~8 s to close
         proc.wait(timeout=30)
 
 

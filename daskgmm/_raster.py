@@ -1,0 +1,238 @@
+"""Rasters as remote-sensing users hold them: GeoTIFF/COG files and band stacks, NetCDF.
+
+Opened lazily with rioxarray (the ``geo`` extra) as an ``(band, y, x)`` image
+whose bands are the features:
+
+- a GeoTIFF or Cloud-Optimised GeoTIFF (a path or a URL GDAL reads) gives its
+  bands;
+- several single-band files on one grid (a list of paths, a glob, or a folder
+  with ``bands=[...]``) are stacked as bands, in the order given; files on
+  another grid (shape, transform or CRS) are refused, naming the first;
+- a NetCDF/HDF5 file is opened by xarray (its variable and feature dimension
+  chosen as for a Zarr store).
+
+Blocks are full-width strips of whole tile rows (about ``daskgmm.chunk-bytes``
+each), so a block reads each of its tiles once and no tile is read by two
+blocks; the file is never read whole. Each band's nodata value (from the file)
+becomes NaN, which ``missing='marginalize'`` handles: a pixel with no band
+observed is labelled -1.
+
+The grid (:class:`Georef`: CRS and affine transform) travels with the input to
+the outputs: a GeoTIFF label map on the input's grid, or a Zarr output with a
+``spatial_ref`` variable that rioxarray reopens georeferenced.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import logging
+import os
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Georef",
+    "band_paths",
+    "georeference",
+    "is_band_list",
+    "is_netcdf_path",
+    "is_raster_path",
+    "open_geotiff",
+    "open_netcdf",
+]
+
+logger = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".he5")
+_GEO_EXTRA = "pip install 'daskgmm[geo]'"
+
+
+def _require_rioxarray() -> Any:
+    try:
+        import rioxarray
+    except ImportError:
+        raise ImportError(f"Reading and writing rasters needs rioxarray: {_GEO_EXTRA}.") from None
+    return rioxarray
+
+
+def is_raster_path(path: str) -> bool:
+    """A GeoTIFF by its name (``.tif``/``.tiff``, any case), or a glob of them."""
+    return str(path).lower().rstrip("/").endswith(RASTER_SUFFIXES)
+
+
+def is_band_list(X: Any) -> bool:
+    """A list or tuple of raster paths: single-band files to stack as bands."""
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and all(isinstance(p, (str, os.PathLike)) and is_raster_path(os.fspath(p)) for p in X)
+    )
+
+
+def is_netcdf_path(path: str) -> bool:
+    return str(path).lower().rstrip("/").endswith(NETCDF_SUFFIXES)
+
+
+def _expand(pattern: str) -> list[str]:
+    if any(c in pattern for c in "*?[") and "://" not in pattern:
+        return sorted(globbing.glob(pattern))
+    return [pattern]
+
+
+def band_paths(path: Any, bands: Sequence[str] | None) -> list[str]:
+    """The raster files of an input: ``path`` itself (a file, a URL or a glob), or with
+    ``bands`` the files (names or globs) in the folder ``path``, in the order given."""
+    if isinstance(path, (list, tuple)):
+        if bands:
+            raise ValueError("Pass the band files either as a list or with bands=..., not both.")
+        patterns = [os.fspath(p) for p in path]
+    elif bands:
+        base = os.fspath(path)
+        join = posixpath.join if "://" in base else os.path.join
+        patterns = [join(base, b) for b in bands]
+    else:
+        patterns = [os.fspath(path)]
+    files: list[str] = []
+    for pattern in patterns:
+        found = _expand(pattern)
+        if not found:
+            raise FileNotFoundError(f"No raster file matches {pattern!r}.")
+        files += found
+    for name in files:
+        if "://" not in name and not os.path.isfile(name):
+            raise FileNotFoundError(f"Raster {name!r} does not exist.")
+    if len(set(files)) != len(files):
+        raise ValueError(f"The band files {files} name a file twice.")
+    return files
+
+
+def _float_dtype(dtypes: Sequence[Any]) -> np.dtype:
+    """float32 where every band fits it exactly (8- and 16-bit integers, float32)."""
+    small = all(
+        np.dtype(d) == np.float32 or (np.dtype(d).kind in "iu" and np.dtype(d).itemsize <= 2)
+        for d in dtypes
+    )
+    return np.dtype(np.float32 if small else np.float64)
+
+
+def _grid(src: Any) -> tuple[Any, ...]:
+    return (src.height, src.width, tuple(src.transform)[:6], src.crs)
+
+
+def open_geotiff(files: Sequence[str]) -> Any:
+    """The GeoTIFF ``files`` (one multi-band file, or single-band files stacked) as a
+    lazy ``(band, y, x)`` xarray.DataArray of floats, each band's nodata as NaN, in
+    full-width blocks of whole tile rows."""
+    rioxarray = _require_rioxarray()
+    import rasterio
+    import xarray as xr
+
+    from ._data import target_chunk_bytes
+
+    grids, nodata, dtypes, names, tile_rows = [], [], [], [], 1
+    for name in files:
+        try:
+            with rasterio.open(name) as src:
+                grids.append(_grid(src))
+                nodata += list(src.nodatavals)
+                dtypes += list(src.dtypes)
+                tile_rows = max(tile_rows, src.block_shapes[0][0])
+                stem = os.path.splitext(posixpath.basename(name))[0]
+                names += [
+                    d or (stem if src.count == 1 else f"{stem}:{i + 1}")
+                    for i, d in enumerate(src.descriptions)
+                ]
+        except rasterio.errors.RasterioIOError as err:
+            raise ValueError(f"Raster {name!r} cannot be read ({err}).") from None
+    for name, grid in zip(files[1:], grids[1:], strict=True):
+        if grid != grids[0]:
+            raise ValueError(
+                f"Band file {name!r} is on another grid than {files[0]!r}: "
+                f"{_describe(grid)} against {_describe(grids[0])}."
+            )
+    height, width = grids[0][:2]
+    dtype = _float_dtype(dtypes)
+    per_row = width * len(names) * dtype.itemsize
+    rows = tile_rows * max(1, target_chunk_bytes() // max(1, per_row * tile_rows))
+    chunks = {"band": -1, "y": min(rows, height), "x": -1}
+    arrays = [
+        rioxarray.open_rasterio(name, chunks=chunks, masked=False, lock=False) for name in files
+    ]
+    image = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band", join="exact")
+    image = image.astype(dtype).assign_coords(band=names)
+    if len(files) > 1:
+        image = image.chunk({"band": -1})
+    marks = np.array([np.nan if v is None else v for v in nodata], dtype=np.float64)
+    if np.any(~np.isnan(marks)):
+        logger.info("Raster nodata per band %s: read as NaN.", marks.tolist())
+        image = image.where(image != xr.DataArray(marks.astype(dtype), dims="band"))
+    image.attrs = {k: v for k, v in image.attrs.items() if k not in ("_FillValue", "long_name")}
+    image.encoding.pop("_FillValue", None)
+    return image
+
+
+def _describe(grid: tuple[Any, ...]) -> str:
+    height, width, transform, crs = grid
+    return f"{height}x{width} pixels, transform {transform}, CRS {crs}"
+
+
+def open_netcdf(path: str) -> Any:
+    """A NetCDF/HDF5 file as a lazy xarray.Dataset in the file's own chunks."""
+    import xarray as xr
+
+    try:
+        return xr.open_dataset(path, chunks={})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Input {path!r} cannot be read as NetCDF/HDF5 ({err}).") from None
+
+
+@dataclass(frozen=True)
+class Georef:
+    """Where an image's pixels lie: its CRS (WKT, or None) and affine transform
+    (``a, b, c, d, e, f`` as rasterio's ``Affine``)."""
+
+    crs: str | None
+    transform: tuple[float, ...]
+
+    def attach(self, ds: Any) -> Any:
+        """``ds`` (an xarray Dataset or DataArray on this grid) with a ``spatial_ref``
+        variable that rioxarray reads back."""
+        rioxarray = _require_rioxarray()  # noqa: F841 (registers the .rio accessor)
+        from affine import Affine
+
+        if self.crs is not None:
+            ds = ds.rio.write_crs(self.crs)
+        ds = ds.rio.write_transform(Affine(*self.transform)).rio.write_coordinate_system()
+        # an attribute, not an encoding: xarray then lists spatial_ref among each variable's
+        # coordinates, so that it reopens as a coordinate and every variable has its CRS
+        for var in ds.data_vars.values() if hasattr(ds, "data_vars") else [ds]:
+            if "grid_mapping" in var.encoding:
+                var.attrs["grid_mapping"] = var.encoding.pop("grid_mapping")
+        return ds
+
+
+def georeference(arr: Any, sample_dims: Sequence[str]) -> Georef | None:
+    """The grid of an xarray image whose samples are its ``(y, x)`` pixels, where
+    rioxarray is installed and finds one (a CRS, or regular coordinates); else None."""
+    if len(sample_dims) != 2:
+        return None
+    try:
+        import rioxarray  # noqa: F401 (registers the .rio accessor)
+    except ImportError:
+        return None
+    try:
+        rio = arr.rio
+        if tuple(sample_dims) != (rio.y_dim, rio.x_dim):
+            return None
+        crs = rio.crs
+        transform = tuple(rio.transform(recalc=crs is None))[:6]
+    except Exception:  # no spatial dimensions rioxarray recognises
+        return None
+    if crs is None and transform == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        return None
+    return Georef(None if crs is None else crs.to_wkt(), tuple(float(t) for t in transform))

@@ -1,0 +1,323 @@
+"""Per-pixel results written as Cloud-Optimised GeoTIFFs on the input's grid.
+
+``predict … -o labels.tif`` writes the label map to ``labels.tif`` (int16,
+nodata -1: the pixels with no band observed) with the input's CRS and
+transform; ``--proba`` adds ``labels.probability.tif`` (one float32 band per
+component) and ``--score`` ``labels.log_density.tif`` (float64); ``anomalies
+-o odd.tif`` writes the mask (uint8: 1 anomalous, 0 not, 255 nodata) and
+``odd.log_density.tif``.
+
+The blocks are computed on the cluster, at most a few per worker thread at a
+time, and written by the driver into a tiled GeoTIFF beside the target as they
+land (memory: those blocks' results, whatever the image's size). The file is
+then copied into the Cloud-Optimised layout (tiles, overviews, header first)
+and renamed onto the target, so a reader never sees half a file and a killed
+run leaves only litter that the next run removes. Each file carries a
+``DASKGMM_OUTPUT`` tag saying what it is of (the model's digest, the input's
+shape and files); a file of this model and the same input files is reused,
+one of another job is replaced only with ``overwrite``, and a file without the
+tag is never replaced. GeoTIFFs are written to local paths (use a Zarr output
+for object stores: it is resumable block by block too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dask
+import numpy as np
+
+from ._checkpoint import RefusedError, _aside, _remove_litter, params_digest
+from ._data import Input, resolve_path, worker_threads
+from ._lock import JobLock
+from ._output import _regular_blocks, sample_results
+from ._scheduler import active_client, blas_threads_guard
+from ._stats import EStepParams, GMMParams
+
+__all__ = ["check_geotiff_targets", "geotiff_paths", "is_geotiff_target", "write_geotiff"]
+
+logger = logging.getLogger(__name__)
+
+TAG = "DASKGMM_OUTPUT"
+#: dtype, nodata and overview resampling of each variable's file.
+FORMATS = {
+    "label": ("int16", -1, "nearest"),
+    "probability": ("float32", float("nan"), "average"),
+    "log_density": ("float64", float("nan"), "average"),
+    "anomaly": ("uint8", 255, "nearest"),
+}
+TILE = 512
+
+
+def is_geotiff_target(path: Any) -> bool:
+    return str(path).lower().endswith((".tif", ".tiff"))
+
+
+def geotiff_paths(path: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The file of each variable: the first at ``path``, each other at
+    ``STEM.<name>.tif`` beside it."""
+    stem, ext = os.path.splitext(path)
+    return {name: path if i == 0 else f"{stem}.{name}{ext}" for i, name in enumerate(names)}
+
+
+def _tag(path: str) -> dict[str, Any] | None:
+    """The ``DASKGMM_OUTPUT`` tag of the GeoTIFF at ``path`` (None: not daskgmm's)."""
+    import rasterio
+
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    try:
+        with rasterio.open(path) as src:
+            text = src.tags().get(TAG)
+        found = json.loads(text) if text else None
+    except (rasterio.errors.RasterioIOError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("format") == "daskgmm-output" else None
+
+
+def _check_targets(paths: dict[str, str], job: dict[str, Any], files: str | None,
+                   overwrite: bool) -> bool:  # fmt: skip
+    """Refuse what may not be replaced; True when every file is this job's already."""
+    same = True
+    for path in paths.values():
+        if not os.path.lexists(path):
+            same = False
+            continue
+        tag = _tag(path)
+        if tag is None:
+            raise RefusedError(
+                f"Output {path!r} exists and is not a daskgmm output; refusing to replace it "
+                "(even with --overwrite). Choose another output path."
+            )
+        if tag.get("job") == job and files is not None and tag.get("files") == files:
+            continue
+        same = False
+        if not overwrite:
+            raise RefusedError(
+                f"Output {path!r} was written by daskgmm for another model or other data; "
+                "pass --overwrite (overwrite=True) to replace it."
+            )
+    return same
+
+
+def check_geotiff_targets(path: str, names: tuple[str, ...], inp: Input) -> None:
+    """Before any cluster starts: the input is an image, and no file at the outputs'
+    paths is something daskgmm did not write (the job is compared when writing)."""
+    _check_image(inp, path)
+    for target in geotiff_paths(resolve_path(path), names).values():
+        if os.path.lexists(target) and _tag(target) is None:
+            raise RefusedError(
+                f"Output {target!r} exists and is not a daskgmm output; refusing to replace it "
+                "(even with --overwrite). Choose another output path."
+            )
+
+
+def _check_image(inp: Input, path: str) -> None:
+    if "://" in path:
+        raise ValueError(
+            f"GeoTIFF outputs are written to local paths, not {path!r}; write a Zarr store "
+            "for an object store."
+        )
+    if inp.sample_shape is None or len(inp.sample_shape) != 2:
+        raise ValueError(
+            "A GeoTIFF output needs an image input (pixels on a (y, x) grid, e.g. a GeoTIFF "
+            "or an xarray image with feature_dim); write a Zarr store for other inputs."
+        )
+
+
+def write_geotiff(
+    url: str | os.PathLike[str],
+    params: GMMParams,
+    inp: Input,
+    names: tuple[str, ...],
+    *,
+    threshold: float | None = None,
+    overwrite: bool = False,
+    extra_attrs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    missing: bool = False,
+) -> dict[str, Any]:
+    """Compute per-pixel outputs and write them as COG GeoTIFFs (see the module
+    docstring); the arguments are :func:`daskgmm._output.write_per_sample`'s.
+
+    Returns
+    -------
+    dict
+        ``blocks`` written now, ``skipped`` (0, or all when the files are this
+        job's already), ``samples`` and ``files`` (variable -> path).
+    """
+    path = os.fspath(url)
+    _check_image(inp, path)
+    path = resolve_path(path)
+    paths = geotiff_paths(path, names)
+    job = json.loads(
+        json.dumps(
+            {
+                "model": params_digest(params),
+                "variables": list(names),
+                "threshold": threshold,
+                "shape": list(inp.X.shape),
+                "dtype": str(inp.X.dtype),
+                "missing": "marginalize" if missing else "error",
+                **(extra_attrs or {}),
+            }
+        )
+    )
+    with JobLock(path, "Output"):
+        for target in paths.values():  # files a killed run was still writing
+            folder, base = os.path.split(target)
+            _remove_litter_files(folder, base)
+        X = _regular_blocks(inp.X, inp.sample_shape[1])
+        n_blocks = X.numblocks[0]
+        if _check_targets(paths, job, inp.files, overwrite):
+            logger.info("Output %s is already complete, for this model and these files.", path)
+            return {"blocks": 0, "skipped": n_blocks, "samples": X.shape[0], "files": paths}
+        tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
+        asides = {name: _aside_name(p, "tmp") for name, p in paths.items()}
+        try:
+            _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress)
+            for name, target in paths.items():
+                cog = _aside_name(target, "cog")
+                asides[f"{name}-cog"] = cog
+                _to_cog(asides[name], cog, FORMATS[name][2])
+                os.replace(cog, target)
+        finally:
+            for leftover in asides.values():
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return {"blocks": n_blocks, "skipped": 0, "samples": X.shape[0], "files": paths}
+
+
+def _aside_name(path: str, kind: str) -> str:
+    return f"{path}.{uuid.uuid4().hex[:8]}.{kind}"
+
+
+def _remove_litter_files(folder: str, base: str) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    _remove_litter(LocalFileSystem(), folder or ".", _aside(base, "tmp|cog"))
+
+
+def _profile(name: str, inp: Input, n_components: int) -> dict[str, Any]:
+    from affine import Affine
+
+    height, width = inp.sample_shape
+    dtype, nodata, _ = FORMATS[name]
+    georef = inp.georef
+    return dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=n_components if name == "probability" else 1,
+        dtype=dtype,
+        nodata=nodata,
+        crs=None if georef is None or georef.crs is None else georef.crs,
+        transform=Affine.identity() if georef is None else Affine(*georef.transform),
+        tiled=True,
+        blockxsize=TILE,
+        blockysize=TILE,
+        compress="deflate",
+        bigtiff="if_safer",
+        sparse_ok=True,
+    )
+
+
+def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress) -> None:
+    """Every block computed on the cluster and written into the tiled GeoTIFFs
+    ``asides`` (variable -> path) by the driver as it lands."""
+    import rasterio
+    from rasterio.windows import Window
+
+    width = inp.sample_shape[1]
+    ep = dask.delayed(params.estep())
+    tasks = [
+        dask.delayed(_pixels_block)(block, ep, names, threshold, missing)
+        for block in X.to_delayed()[:, 0]
+    ]
+    first_rows = np.cumsum((0, *X.chunks[0]))[:-1] // width
+    with contextlib.ExitStack() as stack:
+        files = {
+            name: stack.enter_context(
+                rasterio.open(p, "w", **_profile(name, inp, params.n_components))
+            )
+            for name, p in asides.items()
+        }
+        for dst in files.values():
+            dst.update_tags(**{TAG: json.dumps(tag)})
+        done = 0
+        for i, results in _as_completed(tasks, 2 * worker_threads()):
+            top = int(first_rows[i])
+            for name, values in results.items():
+                rows = len(values) // width
+                window = Window(0, top, width, rows)
+                if values.ndim == 2:  # probability: one band per component
+                    files[name].write(values.reshape(rows, width, -1).transpose(2, 0, 1),
+                                      window=window)  # fmt: skip
+                else:
+                    files[name].write(values.reshape(rows, width), 1, window=window)
+            done += 1
+            if progress is not None:
+                progress(done, len(tasks))
+
+
+def _pixels_block(
+    block: np.ndarray, ep: EStepParams, names: tuple[str, ...], threshold: float | None,
+    missing: bool,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """A block's outputs in their files' dtypes (nodata where no band is observed)."""
+    results = sample_results(block, ep, missing, threshold)
+    out = {}
+    for name in names:
+        values = results[name]()
+        if name == "anomaly":
+            values = np.where(np.isnan(results["log_density"]()), 255, values).astype(np.uint8)
+        out[name] = values.astype(FORMATS[name][0])
+    return out
+
+
+def _as_completed(tasks: list[Any], window: int) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` of each delayed task as it completes, with at most
+    ``window`` computed or in flight at a time (the driver's memory bound)."""
+    client = active_client()
+    if client is None:
+        for start in range(0, len(tasks), window):
+            batch = tasks[start : start + window]
+            with blas_threads_guard(*batch):
+                results = dask.compute(*batch)
+            yield from enumerate(results, start)
+        return
+    from distributed import as_completed
+
+    pending = iter(enumerate(tasks))
+    index = {}
+    running = as_completed()
+    for _ in range(window):
+        _submit(client, pending, index, running)
+    for future in running:
+        result = future.result()  # raises the block's error
+        i = index.pop(future.key)
+        future.release()
+        _submit(client, pending, index, running)
+        yield i, result
+
+
+def _submit(client: Any, pending: Iterator[tuple[int, Any]], index: dict, running: Any) -> None:
+    item = next(pending, None)
+    if item is not None:
+        future = client.compute(item[1])
+        index[future.key] = item[0]
+        running.add(future)
+
+
+def _to_cog(source: str, target: str, resampling: str) -> None:
+    """``source`` copied into the Cloud-Optimised layout (its tags kept)."""
+    from rasterio.shutil import copy
+
+    copy(source, target, driver="COG", compress="deflate", blocksize=TILE,
+         overview_resampling=resampling, bigtiff="if_safer")  # fmt: skip

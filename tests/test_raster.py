@@ -1,0 +1,231 @@
+"""Rasters: GeoTIFF files, band stacks of single-band files, NetCDF; georeferenced outputs.
+
+Oracles: the files' own grid (CRS, transform, nodata) read back by rasterio and
+rioxarray, ``model.predict`` of the same pixels, and the pixels the fixture
+made nodata.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+rioxarray = pytest.importorskip("rioxarray")
+
+import xarray as xr  # noqa: E402
+from rasterio.transform import from_origin  # noqa: E402
+
+from daskgmm import GaussianMixture, load  # noqa: E402
+from daskgmm._data import open_input  # noqa: E402
+
+from .test_cli import _run  # noqa: E402
+
+H, W, TILE = 192, 160, 64
+CRS = "EPSG:32633"
+TRANSFORM = from_origin(500_000.0, 4_000_000.0, 10.0, 10.0)
+CENTRES = np.array([[300, 900, 500, 2000], [1200, 400, 800, 900], [700, 700, 2500, 300]])
+NODATA = [0, 65535, 1]  # the band stack's files, each its own
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """Three land covers in patches, and the pixels with no band: a border."""
+    rng = np.random.RandomState(0)
+    cover = (np.add.outer(np.arange(H) // 48, np.arange(W) // 40) % 3).astype(int)
+    pixels = CENTRES[cover] + rng.normal(0, 40, (H, W, 4))
+    border = np.zeros((H, W), bool)
+    border[:8], border[:, :6] = True, True
+    return cover, pixels.round().clip(2, 60000).astype(np.uint16), border
+
+
+def _write(path, bands, nodata, **extra):
+    profile = dict(driver="GTiff", height=H, width=W, count=len(bands), dtype="uint16",
+                   crs=CRS, transform=TRANSFORM, nodata=nodata, tiled=True,
+                   blockxsize=TILE, blockysize=TILE, **extra)  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.stack(bands))
+
+
+@pytest.fixture(scope="module")
+def scene(truth, tmp_path_factory):
+    """A 4-band GeoTIFF whose border is nodata (0) in every band."""
+    _, pixels, border = truth
+    data = np.where(border[:, :, None], 0, pixels)
+    path = tmp_path_factory.mktemp("scene") / "scene.tif"
+    _write(path, [data[:, :, b] for b in range(4)], 0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(truth, tmp_path_factory):
+    """Three single-band files, each with its own nodata, and a patch missing in B3 only."""
+    _, pixels, border = truth
+    folder = tmp_path_factory.mktemp("stack")
+    for i, (band, nodata) in enumerate(zip((0, 1, 2), NODATA, strict=True)):
+        values = np.where(border, nodata, pixels[:, :, band])
+        if i == 1:
+            values[100:110, 50:60] = nodata  # missing in this band only
+        _write(folder / f"LC08_B{i + 2}.TIF", [values], nodata)
+    (folder / "LC08_QA.TIF").write_bytes(b"not a band")
+    return folder
+
+
+def _valid(labels, border):
+    assert np.array_equal(labels == -1, border)
+
+
+def test_a_geotiff_opens_lazily_in_tile_rows_with_its_grid(scene):
+    import dask
+
+    with dask.config.set({"daskgmm.chunk-bytes": TILE * W * 4 * 4}):
+        inp = open_input(str(scene))
+    assert inp.X.shape == (H * W, 4) and inp.X.dtype == np.float32
+    assert all(rows % (TILE * W) == 0 for rows in inp.X.chunks[0][:-1])  # whole tile rows
+    assert len(inp.X.chunks[0]) == H // TILE
+    assert inp.georef.transform == tuple(TRANSFORM)[:6]
+    assert rasterio.crs.CRS.from_wkt(inp.georef.crs) == rasterio.crs.CRS.from_string(CRS)
+    assert inp.sample_dims == ("y", "x")
+
+
+def test_geotiff_round_trip_through_the_command_line(truth, scene, tmp_path):
+    """fit -> predict -o labels.tif: the input's grid, -1 exactly on the nodata
+    border, the labels of model.predict elsewhere; probabilities and log-density
+    beside it."""
+    from sklearn.metrics import adjusted_rand_score
+
+    cover, _, border = truth
+    model, labels = tmp_path / "m.zarr", tmp_path / "labels.tif"
+    r = _run("fit", scene, "-k", 3, "--missing", "marginalize", "-o", model,
+             "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = _run("predict", model, scene, "-o", labels, "--proba", "--score", "--cluster", "local:1")
+    assert r.returncode == 0, r.stderr
+    gm = load(model)
+    with rasterio.open(labels) as src:
+        assert src.crs == rasterio.crs.CRS.from_string(CRS) and src.transform == TRANSFORM
+        assert (src.height, src.width, src.nodata, src.dtypes[0]) == (H, W, -1, "int16")
+        assert src.profile["tiled"] and src.block_shapes[0] == (512, 512)
+        written = src.read(1)
+    _valid(written, border)
+    expected = gm.predict(str(scene)).values
+    np.testing.assert_array_equal(written, expected)
+    assert adjusted_rand_score(cover[~border], written[~border]) == 1.0
+    reopened = rioxarray.open_rasterio(tmp_path / "labels.probability.tif")
+    assert reopened.shape == (3, H, W) and reopened.rio.crs == CRS
+    np.testing.assert_allclose(reopened.values.sum(axis=0)[~border], 1.0, rtol=1e-5)
+    assert np.isnan(reopened.values[:, border]).all()
+    density = rioxarray.open_rasterio(tmp_path / "labels.log_density.tif").values[0]
+    np.testing.assert_allclose(density[~border],
+                               gm.score_samples(str(scene)).values[~border], rtol=1e-12)  # fmt: skip
+
+
+def test_a_band_stack_with_per_band_nodata(truth, stack, tmp_path):
+    """Single-band files stacked in the order given, each file's nodata NaN in its
+    band only; a pixel with no band observed is -1; the model keeps the band names so
+    that predicting reads the same files."""
+    cover, _, border = truth
+    bands = ["*_B2.TIF", "*_B3.TIF", "*_B4.TIF"]
+    inp = open_input(str(stack), bands=bands)
+    values = inp.X.compute().reshape(H, W, 3)
+    assert np.array_equal(np.isnan(values).all(axis=2), border)
+    missing_b3 = np.isnan(values[:, :, 1]) & ~border
+    assert missing_b3.sum() == 100 and not np.isnan(values[:, :, [0, 2]][~border]).any()
+    gm = GaussianMixture(3, missing="marginalize", random_state=0, bands=bands).fit(str(stack))
+    as_list = sorted(str(p) for p in stack.glob("*_B[234].TIF"))
+    np.testing.assert_array_equal(gm.predict(as_list).values, gm.predict(str(stack)).values)
+    info = gm.predict_to_geotiff(str(stack), tmp_path / "labels.tif")
+    assert info["files"] == {"label": str(tmp_path / "labels.tif")}
+    with rasterio.open(tmp_path / "labels.tif") as src:
+        assert src.crs == CRS and src.transform == TRANSFORM
+        written = src.read(1)
+    _valid(written, border)
+    np.testing.assert_array_equal(written, gm.predict(str(stack)).values)
+    assert (written[missing_b3] >= 0).all()  # two bands observed: labelled
+
+
+def test_band_stacks_that_do_not_line_up_are_one_line(truth, stack, tmp_path):
+    _, pixels, _ = truth
+    shifted = tmp_path / "shifted.tif"
+    profile = dict(driver="GTiff", height=H, width=W, count=1, dtype="uint16", crs=CRS,
+                   transform=from_origin(500_010.0, 4_000_000.0, 10.0, 10.0))  # fmt: skip
+    with rasterio.open(shifted, "w", **profile) as dst:
+        dst.write(pixels[None, :, :, 0])
+    with pytest.raises(ValueError, match=r"Band file .*shifted.tif' is on another grid than"):
+        open_input([str(stack / "LC08_B2.TIF"), str(shifted)])
+    with pytest.raises(FileNotFoundError, match=r"No raster file matches .*\*_B9.TIF"):
+        open_input(str(stack), bands=["*_B2.TIF", "*_B9.TIF"])
+    with pytest.raises(ValueError, match=r"LC08_QA.TIF' cannot be read"):
+        open_input(str(stack), bands=["*_QA.TIF"])
+    r = _run("fit", stack, "--bands", "*_B2.TIF,*_B7.TIF", "-k", 2, "-o", tmp_path / "m.zarr",
+             "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
+    assert r.returncode == 2 and "No raster file matches" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_netcdf_input_and_a_georeferenced_zarr_output(truth, scene, tmp_path):
+    """A NetCDF variable (its _FillValue decoded to NaN) fits as the GeoTIFF does; the
+    Zarr output keeps the grid in a spatial_ref variable that rioxarray reads."""
+    cover, _, border = truth
+    image = rioxarray.open_rasterio(scene).astype(np.float32)
+    image = image.where(image != 0).rename("reflectance")
+    image.attrs = {k: v for k, v in image.attrs.items() if k != "_FillValue"}
+    image.encoding = {"_FillValue": -9999.0}
+    path = tmp_path / "scene.nc"
+    image.to_dataset().to_netcdf(path, engine="h5netcdf")
+    gm = GaussianMixture(3, missing="marginalize", random_state=0, feature_dim="band")
+    gm.fit(str(path))
+    reference = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
+    np.testing.assert_allclose(np.sort(gm.means_, axis=0), np.sort(reference.means_, axis=0),
+                               rtol=1e-5)  # float32 against float64 data  # fmt: skip
+    gm.predict_to_geotiff(str(path), tmp_path / "labels.tif")
+    with rasterio.open(tmp_path / "labels.tif") as src:
+        assert src.crs == CRS and src.transform == TRANSFORM
+        written = src.read(1)
+    _valid(written, border)
+    np.testing.assert_array_equal(written, gm.predict(str(path)).values)
+    gm.predict_to_zarr(str(path), tmp_path / "labels.zarr")
+    labels = xr.open_zarr(tmp_path / "labels.zarr")["label"]
+    assert labels.rio.crs == CRS and labels.rio.transform() == TRANSFORM
+    np.testing.assert_array_equal(labels.fillna(-1).values.astype(int), written)
+
+
+def test_geotiff_outputs_never_replace_what_is_not_theirs(scene, tmp_path):
+    gm = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
+    foreign = tmp_path / "labels.tif"
+    foreign.write_bytes(b"someone's map")
+    model = tmp_path / "m.zarr"
+    gm.save(model)
+    r = _run("predict", model, scene, "-o", foreign, "--overwrite",
+             "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
+    assert r.returncode == 3 and "is not a daskgmm output" in r.stderr, r.stderr
+    assert foreign.read_bytes() == b"someone's map"
+    out = tmp_path / "mine.tif"
+    (tmp_path / "mine.tif.0123abcd.tmp").write_bytes(b"litter of a killed run")
+    assert gm.predict_to_geotiff(str(scene), out)["blocks"] > 0
+    assert not (tmp_path / "mine.tif.0123abcd.tmp").exists()
+    assert gm.predict_to_geotiff(str(scene), out)["blocks"] == 0  # this job's: reused
+    other = GaussianMixture(2, missing="marginalize", random_state=0).fit(str(scene))
+    with pytest.raises(ValueError, match="for another model or other data; pass --overwrite"):
+        other.predict_to_geotiff(str(scene), out)
+    other.predict_to_geotiff(str(scene), out, overwrite=True)
+    with rasterio.open(out) as src:
+        assert set(np.unique(src.read(1))) == {-1, 0, 1}
+    with pytest.raises(ValueError, match="A GeoTIFF output needs an image input"):
+        gm.predict_to_geotiff(np.ones((10, 4)), tmp_path / "flat.tif")
+
+
+def test_anomalies_as_a_geotiff_mask(truth, scene, tmp_path):
+    _, _, border = truth
+    gm = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
+    info = gm.predict_to_geotiff(str(scene), tmp_path / "odd.tif", anomaly_quantile=0.01)
+    with rasterio.open(tmp_path / "odd.tif") as src:
+        mask = src.read(1)
+        assert src.nodata == 255 and src.dtypes[0] == "uint8"
+    assert np.array_equal(mask == 255, border)
+    density = gm.score_samples(str(scene)).values
+    np.testing.assert_array_equal(mask[~border] == 1, density[~border] < info["threshold"])
+    assert 0.005 < (mask == 1).sum() / (~border).sum() < 0.015
+    assert os.path.exists(tmp_path / "odd.log_density.tif")
