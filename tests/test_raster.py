@@ -118,15 +118,15 @@ def test_geotiff_round_trip_through_the_command_line(truth, scene, tmp_path):
     np.testing.assert_allclose(reopened.values.sum(axis=0)[~border], 1.0, rtol=1e-5)
     assert np.isnan(reopened.values[:, border]).all()
     density = rioxarray.open_rasterio(tmp_path / "labels.log_density.tif").values[0]
-    np.testing.assert_allclose(density[~border],
-                               gm.score_samples(str(scene)).values[~border], rtol=1e-12)  # fmt: skip
+    expected_density = gm.score_samples(str(scene)).values
+    np.testing.assert_allclose(density[~border], expected_density[~border], rtol=1e-12)
 
 
 def test_a_band_stack_with_per_band_nodata(truth, stack, tmp_path):
     """Single-band files stacked in the order given, each file's nodata NaN in its
     band only; a pixel with no band observed is -1; the model keeps the band names so
     that predicting reads the same files."""
-    cover, _, border = truth
+    _, _, border = truth
     bands = ["*_B2.TIF", "*_B3.TIF", "*_B4.TIF"]
     inp = open_input(str(stack), bands=bands)
     values = inp.X.compute().reshape(H, W, 3)
@@ -168,7 +168,7 @@ def test_band_stacks_that_do_not_line_up_are_one_line(truth, stack, tmp_path):
 def test_netcdf_input_and_a_georeferenced_zarr_output(truth, scene, tmp_path):
     """A NetCDF variable (its _FillValue decoded to NaN) fits as the GeoTIFF does; the
     Zarr output keeps the grid in a spatial_ref variable that rioxarray reads."""
-    cover, _, border = truth
+    _, _, border = truth
     image = rioxarray.open_rasterio(scene).astype(np.float32)
     image = image.where(image != 0).rename("reflectance")
     image.attrs = {k: v for k, v in image.attrs.items() if k != "_FillValue"}
