@@ -324,6 +324,9 @@ class Input:
     georef : daskgmm._raster.Georef or None
         For images whose samples are ``(y, x)`` pixels on a known grid: its CRS
         and transform, which the outputs keep.
+    band_names : tuple of str or None
+        For xarray inputs: the feature dimension's coordinate (band names), for
+        pictures.
     """
 
     X: da.Array
@@ -338,6 +341,7 @@ class Input:
     table: Any = None
     summary: Any = None
     georef: Any = None
+    band_names: tuple[str, ...] | None = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -749,4 +753,10 @@ def _open_dataarray(
         data = np.asarray(data).reshape(n_samples, arr.sizes[feature_dim])
     coords = {d: arr.coords[d] for d in sample_dims if d in arr.coords}
     Xd = as_dask_array(data, min_samples=min_samples, estimator=estimator)
-    return Input(Xd, identity or f"dask:{Xd.name}", sample_dims, coords, sample_shape, lazy)
+    bands = None
+    if feature_dim in arr.coords and arr.coords[feature_dim].ndim == 1:
+        bands = tuple(str(b) for b in arr.coords[feature_dim].values)
+    return Input(
+        Xd, identity or f"dask:{Xd.name}", sample_dims, coords, sample_shape, lazy,
+        band_names=bands,
+    )  # fmt: skip

@@ -144,6 +144,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "columns": None,  # the model's own feature names
         "bands": None,  # the model's own band files
     },
+    "plot": {
+        "features": None,
+        "sample": 100_000,
+        "max_pixels": 1_000_000,
+        "rgb": None,
+        "selection": None,
+        "variable": None,
+        "feature_dim": None,
+        "missing": None,  # the model's own
+        "nodata": None,
+        "columns": None,  # the model's own feature names
+        "bands": None,  # the model's own band files
+    },
     "demo": {
         "n_samples": 400_000,
         "n_features": 4,
@@ -728,33 +741,209 @@ def cmd_select(opts: dict[str, Any]) -> int:
 
 
 def _plot_selection(rows: list[dict[str, Any]], types: list[str], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no plot (pip install 'daskgmm[plot]')")
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for ct in types:
-        sub = [r for r in rows if r["covariance_type"] == ct]
-        ks = [r["n_components"] for r in sub]
-        ax.plot(ks, [r["bic"] for r in sub], marker="o", label=f"BIC {ct}")
-        ax.plot(ks, [r["aic"] for r in sub], marker="s", linestyle="--", label=f"AIC {ct}")
-    ax.set_xlabel("number of components")
-    ax.set_ylabel("criterion (lower is better)")
-    ax.set_title("daskgmm model selection")
-    ax.legend()
-    fig.tight_layout()
-    png = io.BytesIO()  # the metadata mark lets a re-run recognise its plot
-    fig.savefig(png, format="png", dpi=110, metadata={"Software": "daskgmm model selection"})
     from fsspec.implementations.local import LocalFileSystem
 
     from ._checkpoint import replace_file
+    from ._plots import selection_png
 
-    replace_file(LocalFileSystem(), path, png.getvalue())
-    plt.close(fig)
+    try:
+        png = selection_png(rows, types)
+    except ImportError as err:
+        logger.warning("%s No plot.", err)
+        return
+    replace_file(LocalFileSystem(), path, png)
+
+
+#: The pictures ``plot`` draws, by file name in its output folder.
+PLOT_FILES = ("components.png", "weights.png", "labels.png", "selection.png")
+
+
+def _plot_targets(folder: str) -> None:
+    """``plot`` replaces only pictures daskgmm drew (their PNG ``Software`` text)."""
+    from ._plots import MARK
+
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise RefusedError(f"plot output {folder!r} exists and is not a folder")
+    for name in PLOT_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.lexists(path):
+            continue
+        ours = os.path.isfile(path) and not os.path.islink(path)
+        if ours:
+            with open(path, "rb") as f:
+                ours = f"Software\x00{MARK} ".encode() in f.read(1 << 16)
+        if not ours:
+            raise RefusedError(
+                f"{path!r} exists and is not a picture daskgmm drew; refusing to replace it "
+                "(choose another -o folder)"
+            )
+
+
+def _feature_pair(opts: dict[str, Any], names: list[str]) -> tuple[int, int] | None:
+    """--features A,B as two feature indices (names or numbers); None: the first two
+    principal components."""
+    value = opts.get("features")
+    if value is None:
+        return None
+    parts = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else value
+    if len(parts) != 2:
+        raise CLIError(f"--features needs two features, e.g. --features 0,2; got {value!r}")
+    pair = []
+    for part in parts:
+        if str(part) in names:
+            pair.append(names.index(str(part)))
+        elif str(part).lstrip("-").isdigit() and 0 <= int(part) < len(names):
+            pair.append(int(part))
+        else:
+            raise CLIError(f"--features: {part!r} is not one of the features {names}")
+    if pair[0] == pair[1]:
+        raise CLIError(f"--features needs two different features, got {value!r}")
+    return pair[0], pair[1]
+
+
+def _feature_names(gm: Any, inp: Any) -> list[str]:
+    """The features' names for pictures: table columns, else band names, else numbers."""
+    names = getattr(gm, "feature_names_in_", None)
+    if names is not None:
+        return [str(n) for n in names]
+    if inp.band_names is not None and len(inp.band_names) == gm.n_features_in_:
+        return list(inp.band_names)
+    return [f"feature {j}" for j in range(gm.n_features_in_)]
+
+
+def bounded_sample(X: Any, n: int, seed: int, max_blocks: int = 16) -> np.ndarray:
+    """About ``n`` rows of a dask array, drawn from at most ``max_blocks`` of its blocks
+    (chosen at random, their rows drawn inside the tasks): a picture's sample never
+    reads the whole data nor brings more than ``n`` rows to the driver."""
+    import dask
+
+    rng = np.random.RandomState(seed)
+    n_blocks = X.numblocks[0]
+    chosen = np.sort(rng.choice(n_blocks, size=min(max_blocks, n_blocks), replace=False))
+    per_block = -(-n // len(chosen))
+    parts = [
+        dask.delayed(_rows_of_block)(X.blocks[int(i)], per_block, int(rng.randint(2**31 - 1)))
+        for i in chosen
+    ]
+    return np.concatenate(dask.compute(*parts)).astype(np.float64)
+
+
+def _rows_of_block(block: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(block) <= n:
+        return np.asarray(block)
+    rows = np.random.RandomState(seed).choice(len(block), size=n, replace=False)
+    return np.asarray(block[np.sort(rows)])
+
+
+def decimated_labels(gm: Any, inp: Any, max_pixels: int) -> tuple[np.ndarray, int]:
+    """The label map of an image on a grid of at most ``max_pixels`` pixels (every
+    ``step``-th row and column), read block by block in bounded memory."""
+    import dask.array as da
+
+    height, width = inp.sample_shape
+    step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    image = inp.X.reshape(height, width, inp.X.shape[1])[::step, ::step]
+    rows, cols = image.shape[:2]
+    labels = gm.predict(image.reshape(rows * cols, inp.X.shape[1]).rechunk({0: "auto"}))
+    labels = labels.compute() if isinstance(labels, da.Array) else np.asarray(labels)
+    return labels.reshape(rows, cols), step
+
+
+def cmd_plot(opts: dict[str, Any]) -> int:
+    """Draw the model over its data: components, weights, label map, selection curve."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from ._checkpoint import replace_file
+    from ._plots import class_colours, components_png, label_map_png, weights_png
+
+    gm = _model_for_input(opts)
+    inp = opts["_input"]
+    folder = opts["output"]
+    os.makedirs(folder, exist_ok=True)
+    names = _feature_names(gm, inp)
+    pair = _feature_pair(opts, names)
+    title = f"{type(gm).__name__}: {gm.n_components} components, {gm.covariance_type}"
+    sample = bounded_sample(inp.X, int(opts["sample"]), int(opts.get("random_state") or 0))
+    written = []
+
+    def put(name: str, png: bytes) -> None:
+        replace_file(LocalFileSystem(), os.path.join(folder, name), png)
+        written.append(name)
+
+    means, covariances = gm.means_in_input_units(), gm.covariances_in_input_units()
+    weights = np.asarray(gm.weights_, np.float64)
+    put("components.png", components_png(sample, means, covariances, weights,
+                                         features=pair, names=names, title=title))  # fmt: skip
+    put("weights.png", weights_png(weights, title=title))
+    if inp.sample_shape is not None and len(inp.sample_shape) == 2:
+        labels, step = decimated_labels(gm, inp, int(opts["max_pixels"]))
+        rgb = _rgb(opts, names)
+        colours = class_colours(means, rgb)
+        extent = None
+        if inp.georef is not None:
+            a, _, c, _, e, f = inp.georef.transform
+            height, width = inp.sample_shape
+            extent = (c, c + a * width, f + e * height, f)
+        put("labels.png", label_map_png(labels, colours, weights, extent=extent,
+                                        title=f"{title}; {_grid_note(step)}"))  # fmt: skip
+    if opts["selection"]:
+        put("selection.png", _selection_picture(opts["selection"]))
+    if not opts["quiet"]:
+        print(f"wrote {', '.join(written)} to {folder} ({len(sample):,} samples drawn)")
+    return 0
+
+
+def _grid_note(step: int) -> str:
+    return "every pixel" if step == 1 else f"one pixel in {step} x {step}"
+
+
+def _rgb(opts: dict[str, Any], names: list[str]) -> list[int] | None:
+    """--rgb R,G,B as feature indices (names or numbers); default: the three features
+    of a three-band input; else None (a qualitative palette)."""
+    value = opts.get("rgb")
+    if value is None:
+        return [0, 1, 2] if len(names) == 3 else None
+    parts = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else value
+    if len(parts) != 3:
+        raise CLIError(f"--rgb needs three features, e.g. --rgb 3,2,1; got {value!r}")
+    out = []
+    for part in parts:
+        if str(part) in names:
+            out.append(names.index(str(part)))
+        elif str(part).isdigit() and int(part) < len(names):
+            out.append(int(part))
+        else:
+            raise CLIError(f"--rgb: {part!r} is not one of the features {names}")
+    return out
+
+
+def _selection_picture(path: str) -> bytes:
+    from ._plots import selection_png
+
+    rows = _selection_rows(path)
+    types = list(dict.fromkeys(r["covariance_type"] for r in rows))
+    return selection_png(rows, types)
+
+
+def _selection_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of a ``select`` JSON table, checked."""
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read(64 << 20))
+    except FileNotFoundError:
+        raise CLIError(f"--selection {path!r} does not exist") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CLIError(f"--selection {path!r} is not JSON written by daskgmm select") from None
+    rows = document.get("rows") if isinstance(document, dict) else None
+    keys = ("covariance_type", "n_components", "bic", "aic")
+    if (
+        document.get("format") != "daskgmm-selection"
+        or not isinstance(rows, list)
+        or not rows
+        or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)
+    ):
+        raise CLIError(f"--selection {path!r} is not a table written by daskgmm select")
+    return rows
 
 
 def cmd_demo(opts: dict[str, Any]) -> int:
@@ -940,6 +1129,20 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         _check_input_for_model(opts)
         model_at(opts["output"])  # refuses anything but a daskgmm model there
         _check_writable(opts["output"])
+    elif command == "plot":
+        _require(opts, "model", "input", "output")
+        for name in ("sample", "max_pixels"):
+            if int(opts[name]) < 1:
+                raise CLIError(f"--{name.replace('_', '-')} must be at least 1")
+        _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
+        inp = _check_input_for_model(opts)
+        names = _feature_names(_model_for_input(opts), inp)
+        _feature_pair(opts, names)
+        _rgb(opts, names)
+        if opts["selection"]:
+            _selection_rows(opts["selection"])
+        _plot_targets(opts["output"])
+        opts["_input"] = inp
     elif command in ("predict", "anomalies"):
         from ._output import check_output_target
 
@@ -1021,6 +1224,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "update": cmd_update,
     "select": cmd_select,
     "anomalies": cmd_anomalies,
+    "plot": cmd_plot,
     "demo": cmd_demo,
 }
 
@@ -1420,6 +1624,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "--id a Parquet dataset of the flagged rows")  # fmt: skip
     table_ids(p)
     p.add_argument("--overwrite", action="store_true", default=S)
+    data_options(p, fitting=False)
+    common(p)
+
+    p = sub.add_parser(
+        "plot",
+        help="pictures of a model over its data",
+        description="Draw MODEL over a bounded sample of INPUT into the folder -o: "
+        "components.png (1- and 2-sigma ellipses over a 2-D histogram, on --features or "
+        "the first two principal components), weights.png, for images labels.png (the "
+        "label map on a grid of at most --max-pixels, each class in its mean colour for "
+        "three-band inputs or --rgb), and with --selection the BIC/AIC curve of a select "
+        "run. Pictures daskgmm drew are replaced; nothing else is.",
+    )
+    model_and_input(p)
+    p.add_argument("-o", "--output", metavar="DIR", default=S, help="folder for the PNGs")
+    p.add_argument("--features", metavar="A,B", default=S,
+                   help="two features (names or numbers) for the axes; default: the first "
+                   "two principal components of the sample")  # fmt: skip
+    p.add_argument("--sample", type=int, metavar="N", default=S,
+                   help="samples drawn from at most 16 blocks (100000)")  # fmt: skip
+    p.add_argument("--max-pixels", type=int, metavar="N", default=S,
+                   help="pixels of the label map at most (1000000)")  # fmt: skip
+    p.add_argument("--rgb", metavar="R,G,B", default=S,
+                   help="features shown as red, green, blue for the class colours "
+                   "(default: a three-band input's bands)")  # fmt: skip
+    p.add_argument("--selection", metavar="FILE.json", default=S,
+                   help="also draw the BIC/AIC curve of this select table")  # fmt: skip
     data_options(p, fitting=False)
     common(p)
 

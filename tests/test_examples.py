@@ -87,6 +87,7 @@ def test_examples_never_replace_what_is_there(tmp_path):
         ("dirichlet_process.py", ["mine.png"]),
         ("bic_selection.py", ["mine.png"]),
         ("customer_segmentation.py", ["mine"]),
+        ("raster_scene.py", ["mine"]),
     ):
         out = subprocess.run(
             [sys.executable, str(EXAMPLES / script), *args],
@@ -96,3 +97,14 @@ def test_examples_never_replace_what_is_there(tmp_path):
     assert (tmp_path / "mine" / "scene.zarr").read_text() == "my own data"
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["scene.zarr"]
     assert (tmp_path / "mine.png").read_text() == "my own picture"
+
+
+def test_raster_scene(tmp_path):
+    pytest.importorskip("rioxarray")
+    out = _run("raster_scene.py", tmp_path, "scene")
+    assert "same grid as the bands: True" in out
+    assert "nodata exactly outside the footprint: True" in out
+    assert float(re.search(r"ARI against the true covers: ([0-9.]+)", out).group(1)) > 0.99
+    plots = tmp_path / "scene" / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["components.png", "labels.png",
+                                                       "weights.png"]  # fmt: skip

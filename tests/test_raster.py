@@ -229,3 +229,74 @@ def test_anomalies_as_a_geotiff_mask(truth, scene, tmp_path):
     np.testing.assert_array_equal(mask[~border] == 1, density[~border] < info["threshold"])
     assert 0.005 < (mask == 1).sum() / (~border).sum() < 0.015
     assert os.path.exists(tmp_path / "odd.log_density.tif")
+
+
+def _png_size(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size, image.info.get("Software", "")
+
+
+def test_plot_draws_components_weights_and_the_label_map(scene, tmp_path):
+    """The plot command's pictures: right pixel sizes, daskgmm's mark, each class of a
+    three-band image in its mean colour; a foreign file in the folder is never replaced."""
+    from PIL import Image
+
+    three = tmp_path / "rgb.tif"
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 3}
+        with rasterio.open(three, "w", **profile) as dst:
+            dst.write(src.read([1, 2, 3]))
+    model, out = tmp_path / "m.zarr", tmp_path / "plots"
+    gm = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(three))
+    gm.save(model)
+    r = _run("plot", model, three, "-o", out, "--sample", 5000, "--max-pixels", 8000,
+             "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert _png_size(out / "components.png") == ((770, 660), "daskgmm components")
+    assert _png_size(out / "weights.png") == ((440, 385), "daskgmm weights")
+    size, mark = _png_size(out / "labels.png")
+    assert size == (880, 1056) and mark == "daskgmm label map"
+    with Image.open(out / "labels.png") as image:
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 20) or []}
+    from daskgmm._plots import class_colours
+
+    expected = np.round(255 * class_colours(gm.means_, [0, 1, 2])).astype(int)
+    for rgb in expected:  # each class's mean colour is painted (within rounding)
+        assert any(np.abs(np.array(c) - rgb).max() <= 1 for c in colours), rgb
+    (out / "weights.png").write_bytes(b"my own picture")
+    r = _run("plot", model, three, "-o", out, "--scheduler", "tcp://127.0.0.1:9")
+    assert r.returncode == 3 and "is not a picture daskgmm drew" in r.stderr, r.stderr
+    assert (out / "weights.png").read_bytes() == b"my own picture"
+
+
+def test_plot_of_a_table_on_two_named_features_with_a_selection_curve(tmp_path):
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    table = pd.DataFrame(np.vstack([rng.normal(0, 1, (2000, 3)), rng.normal(5, 1, (2000, 3))]),
+                         columns=["spend", "visits", "tenure"])  # fmt: skip
+    path = tmp_path / "t.parquet"
+    table.to_parquet(path)
+    model, out = tmp_path / "m.zarr", tmp_path / "plots"
+    GaussianMixture(2, random_state=0).fit(table).save(model)
+    rows = [{"covariance_type": "full", "n_components": k, "bic": 10.0 - k, "aic": 9.0 - k}
+            for k in (1, 2, 3)]  # fmt: skip
+    (tmp_path / "sel.json").write_text(
+        '{"format": "daskgmm-selection", "rows": ' + str(rows).replace("'", '"') + "}"
+    )
+    r = _run("plot", model, path, "-o", out, "--features", "visits,spend",
+             "--selection", tmp_path / "sel.json", "--cluster", "local:1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["components.png", "selection.png",
+                                                      "weights.png"]  # fmt: skip
+    assert _png_size(out / "selection.png") == ((770, 495), "daskgmm model selection")
+    for bad, message in (
+        (["--features", "visits,age"], "'age' is not one of the features"),
+        (["--selection", path], "is not JSON written by daskgmm select"),
+    ):
+        r = _run("plot", model, path, "-o", tmp_path / "p2", *bad,
+                 "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert not (tmp_path / "p2").exists()
