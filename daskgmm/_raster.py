@@ -1,7 +1,7 @@
 """Rasters as remote-sensing users hold them: GeoTIFF/COG files and band stacks, NetCDF.
 
-Opened lazily with rioxarray (the ``geo`` extra) as an ``(band, y, x)`` image
-whose bands are the features:
+Opened lazily (rasterio and rioxarray: the ``geo`` extra) as a ``(y, x, band)``
+image whose bands are the features:
 
 - a GeoTIFF or Cloud-Optimised GeoTIFF (a path or a URL GDAL reads) gives its
   bands;
@@ -124,23 +124,32 @@ def _grid(src: Any) -> tuple[Any, ...]:
     return (src.height, src.width, tuple(src.transform)[:6], src.crs)
 
 
+#: GDAL's block cache in each process that reads a raster, in MiB: its default (5 % of
+#: the machine's memory) kept ~1 GiB of decoded tiles in every worker, beyond any limit
+#: the worker was given.
+GDAL_CACHE_MB = 64
+
+
 def open_geotiff(files: Sequence[str]) -> Any:
     """The GeoTIFF ``files`` (one multi-band file, or single-band files stacked) as a
-    lazy ``(band, y, x)`` xarray.DataArray of floats, each band's nodata as NaN, in
-    full-width blocks of whole tile rows."""
+    lazy ``(y, x, band)`` xarray.DataArray of floats, each band's nodata as NaN, in
+    full-width blocks of whole tile rows, with the files' grid (``spatial_ref``)."""
     rioxarray = _require_rioxarray()
+    import dask.array as da
     import rasterio
     import xarray as xr
+    from dask.base import tokenize
 
     from ._data import target_chunk_bytes
 
-    grids, nodata, dtypes, names, tile_rows = [], [], [], [], 1
+    grids, nodata, dtypes, names, counts, tile_rows = [], [], [], [], [], 1
     for name in files:
         try:
             with rasterio.open(name) as src:
                 grids.append(_grid(src))
                 nodata += list(src.nodatavals)
                 dtypes += list(src.dtypes)
+                counts.append(src.count)
                 tile_rows = max(tile_rows, src.block_shapes[0][0])
                 stem = os.path.splitext(posixpath.basename(name))[0]
                 names += [
@@ -158,22 +167,50 @@ def open_geotiff(files: Sequence[str]) -> Any:
     height, width = grids[0][:2]
     dtype = _float_dtype(dtypes)
     per_row = width * len(names) * dtype.itemsize
-    rows = tile_rows * max(1, target_chunk_bytes() // max(1, per_row * tile_rows))
-    chunks = {"band": -1, "y": min(rows, height), "x": -1}
-    arrays = [
-        rioxarray.open_rasterio(name, chunks=chunks, masked=False, lock=False) for name in files
-    ]
-    image = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band", join="exact")
-    image = image.astype(dtype).assign_coords(band=names)
-    if len(files) > 1:
-        image = image.chunk({"band": -1})
+    rows = min(height, tile_rows * max(1, target_chunk_bytes() // max(1, per_row * tile_rows)))
     marks = np.array([np.nan if v is None else v for v in nodata], dtype=np.float64)
     if np.any(~np.isnan(marks)):
         logger.info("Raster nodata per band %s: read as NaN.", marks.tolist())
-        image = image.where(image != xr.DataArray(marks.astype(dtype), dims="band"))
-    image.attrs = {k: v for k, v in image.attrs.items() if k not in ("_FillValue", "long_name")}
-    image.encoding.pop("_FillValue", None)
-    return image
+    stamps = [os.stat(f).st_mtime_ns if os.path.isfile(f) else None for f in files]
+    token = "daskgmm-geotiff-" + tokenize(tuple(files), stamps, rows, dtype.str)
+    tops = range(0, height, rows)
+    dsk = {
+        (token, i, 0, 0): (_read_strip, tuple(files), tuple(counts), top,
+                           min(rows, height - top), width, dtype.str, marks)
+        for i, top in enumerate(tops)
+    }  # fmt: skip
+    chunks = (tuple(min(rows, height - t) for t in tops), (width,), (len(names),))
+    data = da.Array(dsk, token, chunks, dtype=dtype)
+    grid = rioxarray.open_rasterio(files[0])  # coordinates and CRS only: no pixel is read
+    coords = {"y": grid["y"].values, "x": grid["x"].values, "band": names}
+    image = xr.DataArray(data, dims=("y", "x", "band"), coords=coords)
+    return image.assign_coords(spatial_ref=grid["spatial_ref"])
+
+
+def _read_strip(
+    files: tuple[str, ...], counts: tuple[int, ...], top: int, rows: int, width: int,
+    dtype: str, marks: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Rows ``top:top + rows`` of every band, as a (rows, width, bands) float array with
+    each band's nodata NaN: the files' tiles are decoded once, GDAL's cache kept small."""
+    import rasterio
+    from rasterio.windows import Window
+
+    out = np.empty((rows, width, sum(counts)), dtype=dtype)
+    band = 0
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        for name, count in zip(files, counts, strict=True):
+            with rasterio.open(name) as src:
+                values = src.read(window=Window(0, top, width, rows))
+            for i in range(count):
+                out[:, :, band + i] = values[i]
+            band += count
+            del values
+    for j, mark in enumerate(marks):
+        if not np.isnan(mark):
+            plane = out[:, :, j]
+            plane[plane == out.dtype.type(mark)] = np.nan
+    return out
 
 
 def _describe(grid: tuple[Any, ...]) -> str:

@@ -7,8 +7,8 @@ component) and ``--score`` ``labels.log_density.tif`` (float64); ``anomalies
 -o odd.tif`` writes the mask (uint8: 1 anomalous, 0 not, 255 nodata) and
 ``odd.log_density.tif``.
 
-The blocks are computed on the cluster, at most a few per worker thread at a
-time, and written by the driver into a tiled GeoTIFF beside the target as they
+The blocks are computed on the cluster, one per worker thread at a time, and
+written by the driver into a tiled GeoTIFF beside the target as they
 land (memory: those blocks' results, whatever the image's size). The file is
 then copied into the Cloud-Optimised layout (tiles, overviews, header first)
 and renamed onto the target, so a reader never sees half a file and a killed
@@ -36,7 +36,7 @@ import numpy as np
 from ._checkpoint import RefusedError, _aside, _remove_litter, params_digest
 from ._data import Input, resolve_path, worker_threads
 from ._lock import JobLock
-from ._output import _regular_blocks, sample_results
+from ._output import _regular_blocks, block_results
 from ._scheduler import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams
 
@@ -181,17 +181,26 @@ def write_geotiff(
         tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
         asides = {name: _aside_name(p, "tmp") for name, p in paths.items()}
         try:
-            _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress)
-            for name, target in paths.items():
-                cog = _aside_name(target, "cog")
-                asides[f"{name}-cog"] = cog
-                _to_cog(asides[name], cog, FORMATS[name][2])
-                os.replace(cog, target)
+            with rasterio_env():  # GDAL's block cache: 64 MiB, not 5 % of the machine
+                _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress)
+                for name, target in paths.items():
+                    cog = _aside_name(target, "cog")
+                    asides[f"{name}-cog"] = cog
+                    _to_cog(asides[name], cog, FORMATS[name][2])
+                    os.replace(cog, target)
         finally:
             for leftover in asides.values():
                 if os.path.exists(leftover):
                     os.remove(leftover)
     return {"blocks": n_blocks, "skipped": 0, "samples": X.shape[0], "files": paths}
+
+
+def rasterio_env() -> Any:
+    import rasterio
+
+    from ._raster import GDAL_CACHE_MB
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def _aside_name(path: str, kind: str) -> str:
@@ -251,7 +260,8 @@ def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progres
         for dst in files.values():
             dst.update_tags(**{TAG: json.dumps(tag)})
         done = 0
-        for i, results in _as_completed(tasks, 2 * worker_threads()):
+        # one block per worker thread at a time: a worker holds its block and its outputs
+        for i, results in _as_completed(tasks, worker_threads()):
             top = int(first_rows[i])
             for name, values in results.items():
                 rows = len(values) // width
@@ -271,13 +281,10 @@ def _pixels_block(
     missing: bool,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """A block's outputs in their files' dtypes (nodata where no band is observed)."""
-    results = sample_results(block, ep, missing, threshold)
-    out = {}
-    for name in names:
-        values = results[name]()
-        if name == "anomaly":
-            values = np.where(np.isnan(results["log_density"]()), 255, values).astype(np.uint8)
-        out[name] = values.astype(FORMATS[name][0])
+    out = block_results(block, ep, missing, names, threshold,
+                        {name: FORMATS[name][0] for name in names})  # fmt: skip
+    if "anomaly" in out:  # computed with the log-density, NaN where no band is observed
+        out["anomaly"][np.isnan(out["log_density"])] = 255
     return out
 
 
