@@ -244,11 +244,21 @@ def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progres
     from rasterio.windows import Window
 
     width = inp.sample_shape[1]
-    ep = dask.delayed(params.estep())
-    tasks = [
-        dask.delayed(_pixels_block)(block, ep, names, threshold, missing)
-        for block in X.to_delayed()[:, 0]
-    ]
+    # a map_blocks layer whose only dependency is the block (the parameters travel inside
+    # the tasks), so that a block's read and its outputs fuse into one task: a block is
+    # never held as a result of its own, nor copied to another worker
+    packed = X.map_blocks(
+        _pixels_packed,
+        params.estep(),
+        names,
+        threshold,
+        missing,
+        drop_axis=1,
+        chunks=((1,) * X.numblocks[0],),
+        dtype=object,
+        meta=np.empty((0,), dtype=object),
+    )
+    tasks = list(packed.to_delayed())
     first_rows = np.cumsum((0, *X.chunks[0]))[:-1] // width
     with contextlib.ExitStack() as stack:
         files = {
@@ -261,7 +271,8 @@ def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progres
             dst.update_tags(**{TAG: json.dumps(tag)})
         done = 0
         # one block per worker thread at a time: a worker holds its block and its outputs
-        for i, results in _as_completed(tasks, worker_threads()):
+        for i, packed_results in _as_completed(tasks, worker_threads()):
+            results = packed_results[0]
             top = int(first_rows[i])
             for name, values in results.items():
                 rows = len(values) // width
@@ -285,6 +296,14 @@ def _pixels_block(
                         {name: FORMATS[name][0] for name in names})  # fmt: skip
     if "anomaly" in out:  # computed with the log-density, NaN where no band is observed
         out["anomaly"][np.isnan(out["log_density"])] = 255
+    return out
+
+
+def _pixels_packed(block: np.ndarray, ep: EStepParams, names: tuple[str, ...],
+                   threshold: float | None, missing: bool) -> np.ndarray:  # fmt: skip
+    """:func:`_pixels_block` as a one-element object array (a map_blocks result)."""
+    out = np.empty((1,), dtype=object)
+    out[0] = _pixels_block(block, ep, names, threshold, missing)
     return out
 
 
