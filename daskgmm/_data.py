@@ -327,6 +327,8 @@ class Input:
     band_names : tuple of str or None
         For xarray inputs: the feature dimension's coordinate (band names), for
         pictures.
+    raster : daskgmm._raster.RasterSource or None
+        For GeoTIFF inputs: the files, to read an overview for pictures.
     """
 
     X: da.Array
@@ -342,6 +344,7 @@ class Input:
     summary: Any = None
     georef: Any = None
     band_names: tuple[str, ...] | None = None
+    raster: Any = None
 
     @functools.cached_property
     def files(self) -> str | None:
@@ -639,12 +642,12 @@ def open_input(
     if isinstance(X, Input):  # opened already (the command line's preflight)
         _check_dask_array(X.X, min_samples, estimator)  # validated then; its sample count now
         return X
-    identity = source = declared = names = table = summary = None
+    identity = source = declared = names = table = summary = raster = None
     if is_band_list(X) or (_is_path(X) and (bands or is_raster_path(os.fspath(X)))):
         files = band_paths(_resolved(X), None if is_band_list(X) else bands)  # a list: its files
         identity = "raster:" + ",".join(files)
         source = files[0] if len(files) == 1 and not is_glob(os.fspath(X)) else None
-        X = open_geotiff(files)
+        X, raster = open_geotiff(files)
         if feature_dim is None:
             feature_dim = "band"
     elif _is_path(X) and is_netcdf_path(os.fspath(X)):
@@ -691,7 +694,7 @@ def open_input(
         inp = dataclasses.replace(
             _open_dataarray(X, feature_dim, min_samples, identity, estimator), source=source
         )
-        inp = dataclasses.replace(inp, georef=georeference(X, inp.sample_dims or ()))
+        inp = dataclasses.replace(inp, georef=georeference(X, inp.sample_dims or ()), raster=raster)
     else:
         if feature_dim is not None:
             raise ValueError(

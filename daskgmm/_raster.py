@@ -36,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "Georef",
+    "RasterSource",
     "band_paths",
     "georeference",
     "is_band_list",
@@ -130,10 +131,11 @@ def _grid(src: Any) -> tuple[Any, ...]:
 GDAL_CACHE_MB = 64
 
 
-def open_geotiff(files: Sequence[str]) -> Any:
+def open_geotiff(files: Sequence[str]) -> tuple[Any, RasterSource]:
     """The GeoTIFF ``files`` (one multi-band file, or single-band files stacked) as a
     lazy ``(y, x, band)`` xarray.DataArray of floats, each band's nodata as NaN, in
-    full-width blocks of whole tile rows, with the files' grid (``spatial_ref``)."""
+    full-width blocks of whole tile rows, with the files' grid (``spatial_ref``); and
+    the :class:`RasterSource` its blocks read."""
     rioxarray = _require_rioxarray()
     import dask.array as da
     import rasterio
@@ -174,43 +176,68 @@ def open_geotiff(files: Sequence[str]) -> Any:
     stamps = [os.stat(f).st_mtime_ns if os.path.isfile(f) else None for f in files]
     token = "daskgmm-geotiff-" + tokenize(tuple(files), stamps, rows, dtype.str)
     tops = range(0, height, rows)
+    source = RasterSource(tuple(files), tuple(counts), marks, dtype.str, (height, width))
     dsk = {
-        (token, i, 0, 0): (_read_strip, tuple(files), tuple(counts), top,
-                           min(rows, height - top), width, dtype.str, marks)
-        for i, top in enumerate(tops)
-    }  # fmt: skip
+        (token, i, 0, 0): (source.read, top, min(rows, height - top)) for i, top in enumerate(tops)
+    }
     chunks = (tuple(min(rows, height - t) for t in tops), (width,), (len(names),))
     data = da.Array(dsk, token, chunks, dtype=dtype)
     grid = rioxarray.open_rasterio(files[0])  # coordinates and CRS only: no pixel is read
     coords = {"y": grid["y"].values, "x": grid["x"].values, "band": names}
     image = xr.DataArray(data, dims=("y", "x", "band"), coords=coords)
-    return image.assign_coords(spatial_ref=grid["spatial_ref"])
+    return image.assign_coords(spatial_ref=grid["spatial_ref"]), source
 
 
-def _read_strip(
-    files: tuple[str, ...], counts: tuple[int, ...], top: int, rows: int, width: int,
-    dtype: str, marks: np.ndarray,
-) -> np.ndarray:  # fmt: skip
-    """Rows ``top:top + rows`` of every band, as a (rows, width, bands) float array with
-    each band's nodata NaN: the files' tiles are decoded once, GDAL's cache kept small."""
-    import rasterio
-    from rasterio.windows import Window
+@dataclass(frozen=True, eq=False)
+class RasterSource:
+    """The raster files of an input and how to read them: each file's band count,
+    each band's nodata (NaN: none), the float dtype, and the (height, width) grid."""
 
-    out = np.empty((rows, width, sum(counts)), dtype=dtype)
-    band = 0
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        for name, count in zip(files, counts, strict=True):
-            with rasterio.open(name) as src:
-                values = src.read(window=Window(0, top, width, rows))
-            for i in range(count):
-                out[:, :, band + i] = values[i]
-            band += count
-            del values
-    for j, mark in enumerate(marks):
-        if not np.isnan(mark):
-            plane = out[:, :, j]
-            plane[plane == out.dtype.type(mark)] = np.nan
-    return out
+    files: tuple[str, ...]
+    counts: tuple[int, ...]
+    marks: np.ndarray
+    dtype: str
+    shape: tuple[int, int]
+
+    def read(self, top: int, rows: int) -> np.ndarray:
+        """Rows ``top:top + rows`` of every band as a (rows, width, bands) float array,
+        each band's nodata NaN: the files' tiles are decoded once, GDAL's cache small."""
+        from rasterio.windows import Window
+
+        return self._read(window=Window(0, top, self.shape[1], rows))
+
+    def decimated(self, max_pixels: int) -> tuple[np.ndarray, int]:
+        """The whole image on a grid of at most ``max_pixels`` pixels (every ``step``-th
+        pixel, nearest): GDAL reads a file's overviews where it has them (a COG), so
+        only the overview is read, else it decodes the tiles one at a time."""
+        height, width = self.shape
+        step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+        return self._read(out_shape=(-(-height // step), -(-width // step))), step
+
+    def _read(self, **how: Any) -> np.ndarray:
+        import rasterio
+
+        out = None
+        band = 0
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            for name, count in zip(self.files, self.counts, strict=True):
+                with rasterio.open(name) as src:
+                    shape = how.get("out_shape")
+                    values = src.read(
+                        window=how.get("window"),
+                        out_shape=None if shape is None else (count, *shape),
+                    )
+                if out is None:
+                    out = np.empty((*values.shape[1:], sum(self.counts)), dtype=self.dtype)
+                for i in range(count):
+                    out[:, :, band + i] = values[i]
+                band += count
+                del values
+        for j, mark in enumerate(self.marks):
+            if not np.isnan(mark):
+                plane = out[:, :, j]
+                plane[plane == out.dtype.type(mark)] = np.nan
+        return out
 
 
 def _describe(grid: tuple[Any, ...]) -> str:

@@ -837,9 +837,15 @@ def _rows_of_block(block: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def decimated_labels(gm: Any, inp: Any, max_pixels: int) -> tuple[np.ndarray, int]:
     """The label map of an image on a grid of at most ``max_pixels`` pixels (every
-    ``step``-th row and column), read block by block in bounded memory."""
+    ``step``-th row and column): for GeoTIFFs from their overviews where they have
+    them (a COG: only the overview is read), else read block by block in bounded
+    memory."""
     import dask.array as da
 
+    if inp.raster is not None:
+        image, step = inp.raster.decimated(max_pixels)
+        labels = gm.predict(image.reshape(-1, image.shape[2]))
+        return np.asarray(labels).reshape(image.shape[:2]), step
     height, width = inp.sample_shape
     step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
     image = inp.X.reshape(height, width, inp.X.shape[1])[::step, ::step]

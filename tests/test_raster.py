@@ -300,3 +300,26 @@ def test_plot_of_a_table_on_two_named_features_with_a_selection_curve(tmp_path):
                  "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert not (tmp_path / "p2").exists()
+
+
+def test_the_label_map_reads_a_cogs_overview_not_its_pixels(tmp_path):
+    """A picture of a COG reads its overview: the decimated image equals the file's
+    averaged overview (not every 4th pixel), nodata still NaN."""
+    from rasterio.enums import Resampling
+
+    rng = np.random.RandomState(0)
+    values = rng.randint(1, 1000, (2, 512, 512)).astype(np.uint16)
+    values[:, :8] = 0
+    path = tmp_path / "cog.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=512, width=512, count=2,
+                       dtype="uint16", crs=CRS, transform=TRANSFORM, nodata=0, tiled=True,
+                       blockxsize=128, blockysize=128) as dst:  # fmt: skip
+        dst.write(values)
+        dst.build_overviews([2, 4], Resampling.average)
+    image, step = open_input(str(path)).raster.decimated(128 * 128)
+    assert step == 4 and image.shape == (128, 128, 2)
+    with rasterio.open(path, overview_level=1) as overview:  # the 4x overview
+        expected = overview.read().transpose(1, 2, 0).astype(np.float32)
+    expected[expected == 0] = np.nan
+    np.testing.assert_array_equal(image, expected)
+    assert not np.array_equal(image[4:], values[:, 16::4, ::4].transpose(1, 2, 0))
