@@ -646,7 +646,8 @@ def open_input(
     if is_band_list(X) or (_is_path(X) and (bands or is_raster_path(os.fspath(X)))):
         files = band_paths(_resolved(X), None if is_band_list(X) else bands)  # a list: its files
         identity = "raster:" + ",".join(files)
-        source = files[0] if len(files) == 1 and not is_glob(os.fspath(X)) else None
+        local = len(files) == 1 and "://" not in files[0] and not is_glob(os.fspath(X))
+        source = files[0] if local else None  # URLs GDAL reads: the content digest tells
         X, raster = open_geotiff(files)
         if feature_dim is None:
             feature_dim = "band"

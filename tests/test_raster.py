@@ -323,3 +323,26 @@ def test_the_label_map_reads_a_cogs_overview_not_its_pixels(tmp_path):
     expected[expected == 0] = np.nan
     np.testing.assert_array_equal(image, expected)
     assert not np.array_equal(image[4:], values[:, 16::4, ::4].transpose(1, 2, 0))
+
+
+def test_a_geotiff_url_reads_as_the_file_does(scene, tmp_path):
+    """A COG by URL (an HTTP server with range requests on 127.0.0.1, in a process of
+    its own: GDAL holds the GIL while it waits) fits and predicts as the file does."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                               "range_server.py"), str(scene.parent)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{int(server.stdout.readline())}/{scene.name}"
+        remote = GaussianMixture(3, missing="marginalize", random_state=0).fit(url)
+        local = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
+        np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-12)
+        remote.predict_to_geotiff(url, tmp_path / "labels.tif")
+    finally:
+        server.kill()
+        server.wait()
+    with rasterio.open(tmp_path / "labels.tif") as src:
+        assert src.crs == CRS and src.transform == TRANSFORM
+        np.testing.assert_array_equal(src.read(1), local.predict(str(scene)).values)
