@@ -57,6 +57,16 @@ _FIT_ONLY = (
     "pca",
 )
 
+#: How commands that take a MODEL read INPUT: None is the model's own way.
+_MODEL_READING: dict[str, Any] = {
+    "variable": None,
+    "feature_dim": None,
+    "missing": None,
+    "nodata": None,
+    "columns": None,  # the model's own feature names
+    "bands": None,  # the model's own band files
+}
+
 #: Defaults of every option, per command (argparse itself keeps none, so that
 #: options from a config file can be told apart from defaults).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -106,24 +116,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "update": {
         "overwrite": False,
         "step_blocks": None,  # the model's own, else the cluster's worker threads
-        "variable": None,
-        "feature_dim": None,
-        "missing": None,  # the model's own
-        "nodata": None,
-        "columns": None,  # the model's own feature names
-        "bands": None,  # the model's own band files
+        **_MODEL_READING,
     },
     "predict": {
         "id": None,
         "proba": False,
         "score": False,
         "overwrite": False,
-        "variable": None,
-        "feature_dim": None,
-        "missing": None,  # the model's own
-        "nodata": None,
-        "columns": None,  # the model's own feature names
-        "bands": None,  # the model's own band files
+        **_MODEL_READING,
     },
     "select": {
         "k": "1..8",
@@ -137,12 +137,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "id": None,
         "quantile": 0.001,
         "overwrite": False,
-        "variable": None,
-        "feature_dim": None,
-        "missing": None,  # the model's own
-        "nodata": None,
-        "columns": None,  # the model's own feature names
-        "bands": None,  # the model's own band files
+        **_MODEL_READING,
     },
     "plot": {
         "features": None,
@@ -150,12 +145,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_pixels": 1_000_000,
         "rgb": None,
         "selection": None,
-        "variable": None,
-        "feature_dim": None,
-        "missing": None,  # the model's own
-        "nodata": None,
-        "columns": None,  # the model's own feature names
-        "bands": None,  # the model's own band files
+        **_MODEL_READING,
     },
     "demo": {
         "n_samples": 400_000,

@@ -1405,25 +1405,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         from ._output import write_per_sample
 
-        check_is_fitted(self)
-        inp = self._input(X, reset=False)
-        if not isinstance(inp, Input):
-            inp = _numpy_input(inp)
-        names, threshold, extra = self._per_sample_job(inp, proba, score, anomaly_quantile)
-        info = write_per_sample(
-            path,
-            self._params,
-            inp,
-            names,
-            threshold=threshold,
-            overwrite=overwrite,
-            extra_attrs=extra,
-            progress=progress,
-            missing=self._marginalize,
+        return self._write_outputs(
+            write_per_sample, X, path, proba, score, anomaly_quantile, overwrite, progress
         )
-        if threshold is None:
-            return {**info, "variables": list(names)}
-        return {**info, "variables": list(names), "threshold": threshold}
 
     def predict_to_geotiff(
         self,
@@ -1463,12 +1447,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         from ._raster_output import write_geotiff
 
+        return self._write_outputs(
+            write_geotiff, X, path, proba, score, anomaly_quantile, overwrite, progress
+        )
+
+    def _write_outputs(
+        self, writer, X, path, proba, score, anomaly_quantile, overwrite, progress
+    ) -> dict[str, Any]:
+        """Per-sample outputs of ``X`` written by ``writer`` (Zarr or GeoTIFF: one
+        interface, :func:`daskgmm._output.write_per_sample`'s)."""
         check_is_fitted(self)
         inp = self._input(X, reset=False)
         if not isinstance(inp, Input):
             inp = _numpy_input(inp)
         names, threshold, extra = self._per_sample_job(inp, proba, score, anomaly_quantile)
-        info = write_geotiff(
+        info = writer(
             path,
             self._params,
             inp,
