@@ -234,6 +234,7 @@ def test_anomalies_as_a_geotiff_mask(truth, scene, tmp_path):
 def _png_size(path):
     from PIL import Image
 
+    assert path.stat().st_size > 10_000  # a picture, not an empty frame
     with Image.open(path) as image:
         return image.size, image.info.get("Software", "")
 
