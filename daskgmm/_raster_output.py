@@ -8,16 +8,19 @@ component) and ``--score`` ``labels.log_density.tif`` (float64); ``anomalies
 ``odd.log_density.tif``.
 
 The blocks are computed on the cluster, one per worker thread at a time, and
-written by the driver into a tiled GeoTIFF beside the target as they
-land (memory: those blocks' results, whatever the image's size). The file is
-then copied into the Cloud-Optimised layout (tiles, overviews, header first)
-and renamed onto the target, so a reader never sees half a file and a killed
-run leaves only litter that the next run removes. Each file carries a
-``DASKGMM_OUTPUT`` tag saying what it is of (the model's digest, the input's
-shape and files); a file of this model and the same input files is reused,
-one of another job is replaced only with ``overwrite``, and a file without the
-tag is never replaced. GeoTIFFs are written to local paths (use a Zarr output
-for object stores: it is resumable block by block too).
+written by the driver into a tiled GeoTIFF beside the target
+(``labels.tif.daskgmm-partial``) as they land (memory: those blocks' results,
+whatever the image's size). Every few seconds the file is closed, so that what
+is written is on disk, and the blocks written since are marked done
+(``labels.tif.daskgmm-progress/``): a run killed at any moment is completed by
+running it again, which writes only the blocks without a mark. When every
+block is written, the file is copied into the Cloud-Optimised layout (tiles,
+overviews, header first) and renamed onto the target, so a reader never sees
+half a file. Each file carries a ``DASKGMM_OUTPUT`` tag saying what it is of
+(the model's digest, the input's shape and files); a file of this model and
+the same input files is reused, one of another job is replaced only with
+``overwrite``, and a file without the tag is never replaced. GeoTIFFs are
+written to local paths (use a Zarr output for object stores).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,6 +50,10 @@ __all__ = ["check_geotiff_targets", "geotiff_paths", "is_geotiff_target", "write
 logger = logging.getLogger(__name__)
 
 TAG = "DASKGMM_OUTPUT"
+#: Beside an output being written: its tiled files, and one empty file per block
+#: written and flushed (only daskgmm names files so).
+PARTIAL = ".daskgmm-partial"
+PROGRESS = ".daskgmm-progress"
 #: dtype, nodata and overview resampling of each variable's file.
 FORMATS = {
     "label": ("int16", -1, "nearest"),
@@ -152,6 +161,8 @@ def write_geotiff(
         ``blocks`` written now, ``skipped`` (0, or all when the files are this
         job's already), ``samples`` and ``files`` (variable -> path).
     """
+    import rasterio
+
     path = os.fspath(url)
     _check_image(inp, path)
     path = resolve_path(path)
@@ -170,7 +181,7 @@ def write_geotiff(
         )
     )
     with JobLock(path, "Output"):
-        for target in paths.values():  # files a killed run was still writing
+        for target in paths.values():  # files a killed run was still converting
             folder, base = os.path.split(target)
             _remove_litter_files(folder, base)
         X = _regular_blocks(inp.X, inp.sample_shape[1])
@@ -179,20 +190,59 @@ def write_geotiff(
             logger.info("Output %s is already complete, for this model and these files.", path)
             return {"blocks": 0, "skipped": n_blocks, "samples": X.shape[0], "files": paths}
         tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
-        asides = {name: _aside_name(p, "tmp") for name, p in paths.items()}
-        try:
-            with rasterio_env():  # GDAL's block cache: 64 MiB, not 5 % of the machine
-                _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress)
-                for name, target in paths.items():
-                    cog = _aside_name(target, "cog")
-                    asides[f"{name}-cog"] = cog
-                    _to_cog(asides[name], cog, FORMATS[name][2])
+        partials = {name: f"{p}{PARTIAL}" for name, p in paths.items()}
+        marks = f"{path}{PROGRESS}"
+        with rasterio_env():  # GDAL's block cache: 64 MiB, not 5 % of the machine
+            done, rows = _resume(partials, marks, tag)
+            X = _regular_blocks(inp.X, inp.sample_shape[1], rows)
+            tag["block_rows"] = int(X.chunks[0][0])
+            if done is None:  # a new output: empty tiled files, then the marks' folder
+                for name, partial in partials.items():
+                    profile = _profile(name, inp, params.n_components)
+                    with rasterio.open(partial, "w", **profile) as dst:
+                        dst.update_tags(**{TAG: json.dumps(tag)})
+                os.makedirs(marks, exist_ok=True)
+                done = set()
+            elif done:
+                logger.info("Resuming %s: %d of %d blocks already written.", path, len(done),
+                            X.numblocks[0])  # fmt: skip
+            _write_tiled(partials, marks, done, X, params, inp, names, threshold, missing,
+                         progress)  # fmt: skip
+            for name, target in paths.items():
+                cog = _aside_name(target, "cog")
+                try:
+                    _to_cog(partials[name], cog, FORMATS[name][2])
                     os.replace(cog, target)
-        finally:
-            for leftover in asides.values():
-                if os.path.exists(leftover):
-                    os.remove(leftover)
-    return {"blocks": n_blocks, "skipped": 0, "samples": X.shape[0], "files": paths}
+                finally:
+                    if os.path.exists(cog):
+                        os.remove(cog)
+            for partial in partials.values():
+                os.remove(partial)
+            shutil.rmtree(marks)
+    n_written = X.numblocks[0] - len(done)
+    return {"blocks": n_written, "skipped": len(done), "samples": X.shape[0], "files": paths}
+
+
+def _resume(
+    partials: dict[str, str], marks: str, tag: dict[str, Any]
+) -> tuple[set[int] | None, int | None]:
+    """The blocks a killed run of this job wrote and flushed, and its block size; or
+    ``(None, None)`` for a new output, after removing another job's partial files (only
+    daskgmm names files so; they are never at the output's path)."""
+    found = [_tag(p) for p in partials.values()]
+    same = all(t is not None and {**t, "block_rows": None} == {**tag, "block_rows": None}
+               for t in found) and os.path.isdir(marks)  # fmt: skip
+    if same:
+        done = {int(n) for n in os.listdir(marks) if n.isdigit()}
+        return done, int(found[0]["block_rows"])
+    if any(os.path.lexists(p) for p in partials.values()) or os.path.lexists(marks):
+        logger.warning("Discarding a partial output of another job at %s.", marks)
+    for partial in partials.values():
+        if os.path.lexists(partial):
+            os.remove(partial)
+    if os.path.isdir(marks):
+        shutil.rmtree(marks)
+    return None, None
 
 
 def rasterio_env() -> Any:
@@ -237,9 +287,13 @@ def _profile(name: str, inp: Input, n_components: int) -> dict[str, Any]:
     )
 
 
-def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progress) -> None:
-    """Every block computed on the cluster and written into the tiled GeoTIFFs
-    ``asides`` (variable -> path) by the driver as it lands."""
+def _write_tiled(partials, marks, done, X, params, inp, names, threshold, missing,
+                 progress) -> None:  # fmt: skip
+    """Every block not in ``done`` computed on the cluster and written into the tiled
+    GeoTIFFs ``partials`` (variable -> path) by the driver as it lands. Every
+    :func:`flush_seconds` the files are closed (so that what is written is on disk)
+    and the blocks written since are marked in ``marks``: a killed run loses at most
+    the blocks since the last mark, which the next run writes again."""
     import rasterio
     from rasterio.windows import Window
 
@@ -258,21 +312,24 @@ def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progres
         dtype=object,
         meta=np.empty((0,), dtype=object),
     )
-    tasks = list(packed.to_delayed())
+    todo = [i for i in range(X.numblocks[0]) if i not in done]
+    tasks = [packed.to_delayed()[i] for i in todo]
     first_rows = np.cumsum((0, *X.chunks[0]))[:-1] // width
+    written: list[int] = []
+    count = len(done)
+
+    def flush(stack: contextlib.ExitStack) -> dict[str, Any]:
+        stack.close()  # GDAL writes the tiles and the directory
+        for i in written:
+            open(os.path.join(marks, str(i)), "wb").close()
+        written.clear()
+        return {name: stack.enter_context(rasterio.open(p, "r+")) for name, p in partials.items()}
+
     with contextlib.ExitStack() as stack:
-        files = {
-            name: stack.enter_context(
-                rasterio.open(p, "w", **_profile(name, inp, params.n_components))
-            )
-            for name, p in asides.items()
-        }
-        for dst in files.values():
-            dst.update_tags(**{TAG: json.dumps(tag)})
-        done = 0
-        # one block per worker thread at a time: a worker holds its block and its outputs
-        for i, packed_results in _as_completed(tasks, worker_threads()):
-            results = packed_results[0]
+        files = flush(stack)
+        last = time.monotonic()
+        for k, packed_results in _as_completed(tasks, worker_threads()):
+            i, results = todo[k], packed_results[0]
             top = int(first_rows[i])
             for name, values in results.items():
                 rows = len(values) // width
@@ -282,9 +339,23 @@ def _write_tiled(asides, X, params, inp, names, threshold, missing, tag, progres
                                       window=window)  # fmt: skip
                 else:
                     files[name].write(values.reshape(rows, width), 1, window=window)
-            done += 1
+            written.append(i)
+            count += 1
+            if time.monotonic() - last >= flush_seconds():
+                files = flush(stack)
+                last = time.monotonic()
             if progress is not None:
-                progress(done, len(tasks))
+                progress(count, X.numblocks[0])
+        flush(stack)
+
+
+#: Seconds between two flushes of a GeoTIFF being written, unless the Dask config
+#: ``daskgmm.geotiff-flush-seconds`` says otherwise: a kill loses at most this much work.
+FLUSH_SECONDS = 5.0
+
+
+def flush_seconds() -> float:
+    return float(dask.config.get("daskgmm.geotiff-flush-seconds", FLUSH_SECONDS))
 
 
 def _pixels_block(

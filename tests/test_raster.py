@@ -8,6 +8,7 @@ made nodata.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def truth():
 
 
 def _write(path, bands, nodata, **extra):
-    profile = dict(driver="GTiff", height=H, width=W, count=len(bands), dtype="uint16",
+    height, width = bands[0].shape
+    profile = dict(driver="GTiff", height=height, width=width, count=len(bands), dtype="uint16",
                    crs=CRS, transform=TRANSFORM, nodata=nodata, tiled=True,
                    blockxsize=TILE, blockysize=TILE, **extra)  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
@@ -347,3 +349,92 @@ def test_a_geotiff_url_reads_as_the_file_does(scene, tmp_path):
     with rasterio.open(tmp_path / "labels.tif") as src:
         assert src.crs == CRS and src.transform == TRANSFORM
         np.testing.assert_array_equal(src.read(1), local.predict(str(scene)).values)
+
+
+def test_a_geotiff_output_interrupted_is_completed_by_a_rerun(scene, tmp_path):
+    """Blocks written and flushed are marked; a run that stops after three blocks leaves
+    the partial file and the marks (the target untouched), and the next run writes only
+    the other blocks and gives the same files. Another job's partial file is discarded."""
+    import dask
+
+    gm = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
+    reference = tmp_path / "reference.tif"
+    config = {"daskgmm.chunk-bytes": TILE * W * 4 * 4, "daskgmm.geotiff-flush-seconds": 0}
+    with dask.config.set(config):
+        gm.predict_to_geotiff(str(scene), reference, proba=True)
+
+        def stop_after_three(done, total):
+            if done == 3:
+                raise KeyboardInterrupt
+
+        out = tmp_path / "labels.tif"
+        with pytest.raises(KeyboardInterrupt):
+            gm.predict_to_geotiff(str(scene), out, proba=True, progress=stop_after_three)
+        assert not out.exists()
+        assert sorted(os.listdir(tmp_path / "labels.tif.daskgmm-progress")) == ["0", "1", "2"]
+        info = gm.predict_to_geotiff(str(scene), out, proba=True)
+    assert (info["blocks"], info["skipped"]) == (0, 3)  # the three marked, none left
+    for name in ("labels.tif", "labels.probability.tif"):
+        with rasterio.open(tmp_path / name) as got:
+            expected = tmp_path / name.replace("labels", "reference")
+            with rasterio.open(expected) as want:
+                np.testing.assert_array_equal(got.read(), want.read())
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["labels.tif", "labels.probability.tif", "reference.tif", "reference.probability.tif"]
+    )
+    other = GaussianMixture(2, missing="marginalize", random_state=0).fit(str(scene))
+    with dask.config.set(config), pytest.raises(KeyboardInterrupt):
+        gm.predict_to_geotiff(str(scene), tmp_path / "b.tif", progress=stop_after_three)
+    with dask.config.set(config):
+        info = other.predict_to_geotiff(str(scene), tmp_path / "b.tif")
+    assert info["skipped"] == 0 and not (tmp_path / "b.tif.daskgmm-partial").exists()
+    with rasterio.open(tmp_path / "b.tif") as got:
+        np.testing.assert_array_equal(got.read(1), other.predict(str(scene)).values)
+
+
+def test_a_geotiff_predict_killed_at_any_moment_is_completed_by_a_rerun(truth, tmp_path):
+    """SIGKILL of `predict -o labels.tif` once a block is marked written, and once all
+    are (before the COG): each re-run writes only the unmarked blocks, completes the
+    files (labels and log-density those of the model) and leaves no partial file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_cli import ENV
+
+    _, pixels, _ = truth
+    tall = tmp_path / "tall.tif"  # 24 blocks of 64 rows
+    _write(tall, [np.tile(pixels[:, :, b], (8, 1)) for b in range(4)], 0)
+    model = tmp_path / "m.zarr"
+    GaussianMixture(3, missing="marginalize", random_state=0).fit(str(tall)).save(model)
+    env = {**ENV, "DASK_DASKGMM__CHUNK_BYTES": str(TILE * W * 4 * 4),
+           "DASK_DASKGMM__GEOTIFF_FLUSH_SECONDS": "0"}  # fmt: skip
+    args = ["predict", model, tall, "--score", "--cluster", "local:1"]
+    gm = load(model)
+    expected = {
+        "": gm.predict(str(tall)).values,
+        ".log_density": gm.score_samples(str(tall)).values,
+    }
+    for marked in (1, 24):  # among the block writes; after them, before the COG
+        out = tmp_path / f"out-{marked}.tif"
+        marks = tmp_path / f"out-{marked}.tif.daskgmm-progress"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        proc = subprocess.Popen([sys.executable, "-m", "daskgmm", *map(str, args), "-o", out],
+                                env=env, **quiet)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not (marks.is_dir() and len(os.listdir(marks)) >= marked):
+            assert time.monotonic() < deadline, "no block was marked"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        r = _run(*args, "-o", out, env=env)
+        assert r.returncode == 0, (marked, r.stderr)
+        written, skipped = map(
+            int, re.search(r"(\d+) blocks written, (\d+) already", r.stdout).groups()
+        )
+        assert skipped >= marked and written + skipped == 24, r.stdout
+        for suffix, values in expected.items():
+            with rasterio.open(tmp_path / f"out-{marked}{suffix}.tif") as got:
+                np.testing.assert_array_equal(got.read(1), values)
+    assert not [p for p in os.listdir(tmp_path) if "daskgmm-" in p or p.endswith(".tmp")]
