@@ -40,7 +40,7 @@ SPECTRA = np.array(
 SCALE, OFFSET = 2.75e-5, -0.2
 
 
-def make_scene(folder: str, ny: int = 700, nx: int = 800, seed: int = 0) -> tuple:
+def make_scene(folder: str, ny: int = 480, nx: int = 560, seed: int = 0) -> tuple:
     """Write the six band files into ``folder``; return the true covers (-1 outside the
     footprint) and the grid (CRS, transform)."""
     import rasterio

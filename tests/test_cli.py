@@ -90,13 +90,16 @@ def scheduler_address(tmp_path_factory):
     with Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
     yield address
-    for proc in reversed(procs):
-        proc.send_signal(signal.SIGTERM)  # SIGINT: ~8 s to close
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    # the workers first, while their scheduler is there to see them go: a worker whose
+    # scheduler is gone (or that gets SIGINT) waits ~8 s before it exits
+    for group in (procs[1:], procs[:1]):
+        for proc in group:
+            proc.send_signal(signal.SIGTERM)
+        for proc in group:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @pytest.fixture(scope="module")
