@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
@@ -62,8 +63,6 @@ _ESTIMATOR = "GaussianMixture"
 def target_chunk_bytes() -> int:
     """Block size to aim for: Dask config ``daskgmm.chunk-bytes`` (environment variable
     ``DASK_DASKGMM__CHUNK_BYTES``), else :data:`TARGET_CHUNK_BYTES`."""
-    import dask
-
     value = dask.config.get("daskgmm.chunk-bytes", None)
     return int(dask.utils.parse_bytes(value)) if value else TARGET_CHUNK_BYTES
 
@@ -116,8 +115,6 @@ def reblocked(inp: Input, rows: int, **options: Any) -> Input:
     """``inp`` re-opened from its store or file in blocks of about ``rows`` rows
     (whole store chunks: a block never reads a chunk another block reads too);
     in-memory and dask inputs keep their blocks. ``options`` as :func:`open_input`."""
-    import dask
-
     if inp.source is None or inp.summary is not None:  # a CSV file: no other blocks
         return inp
     if inp.feature_names is not None:
@@ -376,6 +373,28 @@ class Input:
         data = result.reshape(shape) if len(shape) != result.ndim else result
         out = xr.DataArray(data, dims=dims, coords=self.sample_coords, name=name)
         return out if self.georef is None else self.georef.attach(out)
+
+
+def bounded_sample(X: da.Array, n: int, seed: int, max_blocks: int = 16) -> np.ndarray:
+    """About ``n`` rows of a dask array, drawn from at most ``max_blocks`` of its blocks
+    (chosen at random, their rows drawn inside the tasks): a picture's sample never
+    reads the whole data nor brings more than ``n`` rows to the driver."""
+    rng = np.random.RandomState(seed)
+    n_blocks = X.numblocks[0]
+    chosen = np.sort(rng.choice(n_blocks, size=min(max_blocks, n_blocks), replace=False))
+    per_block = -(-n // len(chosen))
+    parts = [
+        dask.delayed(_rows_of_block)(X.blocks[int(i)], per_block, int(rng.randint(2**31 - 1)))
+        for i in chosen
+    ]
+    return np.concatenate(dask.compute(*parts)).astype(np.float64)
+
+
+def _rows_of_block(block: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(block) <= n:
+        return np.asarray(block)
+    rows = np.random.RandomState(seed).choice(len(block), size=n, replace=False)
+    return np.asarray(block[np.sort(rows)])
 
 
 def _is_path(X: Any) -> bool:

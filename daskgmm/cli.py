@@ -801,30 +801,6 @@ def _feature_names(gm: Any, inp: Any) -> list[str]:
     return [f"feature {j}" for j in range(gm.n_features_in_)]
 
 
-def bounded_sample(X: Any, n: int, seed: int, max_blocks: int = 16) -> np.ndarray:
-    """About ``n`` rows of a dask array, drawn from at most ``max_blocks`` of its blocks
-    (chosen at random, their rows drawn inside the tasks): a picture's sample never
-    reads the whole data nor brings more than ``n`` rows to the driver."""
-    import dask
-
-    rng = np.random.RandomState(seed)
-    n_blocks = X.numblocks[0]
-    chosen = np.sort(rng.choice(n_blocks, size=min(max_blocks, n_blocks), replace=False))
-    per_block = -(-n // len(chosen))
-    parts = [
-        dask.delayed(_rows_of_block)(X.blocks[int(i)], per_block, int(rng.randint(2**31 - 1)))
-        for i in chosen
-    ]
-    return np.concatenate(dask.compute(*parts)).astype(np.float64)
-
-
-def _rows_of_block(block: np.ndarray, n: int, seed: int) -> np.ndarray:
-    if len(block) <= n:
-        return np.asarray(block)
-    rows = np.random.RandomState(seed).choice(len(block), size=n, replace=False)
-    return np.asarray(block[np.sort(rows)])
-
-
 def decimated_labels(gm: Any, inp: Any, max_pixels: int) -> tuple[np.ndarray, int]:
     """The label map of an image on a grid of at most ``max_pixels`` pixels (every
     ``step``-th row and column): for GeoTIFFs from their overviews where they have
@@ -850,6 +826,7 @@ def cmd_plot(opts: dict[str, Any]) -> int:
     from fsspec.implementations.local import LocalFileSystem
 
     from ._checkpoint import replace_file
+    from ._data import bounded_sample
     from ._plots import class_colours, components_png, label_map_png, weights_png
 
     gm = _model_for_input(opts)
