@@ -186,12 +186,13 @@ def write_geotiff(
             _remove_litter_files(folder, base)
         X = _regular_blocks(inp.X, inp.sample_shape[1])
         n_blocks = X.numblocks[0]
-        if _check_targets(paths, job, inp.files, overwrite):
-            logger.info("Output %s is already complete, for this model and these files.", path)
-            return {"blocks": 0, "skipped": n_blocks, "samples": X.shape[0], "files": paths}
-        tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
         partials = {name: f"{p}{PARTIAL}" for name, p in paths.items()}
         marks = f"{path}{PROGRESS}"
+        if _check_targets(paths, job, inp.files, overwrite):
+            logger.info("Output %s is already complete, for this model and these files.", path)
+            _discard(partials, marks)  # a run killed after its last rename left them
+            return {"blocks": 0, "skipped": n_blocks, "samples": X.shape[0], "files": paths}
+        tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
         with rasterio_env():  # GDAL's block cache: 64 MiB, not 5 % of the machine
             done, rows = _resume(partials, marks, tag)
             X = _regular_blocks(inp.X, inp.sample_shape[1], rows)
@@ -216,9 +217,7 @@ def write_geotiff(
                 finally:
                     if os.path.exists(cog):
                         os.remove(cog)
-            for partial in partials.values():
-                os.remove(partial)
-            shutil.rmtree(marks)
+            _discard(partials, marks)
     n_written = X.numblocks[0] - len(done)
     return {"blocks": n_written, "skipped": len(done), "samples": X.shape[0], "files": paths}
 
@@ -237,12 +236,17 @@ def _resume(
         return done, int(found[0]["block_rows"])
     if any(os.path.lexists(p) for p in partials.values()) or os.path.lexists(marks):
         logger.warning("Discarding a partial output of another job at %s.", marks)
+    _discard(partials, marks)
+    return None, None
+
+
+def _discard(partials: dict[str, str], marks: str) -> None:
+    """Remove partial files and their marks (names only daskgmm gives)."""
     for partial in partials.values():
         if os.path.lexists(partial):
             os.remove(partial)
     if os.path.isdir(marks):
         shutil.rmtree(marks)
-    return None, None
 
 
 def rasterio_env() -> Any:
@@ -260,7 +264,9 @@ def _aside_name(path: str, kind: str) -> str:
 def _remove_litter_files(folder: str, base: str) -> None:
     from fsspec.implementations.local import LocalFileSystem
 
-    _remove_litter(LocalFileSystem(), folder or ".", _aside(base, "tmp|cog"))
+    # GDAL's COG driver builds the overviews in COG.ovr.tmp (and COG.msk.ovr.tmp) beside
+    # the COG it writes: a run killed then leaves them too
+    _remove_litter(LocalFileSystem(), folder or ".", _aside(base, r"tmp|cog(\.msk)?(\.ovr\.tmp)?"))
 
 
 def _profile(name: str, inp: Input, n_components: int) -> dict[str, Any]:

@@ -205,9 +205,11 @@ def test_geotiff_outputs_never_replace_what_is_not_theirs(scene, tmp_path):
     assert r.returncode == 3 and "is not a daskgmm output" in r.stderr, r.stderr
     assert foreign.read_bytes() == b"someone's map"
     out = tmp_path / "mine.tif"
-    (tmp_path / "mine.tif.0123abcd.tmp").write_bytes(b"litter of a killed run")
+    litter = ["mine.tif.0123abcd.tmp", "mine.tif.0123abcd.cog.ovr.tmp"]  # GDAL's, in a COG
+    for name in litter:
+        (tmp_path / name).write_bytes(b"litter of a killed run")
     assert gm.predict_to_geotiff(str(scene), out)["blocks"] > 0
-    assert not (tmp_path / "mine.tif.0123abcd.tmp").exists()
+    assert not any((tmp_path / name).exists() for name in litter)
     assert gm.predict_to_geotiff(str(scene), out)["blocks"] == 0  # this job's: reused
     other = GaussianMixture(2, missing="marginalize", random_state=0).fit(str(scene))
     with pytest.raises(ValueError, match="for another model or other data; pass --overwrite"):
@@ -382,6 +384,12 @@ def test_a_geotiff_output_interrupted_is_completed_by_a_rerun(scene, tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["labels.tif", "labels.probability.tif", "reference.tif", "reference.probability.tif"]
     )
+    # killed after its renames, before removing its partial files: the re-run removes them
+    (tmp_path / "labels.tif.daskgmm-partial").write_bytes((tmp_path / "labels.tif").read_bytes())
+    (tmp_path / "labels.tif.daskgmm-progress").mkdir()
+    with dask.config.set(config):
+        assert gm.predict_to_geotiff(str(scene), out, proba=True)["blocks"] == 0
+    assert not [p for p in os.listdir(tmp_path) if "daskgmm" in p]
     other = GaussianMixture(2, missing="marginalize", random_state=0).fit(str(scene))
     with dask.config.set(config), pytest.raises(KeyboardInterrupt):
         gm.predict_to_geotiff(str(scene), tmp_path / "b.tif", progress=stop_after_three)
