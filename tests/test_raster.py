@@ -75,6 +75,16 @@ def stack(truth, tmp_path_factory):
     return folder
 
 
+def _refused(capsys, *args):
+    """The command line in this process, for what it refuses before any cluster starts
+    (the scheduler address is one where nothing listens): exit status and stderr."""
+    from daskgmm.cli import main
+
+    capsys.readouterr()
+    status = main([str(a) for a in (*args, "--scheduler", "tcp://127.0.0.1:9")])
+    return status, capsys.readouterr().err
+
+
 def _valid(labels, border):
     assert np.array_equal(labels == -1, border)
 
@@ -148,7 +158,7 @@ def test_a_band_stack_with_per_band_nodata(truth, stack, tmp_path):
     assert (written[missing_b3] >= 0).all()  # two bands observed: labelled
 
 
-def test_band_stacks_that_do_not_line_up_are_one_line(truth, stack, tmp_path):
+def test_band_stacks_that_do_not_line_up_are_one_line(truth, stack, tmp_path, capsys):
     _, pixels, _ = truth
     shifted = tmp_path / "shifted.tif"
     profile = dict(driver="GTiff", height=H, width=W, count=1, dtype="uint16", crs=CRS,
@@ -161,10 +171,10 @@ def test_band_stacks_that_do_not_line_up_are_one_line(truth, stack, tmp_path):
         open_input(str(stack), bands=["*_B2.TIF", "*_B9.TIF"])
     with pytest.raises(ValueError, match=r"LC08_QA.TIF' cannot be read"):
         open_input(str(stack), bands=["*_QA.TIF"])
-    r = _run("fit", stack, "--bands", "*_B2.TIF,*_B7.TIF", "-k", 2, "-o", tmp_path / "m.zarr",
-             "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
-    assert r.returncode == 2 and "No raster file matches" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    status, err = _refused(capsys, "fit", stack, "--bands", "*_B2.TIF,*_B7.TIF", "-k", 2,
+                           "-o", tmp_path / "m.zarr")  # fmt: skip
+    assert status == 2 and "No raster file matches" in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_netcdf_input_and_a_georeferenced_zarr_output(truth, scene, tmp_path):
@@ -194,15 +204,14 @@ def test_netcdf_input_and_a_georeferenced_zarr_output(truth, scene, tmp_path):
     np.testing.assert_array_equal(labels.fillna(-1).values.astype(int), written)
 
 
-def test_geotiff_outputs_never_replace_what_is_not_theirs(scene, tmp_path):
+def test_geotiff_outputs_never_replace_what_is_not_theirs(scene, tmp_path, capsys):
     gm = GaussianMixture(3, missing="marginalize", random_state=0).fit(str(scene))
     foreign = tmp_path / "labels.tif"
     foreign.write_bytes(b"someone's map")
     model = tmp_path / "m.zarr"
     gm.save(model)
-    r = _run("predict", model, scene, "-o", foreign, "--overwrite",
-             "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
-    assert r.returncode == 3 and "is not a daskgmm output" in r.stderr, r.stderr
+    status, err = _refused(capsys, "predict", model, scene, "-o", foreign, "--overwrite")
+    assert status == 3 and "is not a daskgmm output" in err, err
     assert foreign.read_bytes() == b"someone's map"
     out = tmp_path / "mine.tif"
     litter = ["mine.tif.0123abcd.tmp", "mine.tif.0123abcd.cog.ovr.tmp"]  # GDAL's, in a COG
@@ -243,7 +252,7 @@ def _png_size(path):
         return image.size, image.info.get("Software", "")
 
 
-def test_plot_draws_components_weights_and_the_label_map(scene, tmp_path):
+def test_plot_draws_components_weights_and_the_label_map(scene, tmp_path, capsys):
     """The plot command's pictures: right pixel sizes, daskgmm's mark, each class of a
     three-band image in its mean colour; a foreign file in the folder is never replaced."""
     from PIL import Image
@@ -271,12 +280,12 @@ def test_plot_draws_components_weights_and_the_label_map(scene, tmp_path):
     for rgb in expected:  # each class's mean colour is painted (within rounding)
         assert any(np.abs(np.array(c) - rgb).max() <= 1 for c in colours), rgb
     (out / "weights.png").write_bytes(b"my own picture")
-    r = _run("plot", model, three, "-o", out, "--scheduler", "tcp://127.0.0.1:9")
-    assert r.returncode == 3 and "is not a picture daskgmm drew" in r.stderr, r.stderr
+    status, err = _refused(capsys, "plot", model, three, "-o", out)
+    assert status == 3 and "is not a picture daskgmm drew" in err, err
     assert (out / "weights.png").read_bytes() == b"my own picture"
 
 
-def test_plot_of_a_table_on_two_named_features_with_a_selection_curve(tmp_path):
+def test_plot_of_a_table_on_two_named_features_with_a_selection_curve(tmp_path, capsys):
     import pandas as pd
 
     rng = np.random.RandomState(0)
@@ -301,9 +310,8 @@ def test_plot_of_a_table_on_two_named_features_with_a_selection_curve(tmp_path):
         (["--features", "visits,age"], "'age' is not one of the features"),
         (["--selection", path], "is not JSON written by daskgmm select"),
     ):
-        r = _run("plot", model, path, "-o", tmp_path / "p2", *bad,
-                 "--scheduler", "tcp://127.0.0.1:9")  # fmt: skip
-        assert r.returncode == 2 and message in r.stderr, r.stderr
+        status, err = _refused(capsys, "plot", model, path, "-o", tmp_path / "p2", *bad)
+        assert status == 2 and message in err, err
         assert not (tmp_path / "p2").exists()
 
 
