@@ -477,15 +477,8 @@ def _open_path(path: Any, variable: str | None) -> tuple[Any, str]:
             ds = xr.open_zarr(target, chunks={})
     except Exception:  # a plain group without xarray metadata
         ds = None
-    if variable is None and ds is not None:
-        variable = _only_variable(ds, url)
-    elif variable is None:
-        if len(names) != 1:
-            raise ValueError(
-                f"Input {url!r} holds several variables {names}; pick one with variable=... "
-                "(command line: --variable)."
-            )
-        variable = names[0]
+    if variable is None:
+        variable = _only_variable(list(ds.data_vars) if ds is not None else names, url)
     if ds is not None:
         if variable not in ds.data_vars:
             raise ValueError(
@@ -502,15 +495,14 @@ def _resolved(X: Any) -> Any:
     return [resolve_path(p) for p in X] if isinstance(X, (list, tuple)) else resolve_path(X)
 
 
-def _only_variable(ds: Any, url: str) -> str:
-    """A dataset's one data variable (several: the user must pick)."""
-    data_vars = list(ds.data_vars)
-    if len(data_vars) != 1:
+def _only_variable(names: Sequence[Any], url: str) -> str:
+    """An input's one variable (several: the user must pick)."""
+    if len(names) != 1:
         raise ValueError(
-            f"Input {url!r} holds several variables {data_vars}; pick one with variable=... "
+            f"Input {url!r} holds several variables {list(names)}; pick one with variable=... "
             "(command line: --variable)."
         )
-    return str(data_vars[0])
+    return str(names[0])
 
 
 def _table_path(url: Any) -> bool:
@@ -665,8 +657,9 @@ def open_input(
     if is_band_list(X) or (_is_path(X) and (bands or is_raster_path(os.fspath(X)))):
         files = band_paths(_resolved(X), None if is_band_list(X) else bands)  # a list: its files
         identity = "raster:" + ",".join(files)
-        local = len(files) == 1 and "://" not in files[0] and not is_glob(os.fspath(X))
-        source = files[0] if local else None  # URLs GDAL reads: the content digest tells
+        # one local file is fingerprinted (a glob's match is named in the identity);
+        # URLs GDAL reads and band stacks: the content digest tells
+        source = files[0] if len(files) == 1 and "://" not in files[0] else None
         X, raster = open_geotiff(files)
         if feature_dim is None:
             feature_dim = "band"
@@ -675,7 +668,7 @@ def open_input(
         if not os.path.exists(source) and "://" not in source:
             raise FileNotFoundError(f"Input {os.fspath(X)!r} does not exist.")
         X = open_netcdf(source)
-        variable = variable or _only_variable(X, os.fspath(source))
+        variable = variable or _only_variable(list(X.data_vars), os.fspath(source))
         identity = f"netcdf:{source}#{variable}"
     elif _is_path(X) and _table_path(X):
         import fsspec

@@ -100,6 +100,7 @@ def test_a_geotiff_opens_lazily_in_tile_rows_with_its_grid(scene):
     assert inp.georef.transform == tuple(TRANSFORM)[:6]
     assert rasterio.crs.CRS.from_wkt(inp.georef.crs) == rasterio.crs.CRS.from_string(CRS)
     assert inp.sample_dims == ("y", "x")
+    assert open_input([str(scene)]).source == str(scene)  # a list of one file
 
 
 def test_geotiff_round_trip_through_the_command_line(truth, scene, tmp_path):
