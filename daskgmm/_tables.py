@@ -207,7 +207,6 @@ def _local_fs() -> type:
 def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "The DataFrame"):
     import dask
 
-    from ._data import target_chunk_bytes
     from ._summary import summary_chunk
 
     chosen = table_columns([(str(c), df.dtypes[c]) for c in df.columns], columns, where)
@@ -222,17 +221,9 @@ def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "T
     if not sum(rows):
         raise ValueError(f"{where} has no rows.")
     X = da.Array(X.dask, X.name, (tuple(rows), (len(chosen),)), dtype=dtype, meta=X._meta)
-    per_block = max(1, target_chunk_bytes() // (len(chosen) * dtype.itemsize))
-    groups: list[list[int]] = [[]]
-    sizes = [0]
-    for i, n in enumerate(rows):
-        if groups[-1] and sizes[-1] + n > per_block:
-            groups.append([])
-            sizes.append(0)
-        groups[-1].append(i)
-        sizes[-1] += n
+    groups = _grouped(rows, _rows_per_block(len(chosen), dtype))
     if len(groups) < len(rows):  # tiny partitions share a block
-        X = X.rechunk({0: tuple(sizes)})
+        X = X.rechunk({0: tuple(sum(rows[i] for i in g) for g in groups)})
     schema = tuple((str(c), df.dtypes[c]) for c in df.columns)
     summary = functools.reduce(operator.add, parts)
     table = TableSource(frame=df, schema=schema, groups=tuple(tuple(g) for g in groups))
@@ -241,8 +232,6 @@ def _from_dask_dataframe(df: Any, columns: Sequence[str] | None, where: str = "T
 
 def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
     import pyarrow.parquet as pq
-
-    from ._data import target_chunk_bytes
 
     where = f"Input {path!r}"
     files = _parquet_files(fs, path) if is_glob(path) or fs.isdir(path) else [path]
@@ -259,15 +248,10 @@ def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
         pieces += [(name, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     assert chosen is not None
     dtype = _float_dtype(dtypes)
-    per_block = max(1, target_chunk_bytes() // (len(chosen) * dtype.itemsize))
-    blocks: list[list[tuple[str, int, int]]] = [[]]
-    for piece in pieces:
-        if blocks[-1] and sum(p[2] for p in blocks[-1]) + piece[2] > per_block:
-            blocks.append([])
-        blocks[-1].append(piece)
-    blocks = [b for b in blocks if sum(p[2] for p in b)]
-    if not blocks:
+    if not sum(p[2] for p in pieces):
         raise ValueError(f"{where} has no rows.")
+    groups = _grouped([p[2] for p in pieces], _rows_per_block(len(chosen), dtype))
+    blocks = [[pieces[i] for i in g] for g in groups]
     token = f"parquet-{abs(hash((path, tuple(chosen), tuple(pieces)))):x}"
     dsk = {
         (token, i, 0): (_read_pieces, fs, block, tuple(chosen), dtype.str)
@@ -277,6 +261,27 @@ def _open_parquet(fs: Any, path: str, columns: Sequence[str] | None):
     X = da.Array(dsk, token, chunks, dtype=dtype)
     source = TableSource(fs, tuple(tuple(b) for b in blocks), schema=tuple(first_schema))
     return X, chosen, f"parquet:{path}", source
+
+
+def _rows_per_block(n_columns: int, dtype: np.dtype) -> int:
+    from ._data import target_chunk_bytes
+
+    return max(1, target_chunk_bytes() // (n_columns * dtype.itemsize))
+
+
+def _grouped(rows: Sequence[int], per_block: int) -> list[list[int]]:
+    """Consecutive parts (row groups, partitions) of ``rows`` rows each, grouped into
+    blocks of at most ``per_block`` rows (a part larger than that is a block alone,
+    never split; empty parts join their neighbours, so no block is empty unless all are)."""
+    groups: list[list[int]] = [[]]
+    size = 0
+    for i, n in enumerate(rows):
+        if size and size + n > per_block:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += n
+    return groups
 
 
 def _arrow_dtype(arrow_type: Any) -> Any:
