@@ -48,6 +48,8 @@ from ._stats import EStepParams, GMMParams, estimate_log_prob_resp
 __all__ = [
     "check_output_target",
     "log_density",
+    "output_job",
+    "output_names",
     "quantile_threshold",
     "sample_results",
     "write_per_sample",
@@ -111,6 +113,31 @@ def _output_attrs(fs: Any, root: str) -> dict[str, Any] | None:
     if not entries <= {"zarr.json", _PROGRESS, *attrs.get("entries", ())}:
         return None
     return attrs
+
+
+def output_names(proba: bool, score: bool, anomalies: bool) -> tuple[str, ...]:
+    """The variables a per-sample output holds (see :data:`VARIABLES`): the labels (and
+    probabilities, log-density), or the anomaly mask and the log-density."""
+    if anomalies:
+        return ("anomaly", "log_density")
+    return ("label",) + (("probability",) if proba else ()) + (("log_density",) if score else ())
+
+
+def output_job(
+    params: GMMParams, inp: Input, names: tuple[str, ...], threshold: float | None,
+    missing: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """What an output is of, JSON-comparable: an output is reused only for the same job."""
+    job = {
+        "model": params_digest(params),
+        "variables": list(names),
+        "threshold": threshold,
+        "shape": list(inp.X.shape),
+        "dtype": str(inp.X.dtype),
+    }
+    if missing:  # only then: outputs of earlier versions keep their job
+        job["missing"] = "marginalize"
+    return json.loads(json.dumps(job))
 
 
 def sample_results(
@@ -264,16 +291,7 @@ def _write_per_sample(
     import xarray as xr
 
     layout = _layout(inp)
-    job = {
-        "model": params_digest(params),
-        "variables": list(names),
-        "threshold": threshold,
-        "shape": list(inp.X.shape),
-        "dtype": str(inp.X.dtype),
-    }
-    if missing:  # only then: outputs of earlier versions keep their job
-        job["missing"] = "marginalize"
-    job = json.loads(json.dumps(job))
+    job = output_job(params, inp, names, threshold, missing)
     fs, root = fsspec.core.url_to_fs(url)
     local = isinstance(fs, LocalFileSystem)
     if local:  # stores a killed run was still creating

@@ -188,6 +188,11 @@ def open_geotiff(files: Sequence[str]) -> tuple[Any, RasterSource]:
     return image.assign_coords(spatial_ref=grid["spatial_ref"]), source
 
 
+def decimation(height: int, width: int, max_pixels: int) -> int:
+    """The step (every ``step``-th row and column) that leaves at most ``max_pixels``."""
+    return max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+
+
 @dataclass(frozen=True, eq=False)
 class RasterSource:
     """The raster files of an input and how to read them: each file's band count,
@@ -211,7 +216,7 @@ class RasterSource:
         pixel, nearest): GDAL reads a file's overviews where it has them (a COG), so
         only the overview is read, else it decodes the tiles one at a time."""
         height, width = self.shape
-        step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+        step = decimation(height, width, max_pixels)
         return self._read(out_shape=(-(-height // step), -(-width // step))), step
 
     def _read(self, **how: Any) -> np.ndarray:

@@ -38,10 +38,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from ._checkpoint import RefusedError, _aside, _remove_litter, params_digest
+from ._checkpoint import RefusedError, _aside, _remove_litter
 from ._data import Input, resolve_path, worker_threads
 from ._lock import JobLock
-from ._output import _regular_blocks, block_results
+from ._output import _regular_blocks, block_results, output_job
 from ._scheduler import active_client, blas_threads_guard
 from ._stats import EStepParams, GMMParams
 
@@ -167,31 +167,19 @@ def write_geotiff(
     _check_image(inp, path)
     path = resolve_path(path)
     paths = geotiff_paths(path, names)
-    job = json.loads(
-        json.dumps(
-            {
-                "model": params_digest(params),
-                "variables": list(names),
-                "threshold": threshold,
-                "shape": list(inp.X.shape),
-                "dtype": str(inp.X.dtype),
-                "missing": "marginalize" if missing else "error",
-                **(extra_attrs or {}),
-            }
-        )
-    )
+    job = json.loads(json.dumps({**output_job(params, inp, names, threshold, missing),
+                                 **(extra_attrs or {})}))  # fmt: skip
     with JobLock(path, "Output"):
         for target in paths.values():  # files a killed run was still converting
             folder, base = os.path.split(target)
             _remove_litter_files(folder, base)
-        X = _regular_blocks(inp.X, inp.sample_shape[1])
-        n_blocks = X.numblocks[0]
         partials = {name: f"{p}{PARTIAL}" for name, p in paths.items()}
         marks = f"{path}{PROGRESS}"
         if _check_targets(paths, job, inp.files, overwrite):
             logger.info("Output %s is already complete, for this model and these files.", path)
             _discard(partials, marks)  # a run killed after its last rename left them
-            return {"blocks": 0, "skipped": n_blocks, "samples": X.shape[0], "files": paths}
+            n_blocks = _regular_blocks(inp.X, inp.sample_shape[1]).numblocks[0]
+            return {"blocks": 0, "skipped": n_blocks, "samples": inp.X.shape[0], "files": paths}
         tag = {"format": "daskgmm-output", "job": job, "files": inp.files}
         with rasterio_env():  # GDAL's block cache: 64 MiB, not 5 % of the machine
             done, rows = _resume(partials, marks, tag)

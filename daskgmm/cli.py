@@ -270,28 +270,30 @@ def _estimator(opts: dict[str, Any], n_components: int, **overrides: Any):
     return BayesianGaussianMixture(**{**kw, **overrides})
 
 
+def _names(opts: dict[str, Any], key: str, what: str, example: str) -> list[Any] | None:
+    """A comma-separated option (or a TOML list) as a list; None when not given."""
+    value = opts.get(key)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+        if not value:
+            raise CLIError(f"--{key} needs {what}, e.g. --{key} {example}")
+    return None if value is None else list(value)
+
+
 def _bands(opts: dict[str, Any], model: Any = None) -> list[str] | None:
     """--bands as a list; else, for a model, the band files it was fitted on."""
-    value = opts.get("bands")
-    if isinstance(value, str):
-        value = [b.strip() for b in value.split(",") if b.strip()]
-        if not value:
-            raise CLIError("--bands needs file names or globs, e.g. --bands B2.TIF,B3.TIF")
-    if value is None and model is not None:
-        value = model.bands
-    return None if value is None else list(value)
+    value = _names(opts, "bands", "file names or globs", "B2.TIF,B3.TIF")
+    if value is None and model is not None and model.bands is not None:
+        value = list(model.bands)
+    return value
 
 
 def _columns(opts: dict[str, Any], model: Any = None) -> list[str] | None:
     """--columns as a list; else, for a model, the columns it was fitted on (if a table)."""
-    value = opts.get("columns")
-    if isinstance(value, str):
-        value = [c.strip() for c in value.split(",") if c.strip()]
-        if not value:
-            raise CLIError("--columns needs column names, e.g. --columns spend,visits")
+    value = _names(opts, "columns", "column names", "spend,visits")
     if value is None and model is not None and hasattr(model, "feature_names_in_"):
         value = [str(c) for c in model.feature_names_in_]
-    return None if value is None else list(value)
+    return value
 
 
 def _require(opts: dict[str, Any], *names: str) -> None:
@@ -438,8 +440,9 @@ def _load_model(path: str):
         raise CLIError(f"model {path!r} does not exist") from None
 
 
-def _check_input_for_model(opts: dict[str, Any]) -> Any:
-    """INPUT opens as the model will read it, with as many features as it was trained on."""
+def _check_input_for_model(opts: dict[str, Any]) -> tuple[Any, Any]:
+    """INPUT opens as the model will read it, with as many features as it was trained on:
+    the model and the opened input."""
     from ._data import open_input
 
     _check_exists(opts["input"])
@@ -457,7 +460,7 @@ def _check_input_for_model(opts: dict[str, Any]) -> Any:
             f"the model was trained on {gm.n_features_in_} features but {opts['input']!r} has "
             f"{inp.X.shape[1]}"
         )
-    return inp
+    return gm, inp
 
 
 def _block_progress(opts: dict[str, Any], what: str) -> Callable[[int, int], None]:
@@ -596,13 +599,9 @@ def _table_input(opts: dict[str, Any]) -> Any:
 
 
 def _ids(opts: dict[str, Any]) -> list[str]:
-    value = opts.get("id")
-    if not value:
+    if not opts.get("id"):
         return []
-    ids = [c.strip() for c in str(value).split(",") if c.strip()]
-    if not ids:
-        raise CLIError("--id needs column names, e.g. --id customer_id")
-    return ids
+    return _names({"id": str(opts["id"])}, "id", "column names", "customer_id")
 
 
 def _covariance_types(value: Any) -> list[str]:
@@ -627,18 +626,20 @@ _SELECTION_MARKS = {".csv": b"covariance_type,n_components,bic", ".json": b'"das
 def _check_selection_targets(opts: dict[str, Any]) -> None:
     """Refuse to replace a table or plot that ``select`` did not write."""
     for path in _selection_paths(opts):
-        if not os.path.lexists(path):
-            continue
         mark = _SELECTION_MARKS.get(os.path.splitext(path)[1], b"daskgmm model selection")
-        ours = os.path.isfile(path) and not os.path.islink(path)
-        if ours:
-            with open(path, "rb") as f:
-                ours = mark in f.read(1 << 20)
-        if not ours:
+        if os.path.lexists(path) and not _marked(path, mark):
             raise RefusedError(
                 f"{path!r} exists and was not written by daskgmm select; refusing to replace "
                 "it (even with --overwrite). Choose another --table/--plot."
             )
+
+
+def _marked(path: str, mark: bytes) -> bool:
+    """A plain file (no link) whose first MiB holds ``mark``: one daskgmm wrote."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    with open(path, "rb") as f:
+        return mark in f.read(1 << 20)
 
 
 def _write_selection(opts: dict[str, Any], rows: list[dict[str, Any]], best: Any) -> None:
@@ -756,13 +757,7 @@ def _plot_targets(folder: str) -> None:
         raise RefusedError(f"plot output {folder!r} exists and is not a folder")
     for name in PLOT_FILES:
         path = os.path.join(folder, name)
-        if not os.path.lexists(path):
-            continue
-        ours = os.path.isfile(path) and not os.path.islink(path)
-        if ours:
-            with open(path, "rb") as f:
-                ours = f"Software\x00{MARK} ".encode() in f.read(1 << 16)
-        if not ours:
+        if os.path.lexists(path) and not _marked(path, f"Software\x00{MARK} ".encode()):
             raise RefusedError(
                 f"{path!r} exists and is not a picture daskgmm drew; refusing to replace it "
                 "(choose another -o folder)"
@@ -772,23 +767,33 @@ def _plot_targets(folder: str) -> None:
 def _feature_pair(opts: dict[str, Any], names: list[str]) -> tuple[int, int] | None:
     """--features A,B as two feature indices (names or numbers); None: the first two
     principal components."""
-    value = opts.get("features")
+    pair = _feature_indices(opts, "features", names, 2, "0,2")
+    if pair is None:
+        return None
+    if pair[0] == pair[1]:
+        raise CLIError(f"--features needs two different features, got {opts['features']!r}")
+    return pair[0], pair[1]
+
+
+def _feature_indices(
+    opts: dict[str, Any], key: str, names: list[str], count: int, example: str
+) -> list[int] | None:
+    """``--key`` as ``count`` feature indices, each given by name or number."""
+    words = {2: "two features", 3: "three features"}[count]
+    value = _names(opts, key, words, example)
     if value is None:
         return None
-    parts = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else value
-    if len(parts) != 2:
-        raise CLIError(f"--features needs two features, e.g. --features 0,2; got {value!r}")
-    pair = []
-    for part in parts:
-        if str(part) in names:
-            pair.append(names.index(str(part)))
-        elif str(part).lstrip("-").isdigit() and 0 <= int(part) < len(names):
-            pair.append(int(part))
+    if len(value) != count:
+        raise CLIError(f"--{key} needs {words}, e.g. --{key} {example}; got {opts[key]!r}")
+    indices = []
+    for part in map(str, value):
+        if part in names:
+            indices.append(names.index(part))
+        elif part.isdigit() and int(part) < len(names):
+            indices.append(int(part))
         else:
-            raise CLIError(f"--features: {part!r} is not one of the features {names}")
-    if pair[0] == pair[1]:
-        raise CLIError(f"--features needs two different features, got {value!r}")
-    return pair[0], pair[1]
+            raise CLIError(f"--{key}: {part!r} is not one of the features {names}")
+    return indices
 
 
 def _feature_names(gm: Any, inp: Any) -> list[str]:
@@ -808,12 +813,14 @@ def decimated_labels(gm: Any, inp: Any, max_pixels: int) -> tuple[np.ndarray, in
     memory."""
     import dask.array as da
 
+    from ._raster import decimation
+
     if inp.raster is not None:
         image, step = inp.raster.decimated(max_pixels)
         labels = gm.predict(image.reshape(-1, image.shape[2]))
         return np.asarray(labels).reshape(image.shape[:2]), step
     height, width = inp.sample_shape
-    step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    step = decimation(height, width, max_pixels)
     image = inp.X.reshape(height, width, inp.X.shape[1])[::step, ::step]
     rows, cols = image.shape[:2]
     labels = gm.predict(image.reshape(rows * cols, inp.X.shape[1]).rechunk({0: "auto"}))
@@ -873,21 +880,10 @@ def _grid_note(step: int) -> str:
 def _rgb(opts: dict[str, Any], names: list[str]) -> list[int] | None:
     """--rgb R,G,B as feature indices (names or numbers); default: the three features
     of a three-band input; else None (a qualitative palette)."""
-    value = opts.get("rgb")
-    if value is None:
-        return [0, 1, 2] if len(names) == 3 else None
-    parts = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else value
-    if len(parts) != 3:
-        raise CLIError(f"--rgb needs three features, e.g. --rgb 3,2,1; got {value!r}")
-    out = []
-    for part in parts:
-        if str(part) in names:
-            out.append(names.index(str(part)))
-        elif str(part).isdigit() and int(part) < len(names):
-            out.append(int(part))
-        else:
-            raise CLIError(f"--rgb: {part!r} is not one of the features {names}")
-    return out
+    rgb = _feature_indices(opts, "rgb", names, 3, "3,2,1")
+    if rgb is None and len(names) == 3:
+        return [0, 1, 2]
+    return rgb
 
 
 def _selection_picture(path: str) -> bytes:
@@ -1108,8 +1104,8 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             if int(opts[name]) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be at least 1")
         _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
-        inp = _check_input_for_model(opts)
-        names = _feature_names(_model_for_input(opts), inp)
+        gm, inp = _check_input_for_model(opts)
+        names = _feature_names(gm, inp)
         _feature_pair(opts, names)
         _rgb(opts, names)
         if opts["selection"]:
@@ -1123,7 +1119,7 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
         if command == "anomalies" and not 0.0 < float(opts["quantile"]) < 1.0:
             raise CLIError(f"--quantile must be strictly between 0 and 1, got {opts['quantile']}")
         _check_apart(input=opts["input"], output=opts["output"], model=opts["model"])
-        inp = _check_input_for_model(opts)
+        _, inp = _check_input_for_model(opts)
         if _ids(opts):
             from ._table_output import check_table_target
 
@@ -1133,11 +1129,11 @@ def preflight(command: str, opts: dict[str, Any]) -> None:
             check_table_target(opts["output"])
             opts["_input"] = inp  # its ids are checked: not read twice
         elif _geotiff(opts["output"]):
+            from ._output import output_names
             from ._raster_output import check_geotiff_targets
 
-            names = ("anomaly", "log_density") if command == "anomalies" else (
-                ("label",) + (("probability",) if opts["proba"] else ())
-                + (("log_density",) if opts["score"] else ()))  # fmt: skip
+            anomalies = command == "anomalies"
+            names = output_names(opts.get("proba"), opts.get("score"), anomalies)
             check_geotiff_targets(opts["output"], names, inp)
         else:
             check_output_target(opts["output"])
@@ -1527,17 +1523,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="write labels/probabilities/log-density to Zarr (or Parquet with --id)",
+        help="write labels/probabilities/log-density to Zarr, GeoTIFF (or Parquet with --id)",
         description="Write the labels of INPUT under MODEL (and with --proba "
         "the component probabilities, with --score the "
-        "log-density) to a Zarr store, block by block, or for a table with --id to a "
+        "log-density) to a Zarr store, block by block, for an image with -o FILE.tif to "
+        "Cloud-Optimised GeoTIFFs on its grid (STEM.probability.tif, STEM.log_density.tif "
+        "beside it), or for a table with --id to a "
         "Parquet dataset whose rows carry the ids. Images keep "
         "their (y, x) shape and coordinates. Re-running after a "
         "kill completes the output.",
     )
     model_and_input(p)
-    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, or with "
-                   "--id a Parquet dataset (a directory)")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, a .tif "
+                   "file, or with --id a Parquet dataset (a directory)")  # fmt: skip
     table_ids(p)
     p.add_argument("--proba", action="store_true", default=S, help="also probabilities")
     p.add_argument("--score", action="store_true", default=S, help="also log-density")
@@ -1593,8 +1591,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_and_input(p)
     p.add_argument("--quantile", type=float, default=S, help="share flagged (0.001)")
-    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, or with "
-                   "--id a Parquet dataset of the flagged rows")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="OUT", default=S, help="a Zarr store, a .tif "
+                   "file, or with --id a Parquet dataset of the flagged rows")  # fmt: skip
     table_ids(p)
     p.add_argument("--overwrite", action="store_true", default=S)
     data_options(p, fitting=False)

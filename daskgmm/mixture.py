@@ -1481,19 +1481,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """What a per-sample output holds (:data:`daskgmm._output.VARIABLES`) and, for
         anomalies, the log-density threshold (three passes) and the attributes that
         record it."""
-        from ._output import log_density, quantile_threshold
+        from ._output import log_density, output_names, quantile_threshold
 
+        names = output_names(proba, score, anomaly_quantile is not None)
         if anomaly_quantile is None:
-            names = (
-                ("label",)
-                + (("probability",) if proba else ())
-                + (("log_density",) if score else ())
-            )
             return names, None, None
         q = float(anomaly_quantile)
         logger.info("Finding the log-density threshold at quantile %s (three passes)", q)
         threshold = quantile_threshold(log_density(self._params, inp.X, self._marginalize), q)
-        return ("anomaly", "log_density"), threshold, {"quantile": q, "threshold": threshold}
+        return names, threshold, {"quantile": q, "threshold": threshold}
 
     def predict_to_table(
         self,
