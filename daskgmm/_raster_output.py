@@ -229,7 +229,15 @@ def _resume(
 
 
 def _discard(partials: dict[str, str], marks: str) -> None:
-    """Remove partial files and their marks (names only daskgmm gives)."""
+    """Remove partial files and their marks (names only daskgmm gives; a marks folder
+    holding anything but block numbers is refused, never removed)."""
+    if os.path.lexists(marks):
+        entries = os.listdir(marks) if os.path.isdir(marks) and not os.path.islink(marks) else None
+        if entries is None or not all(e.isdigit() for e in entries):
+            raise RefusedError(
+                f"{marks!r} holds what daskgmm did not write; refusing to remove it. Move it "
+                "away, or choose another output path."
+            )
     for partial in partials.values():
         if os.path.lexists(partial):
             os.remove(partial)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -399,6 +400,13 @@ def test_a_geotiff_output_interrupted_is_completed_by_a_rerun(scene, tmp_path):
     with dask.config.set(config):
         assert gm.predict_to_geotiff(str(scene), out, proba=True)["blocks"] == 0
     assert not [p for p in os.listdir(tmp_path) if "daskgmm" in p]
+    # a marks folder holding what daskgmm did not write is refused, never removed
+    (tmp_path / "labels.tif.daskgmm-progress").mkdir()
+    (tmp_path / "labels.tif.daskgmm-progress" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds what daskgmm did not write; refusing"):
+        gm.predict_to_geotiff(str(scene), out, proba=True)
+    assert (tmp_path / "labels.tif.daskgmm-progress" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(tmp_path / "labels.tif.daskgmm-progress")
     other = GaussianMixture(2, missing="marginalize", random_state=0).fit(str(scene))
     with dask.config.set(config), pytest.raises(KeyboardInterrupt):
         gm.predict_to_geotiff(str(scene), tmp_path / "b.tif", progress=stop_after_three)
